@@ -1,0 +1,3 @@
+"""recflow: declarative recommender-systems pipelines on Kedro."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,249 @@
+"""The FeatureSpec: fitted transforms + field metadata, shared by training and serving.
+
+`feature_spec.json` is this object's `to_dict()`; serving rebuilds it with
+`FeatureSpec.from_dict` and calls the same `transform_frame`, so there is one
+code path from raw columns to model inputs (no train/serve skew).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from recflow.features.config import (
+    FeaturesConfig,
+    HashCrossConfig,
+    QuantileBucketConfig,
+    SequenceConfig,
+    StandardizeConfig,
+    VocabConfig,
+)
+from recflow.features.transforms import (
+    HashCross,
+    QuantileBucket,
+    Standardize,
+    Vocabulary,
+    pad_sequences,
+)
+
+SPEC_VERSION = 1
+LABEL_PREFIX = "label_"
+KEY_COLUMNS = ("key_user", "key_item", "key_timestamp")
+
+
+def sequence_columns(name: str, length: int) -> list[str]:
+    """Columns holding a sequence field, oldest first, most recent last."""
+    return [f"{name}__{i:03d}" for i in range(length)]
+
+
+@dataclass
+class FieldSpec:
+    """One model input: its kind, source column(s), transform and fitted state."""
+
+    name: str
+    kind: str  # "categorical" | "numeric" | "sequence"
+    transform: str
+    params: dict[str, Any]
+    columns: list[str]
+    state: dict[str, Any] = field(default_factory=dict)
+    vocab_size: int | None = None
+    stats: dict[str, float] | None = None
+
+    @property
+    def length(self) -> int:
+        return int(self.params.get("length", 0))
+
+    @property
+    def shares_vocab_with(self) -> str | None:
+        return self.params.get("of")
+
+    def output_columns(self) -> list[str]:
+        if self.kind == "sequence":
+            return sequence_columns(self.name, self.length)
+        return [self.name]
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "name": self.name,
+            "kind": self.kind,
+            "transform": self.transform,
+            "columns": self.columns,
+            "params": self.params,
+        }
+        if self.vocab_size is not None:
+            out["vocab_size"] = self.vocab_size
+        if self.stats is not None:
+            out["stats"] = self.stats
+        out["state"] = self.state
+        return out
+
+
+def _build_transform(spec: FieldSpec) -> Any:
+    params = {k: v for k, v in spec.params.items() if k not in ("transform", "column")}
+    if spec.transform == "vocab":
+        return Vocabulary(**params).load_state(spec.state) if spec.state else Vocabulary(**params)
+    if spec.transform == "standardize":
+        t = Standardize(**params)
+        return t.load_state(spec.state) if spec.state else t
+    if spec.transform == "quantile_bucket":
+        t = QuantileBucket(**params)
+        return t.load_state(spec.state) if spec.state else t
+    if spec.transform == "hash_cross":
+        return HashCross(**params)
+    raise ValueError(f"field '{spec.name}': transform '{spec.transform}' has no column transform")
+
+
+_KIND = {
+    VocabConfig: "categorical",
+    QuantileBucketConfig: "categorical",
+    HashCrossConfig: "categorical",
+    StandardizeConfig: "numeric",
+    SequenceConfig: "sequence",
+}
+
+
+@dataclass
+class FeatureSpec:
+    """Everything needed to turn raw joined records into model-ready columns."""
+
+    fields: list[FieldSpec]
+    labels: list[str]
+    split: dict[str, Any] = field(default_factory=dict)
+    rows: dict[str, int] = field(default_factory=dict)
+
+    # ---- construction ---------------------------------------------------------------
+    @classmethod
+    def from_config(cls, config: FeaturesConfig) -> FeatureSpec:
+        fields = []
+        for name, cfg in config.fields.items():
+            params = cfg.model_dump(exclude={"column"})
+            if isinstance(cfg, HashCrossConfig):
+                columns = list(cfg.columns)
+                params.pop("columns")
+                params["columns"] = columns
+            elif isinstance(cfg, SequenceConfig):
+                columns = []
+            else:
+                columns = [cfg.column or name]
+            fields.append(
+                FieldSpec(name=name, kind=_KIND[type(cfg)], transform=cfg.transform,
+                          params=params, columns=columns)
+            )
+        return cls(fields=fields, labels=list(config.labels))
+
+    def fit(self, train: pd.DataFrame) -> FeatureSpec:
+        """Fit every column transform on the train split only."""
+        for f in self.fields:
+            if f.kind == "sequence":
+                continue
+            transform = _build_transform(f)
+            transform.fit(train[f.columns] if f.transform == "hash_cross" else train[f.columns[0]])
+            f.state = transform.state()
+            if f.kind == "categorical":
+                f.vocab_size = int(transform.size)
+            else:
+                f.stats = {"mean": transform.mean, "std": transform.std}
+        for f in self.fields:
+            if f.kind == "sequence":
+                f.vocab_size = self[f.shares_vocab_with].vocab_size
+        return self
+
+    # ---- application -----------------------------------------------------------------
+    def __getitem__(self, name: str) -> FieldSpec:
+        for f in self.fields:
+            if f.name == name:
+                return f
+        raise KeyError(f"feature spec has no field '{name}'; fields are {self.names}")
+
+    @property
+    def names(self) -> list[str]:
+        return [f.name for f in self.fields]
+
+    def by_kind(self, kind: str) -> list[FieldSpec]:
+        return [f for f in self.fields if f.kind == kind]
+
+    def raw_columns(self) -> list[str]:
+        """Raw input columns a scorer needs (sequence sources are passed as lists)."""
+        cols: list[str] = []
+        for f in self.fields:
+            for c in f.columns if f.kind != "sequence" else [f.name]:
+                if c not in cols:
+                    cols.append(c)
+        return cols
+
+    def transform_frame(
+        self, raw: pd.DataFrame, histories: dict[str, np.ndarray] | None = None
+    ) -> pd.DataFrame:
+        """Raw columns (+ raw history matrices of item ids) -> model-ready columns.
+
+        `histories[name]` is an (n, length) object array of raw ids, None-padded
+        on the left; preprocessing builds it from the log, serving from requests.
+        """
+        out: dict[str, np.ndarray] = {}
+        for f in self.fields:
+            if f.kind == "sequence":
+                matrix = (histories or {}).get(f.name)
+                if matrix is None:
+                    if f.name not in raw:
+                        raise KeyError(f"missing sequence field '{f.name}'")
+                    matrix = pad_sequences(raw[f.name].tolist(), f.length)
+                vocab = _build_transform(self[f.shares_vocab_with])
+                ids = vocab.transform(pd.Series(matrix.ravel())).reshape(matrix.shape)
+                for i, col in enumerate(f.output_columns()):
+                    out[col] = ids[:, i]
+                continue
+            missing = [c for c in f.columns if c not in raw.columns]
+            if missing:
+                raise KeyError(
+                    f"field '{f.name}' needs column(s) {missing}; got {list(raw.columns)}"
+                )
+            transform = _build_transform(f)
+            source = raw[f.columns] if f.transform == "hash_cross" else raw[f.columns[0]]
+            out[f.name] = transform.transform(source)
+        return pd.DataFrame(out, index=raw.index)
+
+    # ---- persistence -----------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        body = {
+            "version": SPEC_VERSION,
+            "fields": [f.to_dict() for f in self.fields],
+            "labels": self.labels,
+            "split": self.split,
+            "rows": self.rows,
+        }
+        body["hash"] = spec_hash(body)
+        return body
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> FeatureSpec:
+        if data.get("version") != SPEC_VERSION:
+            raise ValueError(
+                f"feature spec version {data.get('version')!r} is not supported "
+                f"(expected {SPEC_VERSION}); re-run the preprocessing pipeline"
+            )
+        fields = [
+            FieldSpec(
+                name=f["name"], kind=f["kind"], transform=f["transform"], params=f["params"],
+                columns=f["columns"], state=f.get("state", {}),
+                vocab_size=f.get("vocab_size"), stats=f.get("stats"),
+            )
+            for f in data["fields"]
+        ]
+        return cls(fields=fields, labels=data["labels"], split=data.get("split", {}),
+                   rows=data.get("rows", {}))
+
+    @property
+    def hash(self) -> str:
+        return self.to_dict()["hash"]
+
+
+def spec_hash(body: dict[str, Any]) -> str:
+    """Content hash of a spec (fields, labels, split), used to pair models with specs."""
+    content = {k: body[k] for k in ("fields", "labels", "split")}
+    blob = json.dumps(content, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]

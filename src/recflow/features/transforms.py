@@ -1,0 +1,195 @@
+"""Fitted, vectorised feature transforms.
+
+Plain numpy/pandas only (no torch, no Kedro): the production scorer imports
+this module in slim images, so training and serving run the same code.
+Index conventions for every categorical output: 0 = missing/padding, 1 = OOV
+(unseen or too rare in train), 2.. = known values.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from itertools import chain
+from typing import Any, ClassVar
+
+import numpy as np
+import pandas as pd
+
+PAD, OOV = 0, 1
+_N_RESERVED = 2
+
+
+@dataclass
+class Vocabulary:
+    """Value -> index map fitted on train, most frequent first (ties by value)."""
+
+    min_count: int = 1
+    max_size: int | None = None
+    values: list[Any] = field(default_factory=list)
+    kind: ClassVar[str] = "categorical"
+
+    def fit(self, column: pd.Series) -> Vocabulary:
+        counts = column.dropna().value_counts(sort=False)
+        counts = counts[counts >= self.min_count]
+        frame = pd.DataFrame({"value": counts.index, "count": counts.to_numpy()})
+        frame = frame.sort_values(["count", "value"], ascending=[False, True], kind="stable")
+        if self.max_size is not None:
+            frame = frame.head(self.max_size)
+        self.values = frame["value"].tolist()
+        self._index = None
+        return self
+
+    @property
+    def size(self) -> int:
+        return len(self.values) + _N_RESERVED
+
+    def _lookup(self) -> pd.Index:
+        if getattr(self, "_index", None) is None:
+            self._index = pd.Index(self.values)
+        return self._index
+
+    def transform(self, column: pd.Series | np.ndarray) -> np.ndarray:
+        values = pd.Series(column) if not isinstance(column, pd.Series) else column
+        index = self._lookup()
+        if len(index) and values.dtype != index.dtype and not values.isna().all():
+            try:
+                values = values.astype(index.dtype)
+            except (TypeError, ValueError):
+                values = values.astype(str)
+        positions = index.get_indexer(values)
+        out = np.where(positions >= 0, positions + _N_RESERVED, OOV).astype(np.int64)
+        out[values.isna().to_numpy()] = PAD
+        return out
+
+    def state(self) -> dict[str, Any]:
+        return {"values": self.values}
+
+    def load_state(self, state: dict[str, Any]) -> Vocabulary:
+        self.values = list(state["values"])
+        self._index = None
+        return self
+
+
+@dataclass
+class Standardize:
+    """(x - mean) / std on train, optional log1p first; missing -> train mean."""
+
+    log: bool = False
+    clip: float | None = 5.0
+    mean: float = 0.0
+    std: float = 1.0
+    kind: ClassVar[str] = "numeric"
+
+    def _prepare(self, column: pd.Series | np.ndarray) -> np.ndarray:
+        x = np.asarray(pd.to_numeric(pd.Series(column), errors="coerce"), dtype=np.float64)
+        return np.log1p(np.clip(x, 0, None)) if self.log else x
+
+    def fit(self, column: pd.Series) -> Standardize:
+        x = self._prepare(column)
+        self.mean = float(np.nanmean(x)) if np.isfinite(x).any() else 0.0
+        std = float(np.nanstd(x)) if np.isfinite(x).any() else 1.0
+        self.std = std if std > 1e-12 else 1.0
+        return self
+
+    def transform(self, column: pd.Series | np.ndarray) -> np.ndarray:
+        x = self._prepare(column)
+        z = (np.where(np.isfinite(x), x, self.mean) - self.mean) / self.std
+        if self.clip is not None:
+            z = np.clip(z, -self.clip, self.clip)
+        return z.astype(np.float32)
+
+    def state(self) -> dict[str, Any]:
+        return {"mean": self.mean, "std": self.std}
+
+    def load_state(self, state: dict[str, Any]) -> Standardize:
+        self.mean, self.std = float(state["mean"]), float(state["std"])
+        return self
+
+
+@dataclass
+class QuantileBucket:
+    """Bucket id from train quantile edges; missing -> 0, so it embeds like a category."""
+
+    num_buckets: int = 10
+    log: bool = False
+    edges: list[float] = field(default_factory=list)
+    kind: ClassVar[str] = "categorical"
+
+    def _prepare(self, column: pd.Series | np.ndarray) -> np.ndarray:
+        x = np.asarray(pd.to_numeric(pd.Series(column), errors="coerce"), dtype=np.float64)
+        return np.log1p(np.clip(x, 0, None)) if self.log else x
+
+    def fit(self, column: pd.Series) -> QuantileBucket:
+        x = self._prepare(column)
+        x = x[np.isfinite(x)]
+        qs = np.linspace(0, 1, self.num_buckets + 1)[1:-1]
+        self.edges = np.unique(np.quantile(x, qs)).tolist() if x.size else []
+        return self
+
+    @property
+    def size(self) -> int:
+        return len(self.edges) + 2  # missing slot + (edges + 1) buckets
+
+    def transform(self, column: pd.Series | np.ndarray) -> np.ndarray:
+        x = self._prepare(column)
+        buckets = np.searchsorted(np.asarray(self.edges), x, side="right") + 1
+        return np.where(np.isfinite(x), buckets, PAD).astype(np.int64)
+
+    def state(self) -> dict[str, Any]:
+        return {"edges": self.edges}
+
+    def load_state(self, state: dict[str, Any]) -> QuantileBucket:
+        self.edges = [float(e) for e in state["edges"]]
+        return self
+
+
+@dataclass
+class HashCross:
+    """Deterministic hash of several columns into `num_buckets` ids (no state to fit)."""
+
+    columns: list[str] = field(default_factory=list)
+    num_buckets: int = 10_000
+    kind: ClassVar[str] = "categorical"
+
+    @property
+    def size(self) -> int:
+        return self.num_buckets + 1
+
+    def fit(self, frame: pd.DataFrame) -> HashCross:
+        return self
+
+    def transform(self, frame: pd.DataFrame) -> np.ndarray:
+        key = frame[self.columns[0]].astype(str)
+        for column in self.columns[1:]:
+            key = key + "\x1f" + frame[column].astype(str)
+        hashed = pd.util.hash_array(key.to_numpy(dtype=object))
+        return (hashed % np.uint64(self.num_buckets)).astype(np.int64) + 1
+
+    def state(self) -> dict[str, Any]:
+        return {}
+
+    def load_state(self, state: dict[str, Any]) -> HashCross:
+        return self
+
+
+def pad_sequences(sequences: list[list[Any]] | pd.Series, length: int) -> np.ndarray:
+    """Right-align ragged raw histories into an (n, length) object array, None-padded.
+
+    Used by serving, where each record carries its own history; the most
+    recent item is last, matching what preprocessing builds from the log.
+    """
+    full_lengths = np.fromiter((len(s) for s in sequences), dtype=np.int64)
+    lengths = np.minimum(full_lengths, length)
+    flat = np.empty(int(full_lengths.sum()), dtype=object)
+    flat[:] = list(chain.from_iterable(sequences))
+    out = np.full((len(lengths), length), None, dtype=object)
+    if not len(lengths):
+        return out
+    ends = np.cumsum(full_lengths)
+    rows = np.repeat(np.arange(len(lengths)), lengths)
+    # position within the kept tail of each sequence
+    offsets = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    src = np.repeat(ends - lengths, lengths) + offsets
+    cols = np.repeat(length - lengths, lengths) + offsets
+    out[rows, cols] = flat[src]
+    return out

@@ -1,0 +1,91 @@
+"""Kedro hooks that make a run all-or-nothing on disk.
+
+A failed run must leave no half-written outputs behind: every file a run
+saves is tracked, the previous version is kept aside, and on error the new
+files are removed and the previous ones restored.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+from typing import Any
+
+from kedro.framework.hooks import hook_impl
+
+logger = logging.getLogger(__name__)
+_BACKUP_SUFFIX = ".recflow-backup"
+
+
+def dataset_filepath(catalog: Any, name: str) -> Path | None:
+    """Local path a catalog dataset writes to, or None for memory/remote datasets."""
+    try:
+        dataset = catalog.get(name)
+    except Exception:  # noqa: BLE001 - unknown or lazily-failing datasets have no path
+        return None
+    filepath = getattr(dataset, "_filepath", None)
+    if filepath is None:
+        filepath = (dataset._describe() or {}).get("filepath") if dataset else None
+    if filepath is None:
+        return None
+    protocol = getattr(dataset, "_protocol", "file")
+    if protocol not in ("file", None):
+        return None
+    return Path(str(filepath))
+
+
+class AtomicRunHooks:
+    """Back up outputs before they are overwritten; roll back when a run fails."""
+
+    def __init__(self) -> None:
+        self._catalog: Any = None
+        self._written: list[Path] = []
+        self._backups: dict[Path, Path] = {}
+
+    @hook_impl
+    def before_pipeline_run(self, catalog: Any) -> None:
+        self._catalog = catalog
+        self._written, self._backups = [], {}
+
+    @hook_impl
+    def before_dataset_saved(self, dataset_name: str) -> None:
+        path = dataset_filepath(self._catalog, dataset_name) if self._catalog else None
+        if path is None or path in self._written:
+            return
+        if path.exists() and path not in self._backups:
+            backup = path.with_name(path.name + _BACKUP_SUFFIX)
+            if backup.exists():
+                _remove(backup)
+            shutil.move(path, backup)
+            self._backups[path] = backup
+        self._written.append(path)
+
+    @hook_impl
+    def after_pipeline_run(self) -> None:
+        for backup in self._backups.values():
+            _remove(backup)
+        self._written, self._backups = [], {}
+
+    @hook_impl
+    def on_pipeline_error(self, error: Exception) -> None:
+        for path in reversed(self._written):
+            _remove(path)
+            backup = self._backups.get(path)
+            if backup is not None and backup.exists():
+                shutil.move(backup, path)
+        if self._written:
+            logger.error(
+                "Run failed (%s); rolled back %d output(s): %s",
+                type(error).__name__,
+                len(self._written),
+                ", ".join(str(p) for p in self._written),
+            )
+        self._written, self._backups = [], {}
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path)
+    elif path.exists():
+        path.unlink()

@@ -1,0 +1,1 @@
+"""One folder per Kedro pipeline: `nodes.py` (pure functions) + `pipeline.py` (wiring)."""

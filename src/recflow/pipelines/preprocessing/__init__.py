@@ -1,0 +1,5 @@
+"""Raw interactions/users/items -> validated, split, transformed model inputs + FeatureSpec."""
+
+from recflow.pipelines.preprocessing.pipeline import create_pipeline
+
+__all__ = ["create_pipeline"]

@@ -1,0 +1,152 @@
+"""Preprocessing nodes: pure functions over DataFrames; the catalog does the I/O."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from recflow.features import FeatureSpec, FeaturesConfig
+from recflow.features.sequences import build_histories
+from recflow.features.spec import LABEL_PREFIX
+from recflow.features.split import split_masks, temporal_cutoffs
+from recflow.schemas.expectations import ATTRS_KEY, run_suite
+
+logger = logging.getLogger(__name__)
+SPLITS = ("train", "valid", "test")
+
+
+def _check_references(log: pd.DataFrame, table: pd.DataFrame, key: str, dataset: str) -> None:
+    unknown = ~log[key].isin(table[key])
+    if unknown.any():
+        examples = log.loc[unknown, key].unique()[:5].tolist()
+        raise ValueError(
+            f"raw_interactions.{key}: {int(unknown.sum())} row(s) reference ids missing "
+            f"from {dataset}.{key}, e.g. {examples}"
+        )
+
+
+def join_events(
+    interactions: pd.DataFrame, users: pd.DataFrame, items: pd.DataFrame
+) -> pd.DataFrame:
+    """Impressions enriched with user and item attributes, in time order."""
+    _check_references(interactions, users, "user_id", "raw_users")
+    _check_references(interactions, items, "item_id", "raw_items")
+    events = interactions.merge(users, on="user_id", how="left", suffixes=("", "_user"))
+    events = events.merge(items, on="item_id", how="left", suffixes=("", "_item"))
+    return events.sort_values("timestamp", kind="stable").reset_index(drop=True)
+
+
+def split_by_time(events: pd.DataFrame, params: FeaturesConfig) -> dict[str, Any]:
+    """Global cut-offs (train_end, valid_end) from timestamp quantiles."""
+    cutoffs = temporal_cutoffs(events["timestamp"], params.split)
+    masks = split_masks(events["timestamp"], cutoffs)
+    cutoffs["rows"] = {name: int(mask.sum()) for name, mask in masks.items()}
+    logger.info("temporal split %s", cutoffs)
+    return cutoffs
+
+
+def _missing_columns(events: pd.DataFrame, params: FeaturesConfig) -> list[str]:
+    needed: list[str] = [*params.labels]
+    for name, cfg in params.fields.items():
+        if cfg.transform == "hash_cross":
+            needed += cfg.columns
+        elif cfg.transform == "sequence":
+            needed.append(cfg.event)
+        else:
+            needed.append(cfg.column or name)
+    return [c for c in dict.fromkeys(needed) if c not in events.columns]
+
+
+def fit_feature_spec(
+    events: pd.DataFrame, cutoffs: dict[str, Any], params: FeaturesConfig
+) -> dict[str, Any]:
+    """Fit every transform on the train split only and return the spec as JSON data."""
+    missing = _missing_columns(events, params)
+    if missing:
+        raise KeyError(
+            f"parameters_preprocessing.yml (preprocessing.fields/labels) uses column(s) "
+            f"{missing} that the joined raw data does not have; available: "
+            f"{sorted(events.columns)}"
+        )
+    train = events.loc[split_masks(events["timestamp"], cutoffs)["train"]]
+    spec = FeatureSpec.from_config(params).fit(train)
+    spec.split = {k: v for k, v in cutoffs.items() if k != "rows"}
+    spec.rows = dict(cutoffs["rows"])
+    return spec.to_dict()
+
+
+def _histories(events: pd.DataFrame, rows: pd.DataFrame, spec: FeatureSpec) -> dict:
+    return {
+        f.name: build_histories(
+            events, f.length, item=spec[f.shares_vocab_with].columns[0],
+            event=f.params["event"], queries=rows,
+        )
+        for f in spec.by_kind("sequence")
+    }
+
+
+def transform_split(
+    events: pd.DataFrame, feature_spec: dict[str, Any], split: str
+) -> pd.DataFrame:
+    """Model-ready columns for one split: keys, features, labels; bounds stamped in attrs."""
+    spec = FeatureSpec.from_dict(feature_spec)
+    mask = split_masks(events["timestamp"], spec.split)[split]
+    rows = events.loc[mask]
+    features = spec.transform_frame(rows, histories=_histories(events, rows, spec))
+    keys = pd.DataFrame(
+        {
+            "key_user": rows["user_id"].to_numpy(),
+            "key_item": rows["item_id"].to_numpy(),
+            "key_timestamp": rows["timestamp"].to_numpy(np.int64),
+        },
+        index=rows.index,
+    )
+    labels = pd.DataFrame(
+        {LABEL_PREFIX + label: rows[label].to_numpy(np.int64) for label in spec.labels},
+        index=rows.index,
+    )
+    out = pd.concat([keys, features, labels], axis=1).reset_index(drop=True)
+    window = {
+        "train": (int(events["timestamp"].min()), spec.split["train_end"]),
+        "valid": (spec.split["train_end"], spec.split["valid_end"]),
+        "test": (spec.split["valid_end"], int(events["timestamp"].max()) + 1),
+    }[split]
+    out.attrs[ATTRS_KEY] = {
+        "split": split,
+        "time_window": list(window),
+        "max_index": {
+            column: f.vocab_size - 1
+            for f in spec.fields
+            if f.vocab_size is not None
+            for column in f.output_columns()
+        },
+    }
+    return out
+
+
+def transform_train(events: pd.DataFrame, feature_spec: dict[str, Any]) -> pd.DataFrame:
+    return transform_split(events, feature_spec, "train")
+
+
+def transform_valid(events: pd.DataFrame, feature_spec: dict[str, Any]) -> pd.DataFrame:
+    return transform_split(events, feature_spec, "valid")
+
+
+def transform_test(events: pd.DataFrame, feature_spec: dict[str, Any]) -> pd.DataFrame:
+    return transform_split(events, feature_spec, "test")
+
+
+def report_data_quality(
+    train: pd.DataFrame, valid: pd.DataFrame, test: pd.DataFrame
+) -> dict[str, Any]:
+    """Run the great-expectations suite on every split; fail the run if any fails."""
+    results = {name: run_suite(frame, f"model_input_{name}")
+               for name, frame in zip(SPLITS, (train, valid, test), strict=True)}
+    report = {"success": all(r["success"] for r in results.values()), "splits": results}
+    if not report["success"]:
+        failed = {n: [f["expectation"] for f in r["failed"]] for n, r in results.items()}
+        raise ValueError(f"data quality checks failed: {failed}")
+    return report

@@ -1,0 +1,1 @@
+"""Dataset contracts: pandera models for raw data, great-expectations suites for features."""
