@@ -12,6 +12,7 @@ Run ``python -m recflow.datagen --help`` to (re)generate the parquet files.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,83 +41,89 @@ GENDERS = ("f", "m", "x")
 REGIONS = ("north", "south", "east", "west", "central", "coastal", "mountain", "islands")
 DEVICES = ("ios", "android", "web")
 
-# category -> subcategory -> (nouns, adjectives). Titles are built from these words so
-# that text similarity between titles tracks closeness in the hierarchy.
-TAXONOMY: dict[str, dict[str, tuple[tuple[str, ...], tuple[str, ...]]]] = {
-    "electronics": {
-        "audio": (("headphones", "earbuds", "speaker", "soundbar"), ("wireless", "noise-cancelling", "bass", "hifi")),
-        "phones": (("smartphone", "phone", "charger", "case"), ("unlocked", "5g", "dual-sim", "rugged")),
-        "computers": (("laptop", "notebook", "monitor", "keyboard"), ("ultrathin", "gaming", "16-inch", "touchscreen")),
-        "cameras": (("camera", "lens", "tripod", "camcorder"), ("mirrorless", "4k", "zoom", "compact")),
-        "wearables": (("smartwatch", "tracker", "band", "ring"), ("fitness", "waterproof", "gps", "slim")),
-    },
-    "fashion": {
-        "shoes": (("sneakers", "boots", "sandals", "loafers"), ("leather", "canvas", "comfort", "slip-on")),
-        "dresses": (("dress", "gown", "sundress", "skirt"), ("floral", "midi", "evening", "linen")),
-        "outerwear": (("jacket", "coat", "parka", "raincoat"), ("insulated", "hooded", "quilted", "windproof")),
-        "accessories": (("belt", "scarf", "wallet", "sunglasses"), ("silk", "classic", "polarized", "vintage")),
-        "menswear": (("shirt", "chinos", "blazer", "polo"), ("slim-fit", "cotton", "tailored", "oxford")),
-    },
-    "home": {
-        "furniture": (("sofa", "armchair", "bookshelf", "desk"), ("oak", "modular", "upholstered", "compact")),
-        "kitchen": (("skillet", "knife", "blender", "kettle"), ("nonstick", "stainless", "cast-iron", "electric")),
-        "bedding": (("duvet", "pillow", "sheets", "blanket"), ("cotton", "king-size", "hypoallergenic", "weighted")),
-        "lighting": (("lamp", "pendant", "bulb", "lantern"), ("dimmable", "led", "smart", "brass")),
-        "decor": (("vase", "mirror", "rug", "frame"), ("ceramic", "handwoven", "rustic", "minimalist")),
-    },
-    "beauty": {
-        "skincare": (("serum", "moisturizer", "cleanser", "sunscreen"), ("hydrating", "vitamin-c", "spf50", "gentle")),
-        "makeup": (("lipstick", "mascara", "foundation", "palette"), ("matte", "waterproof", "longwear", "shimmer")),
-        "haircare": (("shampoo", "conditioner", "dryer", "straightener"), ("argan", "volumizing", "ionic", "sulfate-free")),
-        "fragrance": (("perfume", "cologne", "mist", "candle"), ("floral", "woody", "citrus", "musky")),
-    },
-    "sports": {
-        "fitness": (("dumbbells", "kettlebell", "mat", "bench"), ("adjustable", "rubber", "foldable", "heavy-duty")),
-        "cycling": (("bike", "helmet", "saddle", "pump"), ("carbon", "aero", "gravel", "lightweight")),
-        "running": (("shoes", "shorts", "vest", "socks"), ("breathable", "trail", "cushioned", "reflective")),
-        "outdoor": (("tent", "backpack", "sleeping-bag", "stove"), ("ultralight", "4-season", "hiking", "waterproof")),
-        "team": (("football", "basketball", "jersey", "goal"), ("official", "match", "training", "indoor")),
-    },
-    "books": {
-        "fiction": (("novel", "thriller", "saga", "mystery"), ("bestselling", "paperback", "award-winning", "gripping")),
-        "nonfiction": (("biography", "history", "memoir", "guide"), ("illustrated", "definitive", "hardcover", "essential")),
-        "children": (("picture-book", "storybook", "fairytale", "board-book"), ("bedtime", "colorful", "rhyming", "interactive")),
-        "comics": (("graphic-novel", "manga", "comic", "anthology"), ("collected", "deluxe", "volume", "omnibus")),
-    },
-    "toys": {
-        "building": (("bricks", "blocks", "kit", "set"), ("creative", "starter", "technic", "magnetic")),
-        "dolls": (("doll", "dollhouse", "figure", "plush"), ("fashion", "collectible", "soft", "talking")),
-        "puzzles": (("puzzle", "jigsaw", "cube", "maze"), ("1000-piece", "wooden", "3d", "brain-teaser")),
-        "games": (("boardgame", "cardgame", "dice", "chess"), ("family", "strategy", "party", "cooperative")),
-    },
-    "grocery": {
-        "snacks": (("chips", "cookies", "nuts", "bar"), ("salted", "organic", "crunchy", "protein")),
-        "beverages": (("juice", "soda", "tea", "water"), ("sparkling", "cold-pressed", "herbal", "zero-sugar")),
-        "coffee": (("beans", "espresso", "ground-coffee", "capsules"), ("dark-roast", "single-origin", "arabica", "decaf")),
-        "pantry": (("pasta", "rice", "olive-oil", "sauce"), ("whole-grain", "extra-virgin", "italian", "basmati")),
-    },
-    "garden": {
-        "tools": (("shovel", "pruner", "rake", "hose"), ("ergonomic", "steel", "expandable", "cordless")),
-        "plants": (("seeds", "bulbs", "succulent", "sapling"), ("perennial", "heirloom", "flowering", "evergreen")),
-        "patio": (("grill", "parasol", "lounger", "firepit"), ("outdoor", "weatherproof", "teak", "portable")),
-    },
-    "automotive": {
-        "parts": (("brake-pads", "filter", "battery", "spark-plug"), ("oem", "performance", "ceramic", "long-life")),
-        "care": (("wax", "polish", "shampoo", "microfiber"), ("ceramic", "detailing", "foam", "scratch-free")),
-        "gadgets": (("dashcam", "phone-mount", "jump-starter", "inflator"), ("1080p", "magnetic", "portable", "digital")),
-    },
-    "pets": {
-        "dogs": (("kibble", "leash", "dog-bed", "chew-toy"), ("grain-free", "orthopedic", "durable", "retractable")),
-        "cats": (("litter", "scratcher", "cat-tree", "cat-food"), ("clumping", "sisal", "indoor", "salmon")),
-        "aquarium": (("tank", "filter", "heater", "fish-food"), ("freshwater", "led", "submersible", "tropical")),
-    },
-    "gaming": {
-        "consoles": (("console", "handheld", "bundle", "dock"), ("next-gen", "portable", "1tb", "limited-edition")),
-        "videogames": (("rpg", "shooter", "racing-game", "platformer"), ("open-world", "multiplayer", "remastered", "co-op")),
-        "peripherals": (("controller", "headset", "mouse", "keyboard"), ("rgb", "mechanical", "wireless", "pro")),
-        "pc-gaming": (("graphics-card", "gaming-chair", "ssd", "cooler"), ("overclocked", "ergonomic", "nvme", "liquid")),
-    },
-}
+# Catalogue hierarchy: category, then "subcategory: nouns | adjectives". Titles are built
+# from these words so that text similarity between titles tracks closeness in the hierarchy.
+_TAXONOMY_SPEC = """
+electronics
+  audio: headphones earbuds speaker soundbar | wireless noise-cancelling bass hifi
+  phones: smartphone phone charger case | unlocked 5g dual-sim rugged
+  computers: laptop notebook monitor keyboard | ultrathin gaming 16-inch touchscreen
+  cameras: camera lens tripod camcorder | mirrorless 4k zoom compact
+  wearables: smartwatch tracker band ring | fitness waterproof gps slim
+fashion
+  shoes: sneakers boots sandals loafers | leather canvas comfort slip-on
+  dresses: dress gown sundress skirt | floral midi evening linen
+  outerwear: jacket coat parka raincoat | insulated hooded quilted windproof
+  accessories: belt scarf wallet sunglasses | silk classic polarized vintage
+  menswear: shirt chinos blazer polo | slim-fit cotton tailored oxford
+home
+  furniture: sofa armchair bookshelf desk | oak modular upholstered compact
+  kitchen: skillet knife blender kettle | nonstick stainless cast-iron electric
+  bedding: duvet pillow sheets blanket | cotton king-size hypoallergenic weighted
+  lighting: lamp pendant bulb lantern | dimmable led smart brass
+  decor: vase mirror rug frame | ceramic handwoven rustic minimalist
+beauty
+  skincare: serum moisturizer cleanser sunscreen | hydrating vitamin-c spf50 gentle
+  makeup: lipstick mascara foundation palette | matte waterproof longwear shimmer
+  haircare: shampoo conditioner dryer straightener | argan volumizing ionic sulfate-free
+  fragrance: perfume cologne mist candle | floral woody citrus musky
+sports
+  fitness: dumbbells kettlebell mat bench | adjustable rubber foldable heavy-duty
+  cycling: bike helmet saddle pump | carbon aero gravel lightweight
+  running: shoes shorts vest socks | breathable trail cushioned reflective
+  outdoor: tent backpack sleeping-bag stove | ultralight 4-season hiking waterproof
+  team: football basketball jersey goal | official match training indoor
+books
+  fiction: novel thriller saga mystery | bestselling paperback award-winning gripping
+  nonfiction: biography history memoir guide | illustrated definitive hardcover essential
+  children: picture-book storybook fairytale board-book | bedtime colorful rhyming interactive
+  comics: graphic-novel manga comic anthology | collected deluxe volume omnibus
+toys
+  building: bricks blocks kit set | creative starter technic magnetic
+  dolls: doll dollhouse figure plush | fashion collectible soft talking
+  puzzles: puzzle jigsaw cube maze | 1000-piece wooden 3d brain-teaser
+  games: boardgame cardgame dice chess | family strategy party cooperative
+grocery
+  snacks: chips cookies nuts bar | salted organic crunchy protein
+  beverages: juice soda tea water | sparkling cold-pressed herbal zero-sugar
+  coffee: beans espresso ground-coffee capsules | dark-roast single-origin arabica decaf
+  pantry: pasta rice olive-oil sauce | whole-grain extra-virgin italian basmati
+garden
+  tools: shovel pruner rake hose | ergonomic steel expandable cordless
+  plants: seeds bulbs succulent sapling | perennial heirloom flowering evergreen
+  patio: grill parasol lounger firepit | outdoor weatherproof teak portable
+automotive
+  parts: brake-pads filter battery spark-plug | oem performance ceramic long-life
+  care: wax polish shampoo microfiber | ceramic detailing foam scratch-free
+  gadgets: dashcam phone-mount jump-starter inflator | 1080p magnetic portable digital
+pets
+  dogs: kibble leash dog-bed chew-toy | grain-free orthopedic durable retractable
+  cats: litter scratcher cat-tree cat-food | clumping sisal indoor salmon
+  aquarium: tank filter heater fish-food | freshwater led submersible tropical
+gaming
+  consoles: console handheld bundle dock | next-gen portable 1tb limited-edition
+  videogames: rpg shooter racing-game platformer | open-world multiplayer remastered co-op
+  peripherals: controller headset mouse keyboard | rgb mechanical wireless pro
+  pc-gaming: graphics-card gaming-chair ssd cooler | overclocked ergonomic nvme liquid
+"""
+
+
+def _parse_taxonomy(spec: str) -> dict[str, dict[str, tuple[tuple[str, ...], tuple[str, ...]]]]:
+    """Parse ``_TAXONOMY_SPEC`` (kept as text so the vocabulary stays readable)."""
+    tree: dict[str, dict[str, tuple[tuple[str, ...], tuple[str, ...]]]] = {}
+    current: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {}
+    for line in spec.strip().splitlines():
+        if not line.startswith(" "):
+            current = tree.setdefault(line.strip(), {})
+            continue
+        name, words = line.strip().split(":")
+        nouns, adjectives = words.split("|")
+        current[name] = (tuple(nouns.split()), tuple(adjectives.split()))
+    return tree
+
+
+# category -> subcategory -> (nouns, adjectives)
+TAXONOMY = _parse_taxonomy(_TAXONOMY_SPEC)
 
 _SYLLABLES = (
     "ac ar ba bel bo ca cor da del dor el en fa fin ga gor ha hel ix ka kin la lum ma mer "
@@ -141,14 +148,14 @@ class GeneratorConfig:
     price_item_std: float = 0.25  # item noise on log price
     # popularity (Zipf over a random item ranking)
     zipf_exponent: float = 1.0
-    pop_click_weight: float = 0.15  # logit per std of log popularity
-    item_quality_std: float = 0.3  # per-item logit intercept
-    user_bias_std: float = 0.3  # per-user logit intercept
+    pop_click_weight: float = 0.25  # logit per std of log popularity
+    item_quality_std: float = 0.6  # per-item logit intercept
+    user_bias_std: float = 0.6  # per-user logit intercept
     # user -> category affinity
     affinity_concentration: float = 0.25  # Dirichlet alpha per category (small => sparse)
     subcategory_concentration: float = 1.0  # Dirichlet alpha over subcategories within a category
-    age_category_shift: float = 0.8  # log-std of per-(age_group, category) prior multipliers
-    gender_category_shift: float = 0.4  # log-std of per-(gender, category) prior multipliers
+    age_category_shift: float = 0.6  # log-std of per-(age_group, category) prior multipliers
+    gender_category_shift: float = 0.3  # log-std of per-(gender, category) prior multipliers
     affinity_click_weight: float = 1.0  # logit per unit of log1p(C * affinity)
     # sessions / exposure policy
     mean_session_length: float = 20.0  # geometric number of impressions per session
@@ -159,7 +166,7 @@ class GeneratorConfig:
     affinity_share: float = 0.25  # share drawn from a category sampled from user affinity
     session_click_weight: float = 1.5  # logit boost for items in the session subcategory
     # base click rate and attributes
-    base_click_logit: float = -4.0
+    base_click_logit: float = -5.3
     device_click_offsets: tuple[float, ...] = (0.2, 0.0, -0.3)  # aligned with DEVICES
     # price sensitivity s_u in [0, 1]
     sensitivity_beta: tuple[float, float] = (2.0, 2.0)
@@ -167,7 +174,8 @@ class GeneratorConfig:
     price_click_weight: float = 0.5  # click logit -= w * s_u * z(log price)
     price_purchase_weight: float = 1.5  # purchase logit -= w * s_u * z(log price)
     # purchase | click
-    base_purchase_logit: float = -2.6
+    base_purchase_logit: float = -3.1
+    quality_purchase_weight: float = 0.5  # share of the item quality intercept reused
     affinity_purchase_weight: float = 0.6
     session_purchase_weight: float = 0.4
     # dwell | click (seconds, log-normal)
@@ -281,17 +289,22 @@ def _make_items(config: GeneratorConfig, rng: np.random.Generator) -> tuple[pd.D
     price = np.maximum(np.round(np.exp(log_price), 2), 0.01)
 
     # Titles: brand + adjective + noun + subcategory + category + model number.
-    adj_idx = rng.integers(0, 4, size=n)
-    noun_idx = rng.integers(0, 4, size=n)
+    adj_idx = rng.integers(0, 1 << 30, size=n)  # taken modulo each vocabulary's length
+    noun_idx = rng.integers(0, 1 << 30, size=n)
     model_no = rng.integers(100, 1000, size=n)
     sub_short = [s.split("/")[1] for s in subs]
     vocab = [TAXONOMY[cats[sub_cat[s]]][sub_short[s]] for s in range(n_sub)]
     titles = [
-        f"{brand_names[b]} {vocab[s][1][a]} {vocab[s][0][w]} {sub_short[s]} {cats[sub_cat[s]]} "
+        f"{brand_names[b]} {vocab[s][1][a % len(vocab[s][1])]} {vocab[s][0][w % len(vocab[s][0])]} "
+        f"{sub_short[s]} {cats[sub_cat[s]]} "
         f"{brand_names[b][:2].upper()}{m}"
         for s, b, a, w, m in zip(
-            item_sub.tolist(), item_brand.tolist(), adj_idx.tolist(), noun_idx.tolist(),
-            model_no.tolist(), strict=True,
+            item_sub.tolist(),
+            item_brand.tolist(),
+            adj_idx.tolist(),
+            noun_idx.tolist(),
+            model_no.tolist(),
+            strict=True,
         )
     ]
 
@@ -438,8 +451,15 @@ def _make_log(
     start_sorted = np.maximum.accumulate(key) - u_sorted.astype(np.int64) * big + d
     sess_start = np.empty(n_sess, dtype=np.int64)
     sess_start[order] = start_sorted
-    timestamp = START_TIMESTAMP + sess_start[sess_of] + offset
+    timestamp = sess_start[sess_of] + offset
+    del gaps, csum, offset
 
+    # Sort by time now (ties by session; the key is unique since timestamps rise strictly
+    # within a session) so every later per-impression array is born in log order.
+    o = np.argsort(timestamp * np.int64(n_sess) + sess_of)
+    sess_of = sess_of[o]
+    timestamp = START_TIMESTAMP + timestamp[o]
+    del o
     user = sess_user[sess_of]
     imp_sub = sess_sub[sess_of]
 
@@ -481,7 +501,7 @@ def _make_log(
     click = rng.random(n_imp) < _sigmoid(click_logit)
     purchase_logit = (
         config.base_purchase_logit
-        + 0.5 * il["quality"][item]
+        + config.quality_purchase_weight * il["quality"][item]
         + config.affinity_purchase_weight * aff
         + config.session_purchase_weight * match
         - config.price_purchase_weight * sens_price
@@ -497,16 +517,14 @@ def _make_log(
     dwell = np.where(click, np.round(np.exp(log_dwell), 1), 0.0)
     del aff, match, sens_price, log_dwell
 
-    # Sort by time; ties break by session then position, so each session stays in order.
-    o = np.lexsort((sess_of, timestamp))
     interactions = pd.DataFrame(
         {
-            "user_id": (user[o] + 1).astype(np.int64),
-            "item_id": (item[o] + 1).astype(np.int64),
-            "timestamp": timestamp[o].astype(np.int64),
-            "dwell": dwell[o].astype(np.float64),
-            "click": click[o].astype(np.int64),
-            "purchase": purchase[o].astype(np.int64),
+            "user_id": (user + 1).astype(np.int64),
+            "item_id": (item + 1).astype(np.int64),
+            "timestamp": timestamp.astype(np.int64),
+            "dwell": dwell.astype(np.float64),
+            "click": click.astype(np.int64),
+            "purchase": purchase.astype(np.int64),
         }
     )
     truth = GroundTruth(
@@ -515,10 +533,10 @@ def _make_log(
         affinity=ul["affinity"],
         subcategory_preference=ul["sub_pref"],
         price_sensitivity=ul["sensitivity"],
-        session_id=sess_of[o].astype(np.int64),
-        session_subcategory=imp_sub[o],
-        click_logit=click_logit[o],
-        purchase_logit=purchase_logit[o],
+        session_id=sess_of.astype(np.int64),
+        session_subcategory=imp_sub,
+        click_logit=click_logit,
+        purchase_logit=purchase_logit,
     )
     return interactions, truth
 
@@ -576,14 +594,14 @@ def main(argv: list[str] | None = None) -> int:
     paths = write_parquet(tables, args.out)
     t2 = time.perf_counter()
     inter = tables.interactions
-    print(
+    lines = [
         f"generated {len(tables.users)} users, {len(tables.items)} items, {len(inter)} "
         f"impressions in {t1 - t0:.2f}s (write {t2 - t1:.2f}s); click rate "
         f"{inter['click'].mean():.3f}, purchase/click "
-        f"{inter['purchase'].sum() / max(inter['click'].sum(), 1):.3f}"
-    )
-    for path in paths.values():
-        print(f"  {path}")
+        f"{inter['purchase'].sum() / max(inter['click'].sum(), 1):.3f}",
+        *(f"  {path}" for path in paths.values()),
+    ]
+    sys.stdout.write("\n".join(lines) + "\n")
     return 0
 
 

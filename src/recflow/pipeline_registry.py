@@ -1,12 +1,39 @@
-"""Project pipelines: one per folder under `recflow.pipelines`."""
+"""Project pipelines.
+
+Pipelines whose shape follows the YAML (one sub-pipeline per model entry) read
+the parameters of the active env here; `kedro run --env X` exports KEDRO_ENV.
+"""
 
 from __future__ import annotations
 
-from kedro.framework.project import find_pipelines
+import os
+from pathlib import Path
+from typing import Any
+
+from kedro.framework.project import settings
+from kedro.utils import find_kedro_project
 from kedro.pipeline import Pipeline
+
+from recflow.pipelines import preprocessing, ranking
+
+
+def _parameters() -> dict[str, Any]:
+    project = find_kedro_project(Path.cwd()) or Path.cwd()
+    loader = settings.CONFIG_LOADER_CLASS(
+        conf_source=str(project / settings.CONF_SOURCE),
+        env=os.environ.get("KEDRO_ENV"),
+        **settings.CONFIG_LOADER_ARGS,
+    )
+    return loader["parameters"]
 
 
 def register_pipelines() -> dict[str, Pipeline]:
-    pipelines = find_pipelines(raise_errors=True)
+    params = _parameters()
+    model_names = list((params.get("ranking") or {}).get("models") or {})
+    prep = preprocessing.create_pipeline()
+    pipelines = {
+        "preprocessing": prep,
+        "ranking": prep + ranking.create_pipeline(model_names=model_names),
+    }
     pipelines["__default__"] = sum(pipelines.values(), Pipeline([]))
     return pipelines

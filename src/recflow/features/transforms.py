@@ -50,15 +50,14 @@ class Vocabulary:
 
     def transform(self, column: pd.Series | np.ndarray) -> np.ndarray:
         values = pd.Series(column) if not isinstance(column, pd.Series) else column
+        missing = values.isna().to_numpy()
+        out = np.full(len(values), OOV, dtype=np.int64)
+        out[missing] = PAD
         index = self._lookup()
-        if len(index) and values.dtype != index.dtype and not values.isna().all():
-            try:
-                values = values.astype(index.dtype)
-            except (TypeError, ValueError):
-                values = values.astype(str)
-        positions = index.get_indexer(values)
-        out = np.where(positions >= 0, positions + _N_RESERVED, OOV).astype(np.int64)
-        out[values.isna().to_numpy()] = PAD
+        if len(index) and not missing.all():
+            present = values[~missing] if missing.any() else values
+            positions = index.get_indexer(_align(present, index))
+            out[~missing] = np.where(positions >= 0, positions + _N_RESERVED, OOV)
         return out
 
     def state(self) -> dict[str, Any]:
@@ -68,6 +67,33 @@ class Vocabulary:
         self.values = list(state["values"])
         self._index = None
         return self
+
+
+def _canonical_text(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, float | np.floating) and float(value).is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _align(values: pd.Series, index: pd.Index) -> pd.Series | np.ndarray:
+    """Cast non-missing `values` to the vocabulary's value type, exactly or not at all.
+
+    Ids often change dtype between fit and use: an int column read back as
+    float (3.0), ids sent as strings ("3") at serving, or an object matrix of
+    ints (histories). Values that cannot be cast exactly simply do not match
+    (-> OOV); they never silently map to another id (3.5 is not 3).
+    """
+    if values.dtype == index.dtype:
+        return values
+    if pd.api.types.is_numeric_dtype(index.dtype) and not pd.api.types.is_bool_dtype(index.dtype):
+        return pd.to_numeric(values, errors="coerce").to_numpy()
+    if index.inferred_type == "string":
+        if pd.api.types.is_integer_dtype(values.dtype):
+            return values.astype(str).to_numpy(dtype=object)
+        return values.map(_canonical_text).to_numpy(dtype=object)
+    return values.to_numpy()
 
 
 @dataclass
@@ -159,9 +185,9 @@ class HashCross:
         return self
 
     def transform(self, frame: pd.DataFrame) -> np.ndarray:
-        key = frame[self.columns[0]].astype(str)
+        key = _as_text(frame[self.columns[0]])
         for column in self.columns[1:]:
-            key = key + "\x1f" + frame[column].astype(str)
+            key = key + "\x1f" + _as_text(frame[column])
         hashed = pd.util.hash_array(key.to_numpy(dtype=object))
         return (hashed % np.uint64(self.num_buckets)).astype(np.int64) + 1
 
@@ -172,12 +198,25 @@ class HashCross:
         return self
 
 
+def _as_text(column: pd.Series) -> pd.Series:
+    """Column as text, with integral floats written as ints (3.0 -> "3", like 3 and "3")."""
+    if not pd.api.types.is_float_dtype(column.dtype):
+        return column.astype(str)
+    x = column.to_numpy(np.float64, na_value=np.nan)
+    integral = np.isfinite(x) & (np.floor(x) == x)
+    text = column.astype(str).to_numpy(dtype=object)
+    text[integral] = x[integral].astype(np.int64).astype(str)
+    return pd.Series(text, index=column.index)
+
+
 def pad_sequences(sequences: list[list[Any]] | pd.Series, length: int) -> np.ndarray:
     """Right-align ragged raw histories into an (n, length) object array, None-padded.
 
     Used by serving, where each record carries its own history; the most
     recent item is last, matching what preprocessing builds from the log.
+    A missing history (None / NaN) is an empty one.
     """
+    sequences = [[] if s is None or (np.ndim(s) == 0 and pd.isna(s)) else s for s in sequences]
     full_lengths = np.fromiter((len(s) for s in sequences), dtype=np.int64)
     lengths = np.minimum(full_lengths, length)
     flat = np.empty(int(full_lengths.sum()), dtype=object)

@@ -12,7 +12,7 @@ from recflow.features import FeatureSpec, FeaturesConfig
 from recflow.features.sequences import build_histories
 from recflow.features.spec import LABEL_PREFIX
 from recflow.features.split import split_masks, temporal_cutoffs
-from recflow.schemas.expectations import ATTRS_KEY, run_suite
+from recflow.schemas.expectations import ATTRS_KEY, quality_summary
 
 logger = logging.getLogger(__name__)
 SPLITS = ("train", "valid", "test")
@@ -48,16 +48,18 @@ def split_by_time(events: pd.DataFrame, params: FeaturesConfig) -> dict[str, Any
     return cutoffs
 
 
-def _missing_columns(events: pd.DataFrame, params: FeaturesConfig) -> list[str]:
-    needed: list[str] = [*params.labels]
+def _missing_columns(events: pd.DataFrame, params: FeaturesConfig) -> dict[str, str]:
+    """YAML key -> raw column it names, for every column the joined data lacks."""
+    needed: dict[str, str] = {f"preprocessing.labels[{i}]": c for i, c in enumerate(params.labels)}
     for name, cfg in params.fields.items():
+        key = f"preprocessing.fields.{name}"
         if cfg.transform == "hash_cross":
-            needed += cfg.columns
+            needed.update({f"{key}.columns[{i}]": c for i, c in enumerate(cfg.columns)})
         elif cfg.transform == "sequence":
-            needed.append(cfg.event)
+            needed[f"{key}.event"] = cfg.event
         else:
-            needed.append(cfg.column or name)
-    return [c for c in dict.fromkeys(needed) if c not in events.columns]
+            needed[key + (".column" if cfg.column else "")] = cfg.column or name
+    return {k: c for k, c in needed.items() if c not in events.columns}
 
 
 def fit_feature_spec(
@@ -66,10 +68,11 @@ def fit_feature_spec(
     """Fit every transform on the train split only and return the spec as JSON data."""
     missing = _missing_columns(events, params)
     if missing:
+        listed = "; ".join(f"{key} -> column '{column}'" for key, column in missing.items())
         raise KeyError(
-            f"parameters_preprocessing.yml (preprocessing.fields/labels) uses column(s) "
-            f"{missing} that the joined raw data does not have; available: "
-            f"{sorted(events.columns)}"
+            f"parameters_preprocessing.yml names column(s) that the joined raw data "
+            f"(raw_interactions + raw_users + raw_items) does not have: {listed}; "
+            f"available: {sorted(events.columns)}"
         )
     train = events.loc[split_masks(events["timestamp"], cutoffs)["train"]]
     spec = FeatureSpec.from_config(params).fit(train)
@@ -142,8 +145,8 @@ def transform_test(events: pd.DataFrame, feature_spec: dict[str, Any]) -> pd.Dat
 def report_data_quality(
     train: pd.DataFrame, valid: pd.DataFrame, test: pd.DataFrame
 ) -> dict[str, Any]:
-    """Run the great-expectations suite on every split; fail the run if any fails."""
-    results = {name: run_suite(frame, f"model_input_{name}")
+    """Collect the great-expectations results of every split; fail the run if any failed."""
+    results = {name: quality_summary(frame, f"model_input_{name}")
                for name, frame in zip(SPLITS, (train, valid, test), strict=True)}
     report = {"success": all(r["success"] for r in results.values()), "splits": results}
     if not report["success"]:

@@ -1,0 +1,23 @@
+"""Kedro dataset classes recflow adds to the catalog, and raw-data loaders.
+
+Imported lazily so that `recflow.datasets.MovieLensDataset` (used by the
+catalog) does not drag torch in, and the torch dataset not pandas loaders.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["MovieLensDataset", "TorchModelDataset"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "MovieLensDataset":
+        from recflow.datasets.movielens import MovieLensDataset
+
+        return MovieLensDataset
+    if name == "TorchModelDataset":
+        from recflow.datasets.torch_model import TorchModelDataset
+
+        return TorchModelDataset
+    raise AttributeError(name)

@@ -1,0 +1,48 @@
+"""The contract every recflow model implements (built-in or plugin).
+
+Inputs are a dict of column tensors keyed by FeatureSpec field name:
+categorical -> int64 (B,), numeric -> float32 (B,), sequence -> int64 (B, L)
+with 0 as padding. `forward` returns logits (B, len(tasks)). Nothing else is
+model-specific for the trainer, the evaluator or the ONNX exporter.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from recflow.features import FeatureSpec
+
+
+class RankingModel(nn.Module):
+    """Base class: scores impressions; column 0 of `predict` is always pCTR."""
+
+    #: label names (without the `label_` prefix) that the output columns are trained on
+    tasks: tuple[str, ...] = ("click",)
+
+    def __init__(self, spec: FeatureSpec) -> None:
+        super().__init__()
+        self.spec = spec
+
+    @property
+    def input_names(self) -> list[str]:
+        """Spec fields this model reads (default: all); export and serving feed only these."""
+        return self.spec.names
+
+    def forward(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:  # pragma: no cover
+        raise NotImplementedError
+
+    def loss(self, logits: torch.Tensor, labels: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Mean BCE over tasks; multi-task models override (e.g. ESMM)."""
+        target = torch.stack([labels[t].float() for t in self.tasks], dim=1)
+        return F.binary_cross_entropy_with_logits(logits, target)
+
+    def predict(self, logits: torch.Tensor) -> torch.Tensor:
+        """Logits -> probabilities (B, n_scores); exported graphs end with this."""
+        return torch.sigmoid(logits)
+
+    @property
+    def score_names(self) -> list[str]:
+        """Name of each `predict` column, e.g. ["ctr"] or ["ctr", "ctcvr"]."""
+        return ["ctr" if t == "click" else t for t in self.tasks]

@@ -1,0 +1,61 @@
+"""Typed `ranking` parameters; Kedro validates them before any node runs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from recflow.registry import MODELS
+from recflow.training.trainer import TrainerConfig
+
+_FILE = "parameters_ranking.yml"
+
+
+class ModelEntry(BaseModel):
+    """One model to train: a registered name, its params, optional trainer overrides."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(description="Registered model name, e.g. deepfm (see MODELS.list()).")
+    params: dict[str, Any] = Field(default_factory=dict)
+    trainer: dict[str, Any] = Field(
+        default_factory=dict, description="Overrides of ranking.trainer for this model."
+    )
+
+    @model_validator(mode="after")
+    def _known_and_valid(self) -> ModelEntry:
+        component = MODELS.get(self.model)
+        component.validate_params(self.params, where=f"{_FILE}: params")
+        unknown = sorted(set(self.trainer) - set(TrainerConfig.model_fields))
+        if unknown:
+            raise ValueError(
+                f"{_FILE}: trainer: unknown key(s) {unknown}; "
+                f"allowed keys: {sorted(TrainerConfig.model_fields)}"
+            )
+        return self
+
+    def typed_params(self) -> BaseModel:
+        return MODELS.get(self.model).validate_params(self.params)
+
+    def trainer_config(self, base: TrainerConfig) -> TrainerConfig:
+        return TrainerConfig.model_validate({**base.model_dump(), **self.trainer})
+
+
+class RankingParams(BaseModel):
+    """The whole `ranking` block of parameters_ranking.yml."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    trainer: TrainerConfig = TrainerConfig()
+    baseline: str = Field("lr", description="Entry every model's AUC lift is measured against.")
+    models: dict[str, ModelEntry] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _baseline_listed(self) -> RankingParams:
+        if self.baseline not in self.models:
+            raise ValueError(
+                f"{_FILE}: baseline '{self.baseline}' is not one of the listed models "
+                f"{sorted(self.models)}"
+            )
+        return self
