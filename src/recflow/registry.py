@@ -9,6 +9,9 @@
 Each component declares a parameter schema (a pydantic model or dataclass), so
 YAML is validated against it before anything trains; only registered names
 can be referenced from YAML (nothing is imported from a config string).
+
+Third-party packages add components through Python entry points, loaded after
+the built-ins on a registry's first use: see `recflow.plugins` and docs/plugins.md.
 """
 
 from __future__ import annotations
@@ -73,10 +76,15 @@ def _field_names(schema: type) -> list[str]:
 class Registry:
     """Name -> component for one kind (models, tokenizers, item_encoders, losses)."""
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, plugin_group: str | None = None) -> None:
         self.kind = kind
+        #: entry-point group third-party components of this kind are discovered from
+        self.plugin_group = plugin_group
+        #: names whose plugin failed to load (or is ambiguous) -> why; quoted by `get`
+        self.unavailable: dict[str, str] = {}
         self._components: dict[str, Component] = {}
         self._discover: Callable[[Registry], None] | None = None
+        self._plugins_pending = plugin_group is not None
 
     def register(
         self, name: str, *, params: type, source: str = "recflow"
@@ -105,15 +113,25 @@ class Registry:
         self._discover = discover
 
     def _ensure_discovered(self) -> None:
+        """Built-ins first, then entry-point plugins (recflow.plugins); once, on first use."""
         if self._discover is not None:
             discover, self._discover = self._discover, None
             discover(self)
+        if self._plugins_pending:
+            self._plugins_pending = False
+            from recflow.plugins import load_plugins
+
+            load_plugins(self)
 
     def get(self, name: str) -> Component:
         self._ensure_discovered()
         try:
             return self._components[name]
         except KeyError:
+            if name in self.unavailable:
+                raise RegistryError(
+                    f"{self.kind[:-1]} '{name}' is not available: {self.unavailable[name]}"
+                ) from None
             raise RegistryError(
                 f"unknown {self.kind[:-1]} '{name}'; registered {self.kind}: {self.list()}"
             ) from None
@@ -140,10 +158,10 @@ class Registry:
         return iter(sorted(self._components.values(), key=lambda c: c.name))
 
 
-MODELS = Registry("models")
-TOKENIZERS = Registry("tokenizers")
-ITEM_ENCODERS = Registry("item_encoders")
-LOSSES = Registry("losses")
+MODELS = Registry("models", plugin_group="recflow.models")
+TOKENIZERS = Registry("tokenizers", plugin_group="recflow.tokenizers")
+ITEM_ENCODERS = Registry("item_encoders", plugin_group="recflow.item_encoders")
+LOSSES = Registry("losses", plugin_group="recflow.losses")
 
 
 def _builtins(module: str) -> Callable[[Registry], None]:

@@ -5,6 +5,7 @@ Index conventions under test: 0 = missing/padding, 1 = OOV, 2.. = known values.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import subprocess
@@ -15,7 +16,7 @@ import pandas as pd
 import pytest
 from pydantic import ValidationError
 
-from recflow.features import FeatureSpec, FeaturesConfig
+from recflow.features import FeaturesConfig, FeatureSpec
 from recflow.features.spec import sequence_columns, spec_hash
 from recflow.features.transforms import (
     OOV,
@@ -195,7 +196,10 @@ def test_hash_cross_is_process_independent() -> None:
     )
     outputs = {
         subprocess.run(
-            [sys.executable, "-c", code], capture_output=True, text=True, check=True,
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            check=True,
             env={**os.environ, "PYTHONHASHSEED": seed},
         ).stdout.strip()
         for seed in ("1", "12345")
@@ -295,7 +299,7 @@ def test_spec_round_trip_gives_identical_output_and_hash() -> None:
     pd.testing.assert_frame_equal(loaded.transform_frame(as_lists), expected)
     item_vocab = spec["item_id"].state["values"]
     first = [v for v in histories["hist"][0] if v is not None]
-    ids = [int(got[c].iloc[0]) for c in sequence_columns("hist", 3)][3 - len(first):]
+    ids = [int(got[c].iloc[0]) for c in sequence_columns("hist", 3)][3 - len(first) :]
     assert ids == [item_vocab.index(v) + 2 if v in item_vocab else OOV for v in first]
 
 
@@ -305,7 +309,7 @@ def test_spec_hash_changes_with_vocab_but_not_with_row_counts() -> None:
     assert other["user_id"].state != spec["user_id"].state
     assert other.hash != spec.hash
 
-    edited = spec.to_dict()
+    edited = copy.deepcopy(spec.to_dict())  # to_dict shares the live state lists
     edited["fields"][1]["state"]["values"] = edited["fields"][1]["state"]["values"][:-1]
     assert spec_hash(edited) != spec.hash
     recounted = FeatureSpec.from_dict(spec.to_dict())

@@ -24,6 +24,7 @@ from recflow.features.config import (
     VocabConfig,
 )
 from recflow.features.transforms import (
+    PAD,
     HashCross,
     QuantileBucket,
     Standardize,
@@ -193,7 +194,12 @@ class FeatureSpec:
                         raise KeyError(f"missing sequence field '{f.name}'")
                     matrix = pad_sequences(raw[f.name].tolist(), f.length)
                 vocab = _build_transform(self[f.shares_vocab_with])
-                ids = vocab.transform(pd.Series(matrix.ravel())).reshape(matrix.shape)
+                # map the few distinct ids, then gather: no per-cell dtype inference
+                codes, distinct = pd.factorize(matrix.ravel())
+                mapped = vocab.transform(pd.Series(distinct, dtype=object))
+                ids = np.full(codes.shape, PAD, dtype=np.int64)
+                ids[codes >= 0] = mapped[codes[codes >= 0]]
+                ids = ids.reshape(matrix.shape)
                 for i, col in enumerate(f.output_columns()):
                     out[col] = ids[:, i]
                 continue

@@ -8,14 +8,12 @@ bit-identical weights and metrics on CPU.
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import logging
 import math
 import os
 import re
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -100,18 +98,6 @@ def _param_groups(model: nn.Module, config: TrainerConfig) -> list[dict[str, Any
 def _optimizer(model: nn.Module, config: TrainerConfig) -> torch.optim.Optimizer:
     cls = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
     return cls(_param_groups(model, config))
-
-
-@contextlib.contextmanager
-def _deterministic() -> Iterator[None]:
-    """Deterministic kernels for the duration of fit, then the caller's setting again."""
-    enabled = torch.are_deterministic_algorithms_enabled()
-    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    try:
-        yield
-    finally:
-        torch.use_deterministic_algorithms(enabled, warn_only=warn_only)
 
 
 def _to(tensors: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
@@ -243,49 +229,48 @@ def fit(
     ckpt_dir = Path(config.checkpoint_dir) if config.checkpoint_dir else None
     patience = config.early_stopping_patience
 
-    with _deterministic():
-        torch.manual_seed(config.seed)
-        generator = torch.Generator().manual_seed(config.seed)
-        optimizer = _optimizer(model, config)
-        state = _State()
-        latest = _latest_checkpoint(ckpt_dir) if ckpt_dir and config.resume else None
-        if latest is not None:
-            state = _resume(latest, model, optimizer, generator, config)
+    torch.manual_seed(config.seed)
+    generator = torch.Generator().manual_seed(config.seed)
+    optimizer = _optimizer(model, config)
+    state = _State()
+    latest = _latest_checkpoint(ckpt_dir) if ckpt_dir and config.resume else None
+    if latest is not None:
+        state = _resume(latest, model, optimizer, generator, config)
 
-        for epoch in range(len(state.history) + 1, config.epochs + 1):
-            if state.stopped_early:
-                break
-            epoch_start = time.perf_counter()
-            loss, seen, train_s = _train_epoch(
-                model, optimizer, train, config, generator, f"epoch {epoch}/{config.epochs}"
-            )
-            p_valid = predict(model, valid, config.eval_batch_size)[:, 0]
-            row = {
-                "epoch": epoch,
-                "train_loss": loss,
-                "valid_auc": auc(y_valid, p_valid),
-                "valid_logloss": logloss(y_valid, p_valid),
-                "seconds": time.perf_counter() - epoch_start,
-                "samples_per_s": seen / train_s if train_s > 0 else 0.0,
-            }
-            state.history.append(row)
-            score = -math.inf if math.isnan(row["valid_auc"]) else row["valid_auc"]
-            if state.best_epoch == 0 or score > state.best_auc:
-                state.best_epoch, state.best_auc = epoch, score
-                if patience is not None:
-                    state.best_weights = {k: v.detach().clone()
-                                          for k, v in model.state_dict().items()}
-            elif patience is not None and epoch - state.best_epoch >= patience:
-                state.stopped_early = True
-            logger.info(
-                "epoch %d/%d train_loss=%.5f valid_auc=%.5f valid_logloss=%.5f "
-                "%.1fs %.0f samples/s%s", epoch, config.epochs, loss, row["valid_auc"],
-                row["valid_logloss"], row["seconds"], row["samples_per_s"],
-                " (best)" if state.best_epoch == epoch else "",
-            )
-            if ckpt_dir is not None:
-                _save_checkpoint(ckpt_dir, epoch,
-                                 _checkpoint_payload(model, optimizer, generator, state, config))
+    for epoch in range(len(state.history) + 1, config.epochs + 1):
+        if state.stopped_early:
+            break
+        epoch_start = time.perf_counter()
+        loss, seen, train_s = _train_epoch(
+            model, optimizer, train, config, generator, f"epoch {epoch}/{config.epochs}"
+        )
+        p_valid = predict(model, valid, config.eval_batch_size)[:, 0]
+        row = {
+            "epoch": epoch,
+            "train_loss": loss,
+            "valid_auc": auc(y_valid, p_valid),
+            "valid_logloss": logloss(y_valid, p_valid),
+            "seconds": time.perf_counter() - epoch_start,
+            "samples_per_s": seen / train_s if train_s > 0 else 0.0,
+        }
+        state.history.append(row)
+        score = -math.inf if math.isnan(row["valid_auc"]) else row["valid_auc"]
+        if state.best_epoch == 0 or score > state.best_auc:
+            state.best_epoch, state.best_auc = epoch, score
+            if patience is not None:
+                state.best_weights = {k: v.detach().clone()
+                                      for k, v in model.state_dict().items()}
+        elif patience is not None and epoch - state.best_epoch >= patience:
+            state.stopped_early = True
+        logger.info(
+            "epoch %d/%d train_loss=%.5f valid_auc=%.5f valid_logloss=%.5f "
+            "%.1fs %.0f samples/s%s", epoch, config.epochs, loss, row["valid_auc"],
+            row["valid_logloss"], row["seconds"], row["samples_per_s"],
+            " (best)" if state.best_epoch == epoch else "",
+        )
+        if ckpt_dir is not None:
+            _save_checkpoint(ckpt_dir, epoch,
+                             _checkpoint_payload(model, optimizer, generator, state, config))
 
     if state.stopped_early:
         logger.info("early stopping: no valid AUC gain for %d epochs", patience)

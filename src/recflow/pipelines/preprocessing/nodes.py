@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from recflow.features import FeatureSpec, FeaturesConfig
+from recflow.features import FeaturesConfig, FeatureSpec
 from recflow.features.sequences import build_histories
 from recflow.features.spec import LABEL_PREFIX
 from recflow.features.split import split_masks, temporal_cutoffs

@@ -1,0 +1,53 @@
+"""Typed `export` parameters (conf/*/parameters_export.yml); Kedro validates them before any node runs."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError
+
+_FILE = "parameters_export.yml"
+
+
+class LatencyParams(BaseModel):
+    """Latency measured per call, torch eager vs onnxruntime fp32 (vs int8), same threads."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    batches: list[PositiveInt] = Field(default_factory=lambda: [1, 64, 1024], min_length=1)
+    repeats: PositiveInt = Field(100, description="Timed calls per (variant, batch).")
+    warmup: int = Field(10, ge=0)
+    budget_s: float | None = Field(
+        2.0, gt=0, description="Cap on timed seconds per (variant, batch); null = no cap.")
+    threads: PositiveInt | None = Field(
+        1, description="Intra-op threads for torch and onnxruntime alike; null = library default.")
+
+
+class ExportParams(BaseModel):
+    """The whole `export` block. `models` and `quantize` shape the pipeline (read at registration)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    models: list[str] | None = Field(
+        None, min_length=1, description="Entries to export; null = every ranking.models entry.")
+    opset: int = Field(17, ge=14, le=20)
+    graph_optimization: Literal["disabled", "basic", "extended", "all"] = Field(
+        "basic", description="onnxruntime offline optimisation level of the saved graph.")
+    parity_tolerance: float = Field(1e-5, ge=0, description="Max |onnx - torch| on the test split.")
+    parity_batch_size: PositiveInt = 8192
+    quantize: bool = Field(True, description="Also write a dynamic int8 variant and its AUC cost.")
+    quantize_per_channel: bool = False
+    latency: LatencyParams = LatencyParams()
+
+
+def pipeline_kwargs(parameters: dict[str, Any]) -> dict[str, Any]:
+    """`create_pipeline` arguments from the active env's parameters (for pipeline_registry.py)."""
+    try:
+        export = ExportParams.model_validate(parameters.get("export") or {})
+    except ValidationError as exc:
+        problems = "; ".join(f"export.{'.'.join(map(str, e['loc']))}: {e['msg']}"
+                             for e in exc.errors())
+        raise ValueError(f"{_FILE}: {problems}") from None
+    ranking = list((parameters.get("ranking") or {}).get("models") or {})
+    names = ranking if export.models is None else list(dict.fromkeys(export.models))
+    return {"model_names": names, "quantize": export.quantize}

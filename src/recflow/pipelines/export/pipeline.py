@@ -1,0 +1,44 @@
+"""Export: one namespaced sub-pipeline per model entry, then one shared report.
+
+Each entry reads `{name}.model` (the trained payload) and `{name}.metrics` (its
+test metrics, stamped into the ONNX metadata) and writes `{name}.onnx`,
+`{name}.onnx_int8` (with `quantize`), `{name}.serving_bundle`; the report node
+collects every entry into `export_report`.
+"""
+
+from __future__ import annotations
+
+from kedro.pipeline import Pipeline, node, pipeline
+
+from recflow.pipelines.export import nodes
+
+SHARED_INPUTS = {"model_input_test", "feature_spec"}
+
+
+def _model_template(quantize: bool) -> Pipeline:
+    inputs = ["model", "feature_spec", "model_input_test", "metrics", "params:export"]
+    if quantize:
+        return Pipeline([node(nodes.export_model_int8, inputs,
+                              ["onnx", "onnx_int8", "serving_bundle", "export_summary"],
+                              name="export_onnx")])
+    return Pipeline([node(nodes.export_model, inputs, ["onnx", "serving_bundle", "export_summary"],
+                          name="export_onnx")])
+
+
+def create_pipeline(model_names: list[str] | None = None, quantize: bool = True,
+                    **kwargs) -> Pipeline:
+    """`model_names`: entries to export (see `params.pipeline_kwargs` for the YAML defaults)."""
+    model_names = list(dict.fromkeys(model_names or []))
+    per_model = [
+        pipeline(_model_template(quantize), namespace=name, inputs=SHARED_INPUTS,
+                 parameters={"params:export": "params:export"})
+        for name in model_names
+    ]
+    if not model_names:
+        return Pipeline([])
+    report = Pipeline([
+        node(nodes.report_export,
+             {f"summary__{name}": f"{name}.export_summary" for name in model_names},
+             "export_report", name="report_export"),
+    ])
+    return sum(per_model, Pipeline([])) + report

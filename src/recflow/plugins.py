@@ -1,0 +1,306 @@
+"""Third-party components through Python entry points: the recflow plugin contract.
+
+A plugin is any installed distribution that declares entry points in one of
+these groups (one group per registry kind):
+
+    recflow.models          ranking models (MODELS)
+    recflow.tokenizers      semantic-ID tokenizers (TOKENIZERS)
+    recflow.item_encoders   item content encoders (ITEM_ENCODERS)
+    recflow.losses          training losses (LOSSES)
+
+The contract, for every kind:
+
+1. ``<name> = "package.module:Component"`` in ``[project.entry-points."recflow.<kind>"]``.
+   The entry-point name is the name YAML uses (``model: <name>``); it must not
+   contain ``:`` (that separator is reserved for qualified names).
+2. The target *is* the component (a class, or for non-model kinds a factory
+   function). recflow registers it; a plugin never calls ``register`` itself,
+   so recflow alone decides names, resolves clashes and records the source
+   distribution.
+3. The component declares its typed parameter schema as ``params_schema``, a
+   pydantic ``BaseModel`` (``extra="forbid"`` recommended) or a dataclass. YAML
+   ``params`` are validated against it, then ``Component(*args, params=typed)``
+   is called (models: ``Component(spec, params=typed)``).
+4. Models additionally implement the `recflow.models.RankingModel` contract
+   (subclassing it is the easy way): ``forward(inputs: dict[str, Tensor]) ->
+   logits (B, len(tasks))``, ``input_names``, ``tasks``, and optionally ``loss``,
+   ``predict``, ``score_names``. Training, evaluation, distillation, ONNX export
+   and serving use nothing else.
+
+Loading is lazy and happens once per registry, on its first lookup, after the
+built-ins. Problems never break built-ins or other plugins: the entry point is
+skipped with a `PluginWarning` that names it and its distribution, and asking
+for its name later raises a `RegistryError` quoting the same reason:
+
+* the target fails to import;
+* the target is not a component of that kind (a module, an instance, a model
+  class that is not an ``nn.Module`` or lacks part of the contract);
+* the target has no ``params_schema`` (or it is neither pydantic nor a dataclass).
+
+Name clashes are resolved explicitly, never by overwriting: a plugin name that
+a built-in (or an already loaded plugin) owns is registered as the qualified
+``<distribution>:<name>`` (distribution name normalised: lower case, runs of
+``-_.`` -> ``-``), with a warning. When two plugins that load together both
+provide a new name, neither gets the bare name: both are registered qualified
+and the bare name raises an error listing the qualified choices.
+
+`load_plugins(registry)` is idempotent, so after ``pip install``-ing a plugin
+into a running interpreter (a notebook, a test) calling it again picks the new
+entry points up. `plugin_records()` reports what each entry point became.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import logging
+import re
+import warnings
+import weakref
+from collections import defaultdict
+from dataclasses import dataclass
+from importlib import metadata
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from recflow.registry import Registry
+
+logger = logging.getLogger(__name__)
+
+#: registry kind -> entry-point group
+GROUPS: dict[str, str] = {
+    "models": "recflow.models",
+    "tokenizers": "recflow.tokenizers",
+    "item_encoders": "recflow.item_encoders",
+    "losses": "recflow.losses",
+}
+#: registry kind -> how messages name one component of it
+SINGULAR: dict[str, str] = {
+    "models": "model", "tokenizers": "tokenizer", "item_encoders": "item encoder",
+    "losses": "loss",
+}
+#: attribute of a component that holds its parameter schema
+PARAMS_ATTRIBUTE = "params_schema"
+#: what a model class must provide besides being an nn.Module (RankingModel provides all)
+MODEL_CONTRACT = ("forward", "input_names", "tasks", "loss", "predict", "score_names")
+
+
+class PluginWarning(UserWarning):
+    """A plugin entry point was skipped or renamed; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class PluginRecord:
+    """What one entry point became: `registered_as` a name, or skipped for `problem`."""
+
+    group: str
+    entry_point: str  # "name = module:attr"
+    distribution: str  # "name version"
+    registered_as: str | None
+    problem: str | None = None
+
+
+@dataclass
+class _Candidate:
+    entry_point: metadata.EntryPoint
+    dist: str  # normalised distribution name, the qualifier
+    dist_label: str  # "name version", as installed
+    where: str  # "entry point '...' (group ...) of distribution '...'"
+    target: Any = None
+    schema: Any = None
+
+
+_LOADED: weakref.WeakKeyDictionary[Registry, set[tuple[str, str, str]]] = (
+    weakref.WeakKeyDictionary()
+)
+_RECORDS: list[PluginRecord] = []
+
+
+def plugin_records() -> list[PluginRecord]:
+    """Every entry point looked at so far, in load order (for listings and debugging)."""
+    return list(_RECORDS)
+
+
+def normalize_dist(name: str) -> str:
+    """PEP 503 normalisation: 'Recflow_FinalMLP' -> 'recflow-finalmlp'."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def load_plugins(registry: Registry) -> list[PluginRecord]:
+    """Register the components of `registry.plugin_group`'s entry points; skips loaded ones.
+
+    Call it after the registry's built-ins are registered (the registries do so
+    themselves on first use). Never raises for a broken plugin: it warns.
+    """
+    group = registry.plugin_group or GROUPS.get(registry.kind)
+    if group is None:
+        return []
+    seen = _LOADED.setdefault(registry, set())
+    records: list[PluginRecord] = []
+    candidates: list[_Candidate] = []
+    for ep in _entry_points(group):
+        dist_name, version = _dist_of(ep)
+        key = (ep.name, ep.value, dist_name)
+        if key in seen:
+            continue
+        seen.add(key)
+        dist_label = f"{dist_name} {version}".removesuffix(" ?")
+        candidate = _Candidate(
+            ep, normalize_dist(dist_name), dist_label,
+            f"entry point '{ep.name} = {ep.value}' (group {group}) of distribution '{dist_label}'",
+        )
+        problem = _check(registry, candidate)
+        if problem:
+            if ep.name not in registry._components:
+                registry.unavailable[ep.name] = f"{candidate.where} failed to load: {problem}"
+            records.append(_skip(group, candidate, f"{candidate.where}: {problem}"))
+            continue
+        candidates.append(candidate)
+
+    by_name: dict[str, list[_Candidate]] = defaultdict(list)
+    for candidate in candidates:
+        by_name[candidate.entry_point.name].append(candidate)
+    for name, group_candidates in by_name.items():
+        ambiguous = len({c.dist for c in group_candidates}) > 1
+        for candidate in group_candidates:
+            records.append(_register(registry, name, candidate, ambiguous, group_candidates))
+    _RECORDS.extend(records)
+    return records
+
+
+def _entry_points(group: str) -> list[metadata.EntryPoint]:
+    """The group's entry points in a stable order (distribution, then name), deduplicated."""
+    unique: dict[tuple[str, str, str], metadata.EntryPoint] = {}
+    for ep in metadata.entry_points(group=group):
+        unique.setdefault((_dist_of(ep)[0], ep.name, ep.value), ep)
+    return [unique[k] for k in sorted(unique)]
+
+
+def _dist_of(ep: metadata.EntryPoint) -> tuple[str, str]:
+    dist = getattr(ep, "dist", None)
+    if dist is None:  # an EntryPoint built by hand: fall back to its top-level package
+        return ep.value.split(":")[0].split(".")[0], "?"
+    try:
+        return dist.metadata["Name"] or dist.name, dist.version or "?"
+    except Exception:  # noqa: BLE001 - broken METADATA must not break discovery
+        return getattr(dist, "name", None) or "unknown", "?"
+
+
+def _check(registry: Registry, candidate: _Candidate) -> str:
+    """Import the target and check it against the contract: '' when it fits, else why not."""
+    ep = candidate.entry_point
+    if not ep.name or re.search(r"[:\s]", ep.name):
+        return (f"'{ep.name}' is not a valid component name (no whitespace; ':' is reserved "
+                "for qualified names)")
+    try:
+        target = ep.load()
+    except Exception as exc:  # noqa: BLE001 - any import-time failure of third-party code
+        logger.debug("import of %s failed", candidate.where, exc_info=True)
+        return f"import failed: {type(exc).__name__}: {exc}"
+    kind = _singular(registry)
+    not_component = _not_a_component(registry.kind, target)
+    if not_component:
+        return f"{_describe(target)} is not a {kind} component: {not_component}"
+    schema = getattr(target, PARAMS_ATTRIBUTE, None)
+    if schema is None:
+        return (f"{kind} {_describe(target)} has no parameter schema: set the class attribute "
+                f"`{PARAMS_ATTRIBUTE} = <pydantic BaseModel or dataclass>` (an empty model if "
+                "it takes no parameters)")
+    if not _is_schema(schema):
+        return (f"{kind} {_describe(target)} has a `{PARAMS_ATTRIBUTE}` that is not a pydantic "
+                f"BaseModel subclass or a dataclass: {schema!r}")
+    candidate.target, candidate.schema = target, schema
+    return ""
+
+
+def _not_a_component(kind: str, target: Any) -> str:
+    """'' when `target` fits the kind's contract, else what is wrong with it."""
+    if kind == "models":
+        if not inspect.isclass(target):
+            return "a model must be a class (a torch.nn.Module implementing RankingModel)"
+        from torch import nn
+
+        from recflow.models.base import RankingModel
+
+        if not issubclass(target, nn.Module):
+            return "a model class must subclass torch.nn.Module (subclass RankingModel)"
+        missing = [a for a in MODEL_CONTRACT if not hasattr(target, a)]
+        if missing:
+            return f"it lacks {missing} of the RankingModel contract (subclass RankingModel)"
+        if target.forward in (nn.Module.forward, RankingModel.forward):
+            return "it does not implement forward(inputs: dict[str, Tensor]) -> logits"
+        return ""
+    if isinstance(target, ModuleType) or not (inspect.isclass(target)
+                                              or inspect.isroutine(target)):
+        return "expected a class or a factory function called as f(*args, params=typed)"
+    return ""
+
+
+def _singular(registry: Registry) -> str:
+    return SINGULAR.get(registry.kind, registry.kind.removesuffix("s"))
+
+
+def _is_schema(schema: Any) -> bool:
+    from pydantic import BaseModel
+
+    return inspect.isclass(schema) and (issubclass(schema, BaseModel)
+                                        or dataclasses.is_dataclass(schema))
+
+
+def _describe(target: Any) -> str:
+    if isinstance(target, ModuleType):
+        return f"module '{target.__name__}'"
+    name = getattr(target, "__qualname__", None)
+    if name is not None:
+        kind = "class" if inspect.isclass(target) else "function"
+        return f"{kind} '{getattr(target, '__module__', '?')}.{name}'"
+    return f"{type(target).__name__} instance {target!r:.60}"
+
+
+def _register(registry: Registry, name: str, candidate: _Candidate, ambiguous: bool,
+              rivals: list[_Candidate]) -> PluginRecord:
+    from recflow.registry import Component
+
+    group = registry.plugin_group or ""
+    existing = registry._components.get(name)
+    qualified = f"{candidate.dist}:{name}"
+    if existing is not None and existing.target is candidate.target:
+        final, note = name, None  # already there (e.g. imported and decorated): fix the source
+    elif existing is None and not ambiguous:
+        final, note = name, None
+    elif existing is None:  # several plugins introduce the same new name
+        final = qualified
+        choices = sorted(f"'{c.dist}:{name}'" for c in rivals)
+        registry.unavailable[name] = (
+            f"'{name}' is provided by several plugins; use one of {', '.join(choices)}"
+        )
+        note = (f"{candidate.where}: {_singular(registry)} '{name}' is provided by several "
+                f"plugins ({', '.join(choices)}); registered it as '{qualified}' only (use that "
+                "name in YAML)")
+    else:
+        final = qualified
+        owner = "built-in" if existing.source == "recflow" else f"'{existing.source}'"
+        note = (f"{candidate.where}: {_singular(registry)} '{name}' clashes with the {owner} "
+                f"{_singular(registry)} of that name (source: {existing.source}); registered it "
+                f"as '{qualified}' instead (use that name in YAML, or rename the entry point)")
+    taken = registry._components.get(final)
+    if taken is not None and taken.target is not candidate.target:
+        return _skip(group, candidate,
+                     f"{candidate.where}: both '{name}' and '{qualified}' are taken by other "
+                     f"components; skipped")
+    summary = (getattr(candidate.target, "__doc__", None) or "").strip().split("\n")[0]
+    registry.add(Component(final, registry.kind, candidate.target, candidate.schema,
+                           source=candidate.dist, summary=summary))
+    if note:
+        warnings.warn(note, PluginWarning, stacklevel=2)
+    return PluginRecord(group, _entry(candidate), candidate.dist_label, final, note)
+
+
+def _entry(candidate: _Candidate) -> str:
+    return f"{candidate.entry_point.name} = {candidate.entry_point.value}"
+
+
+def _skip(group: str, candidate: _Candidate, problem: str) -> PluginRecord:
+    warnings.warn(f"recflow plugin skipped: {problem}", PluginWarning, stacklevel=3)
+    return PluginRecord(group, _entry(candidate), candidate.dist_label, None, problem)

@@ -1,0 +1,350 @@
+"""Entry-point plugins: broken ones warn clearly and never break built-ins.
+
+Each test builds a real (fake) installed distribution, a `<dist>.dist-info`
+directory with METADATA and entry_points.txt plus a module, on sys.path, so
+importlib.metadata discovers it exactly as it would a pip-installed plugin.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import textwrap
+import uuid
+from pathlib import Path
+
+import pytest
+import torch
+
+from recflow.features import FeatureSpec, FieldSpec
+from recflow.plugins import PluginWarning, load_plugins, normalize_dist, plugin_records
+from recflow.registry import MODELS, Registry, RegistryError
+
+REPO = Path(__file__).resolve().parents[2]
+
+# A module holding one component of each shape the tests need.
+PLUGIN_SOURCE = '''
+import dataclasses
+
+import torch
+from pydantic import BaseModel, ConfigDict
+from torch import nn
+
+from recflow.models import RankingModel
+
+
+class GoodParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    scale: float = 1.0
+
+
+class Good(RankingModel):
+    """A one-weight model over the first field."""
+
+    params_schema = GoodParams
+
+    def __init__(self, spec, params):
+        super().__init__(spec)
+        self.scale = params.scale
+        self.w = nn.Linear(1, 1)
+
+    @property
+    def input_names(self):
+        return ["price"]
+
+    def forward(self, inputs):
+        return self.w(inputs["price"].unsqueeze(1)) * self.scale
+
+
+class NoSchema(Good):
+    params_schema = None
+
+
+class BadSchema(Good):
+    params_schema = {"scale": float}
+
+
+class NoForward(RankingModel):
+    params_schema = GoodParams
+
+
+class NotAModule:
+    params_schema = GoodParams
+
+
+def a_function(spec, params):
+    return Good(spec, GoodParams())
+
+
+a_function.params_schema = GoodParams
+AN_INSTANCE = GoodParams()
+
+
+@dataclasses.dataclass
+class LossParams:
+    alpha: float = 0.25
+
+
+def focal_loss(params):
+    return lambda logits, target: torch.tensor(params.alpha)
+
+
+focal_loss.params_schema = LossParams
+'''
+
+
+def make_dist(root: Path, name: str, entry_points: dict[str, dict[str, str]],
+              modules: dict[str, str]) -> None:
+    """Write an installed distribution `name` 0.1 with `entry_points` and `modules` under root."""
+    info = root / f"{name.replace('-', '_')}-0.1.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 0.1\n")
+    lines = []
+    for group, eps in entry_points.items():
+        lines += [f"[{group}]", *(f"{k} = {v}" for k, v in eps.items()), ""]
+    (info / "entry_points.txt").write_text("\n".join(lines))
+    for module, source in modules.items():
+        (root / f"{module}.py").write_text(textwrap.dedent(source))
+
+
+@pytest.fixture
+def plugin_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """(install, mod): install(name, {group: {ep: target}}) puts a fake dist on sys.path;
+    `mod` is a fresh module name holding PLUGIN_SOURCE's components."""
+    MODELS.list()  # the real registry discovers before the fakes exist, so it never sees them
+    mod = f"fake_recflow_plugin_{uuid.uuid4().hex[:8]}"
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / f"{mod}.py").write_text(PLUGIN_SOURCE)
+    monkeypatch.syspath_prepend(str(site))
+
+    def install(name: str, entry_points: dict[str, dict[str, str]],
+                modules: dict[str, str] | None = None) -> None:
+        make_dist(site, name, entry_points, modules or {})
+
+    yield install, mod
+    for name in [m for m in sys.modules if m.startswith("fake_recflow_")]:
+        monkeypatch.delitem(sys.modules, name)
+
+
+def fresh_models() -> Registry:
+    """A models registry like MODELS: built-ins first (copied from MODELS), then plugins."""
+    registry = Registry("models", plugin_group="recflow.models")
+    builtins = [c for c in MODELS if c.source == "recflow"]
+    registry.set_discovery(lambda r: [r.add(c) for c in builtins])
+    return registry
+
+
+@pytest.fixture(scope="module")
+def spec() -> FeatureSpec:
+    return FeatureSpec(
+        fields=[
+            FieldSpec("item_id", "categorical", "vocab", {}, ["item_id"], vocab_size=10),
+            FieldSpec("price", "numeric", "standardize", {}, ["price"]),
+        ],
+        labels=["click"],
+    )
+
+
+def inputs() -> dict[str, torch.Tensor]:
+    return {"item_id": torch.tensor([1, 2, 3]), "price": torch.tensor([0.1, -1.0, 2.0])}
+
+
+def assert_builtins_work(registry: Registry, spec: FeatureSpec) -> None:
+    assert {"lr", "deepfm", "dcnv2"} <= set(registry.list())
+    for name in ("lr", "deepfm"):
+        model = registry.create(name, spec, params={})
+        assert model(inputs()).shape == (3, 1)
+
+
+def discover(registry: Registry) -> str:
+    """Trigger discovery; all PluginWarnings it raised, joined."""
+    with pytest.warns(PluginWarning) as caught:
+        registry.list()
+    return "\n".join(str(w.message) for w in caught if issubclass(w.category, PluginWarning))
+
+
+def test_import_error_warns_naming_entry_point_and_distribution(plugin_env, spec) -> None:
+    install, mod = plugin_env
+    install("acme-broken", {"recflow.models": {
+        "ghost": "fake_recflow_missing_module:Model",
+        "boom": "fake_recflow_boom:Model",
+    }}, modules={"fake_recflow_boom": "raise RuntimeError('CUDA 13 required')\n"})
+    registry = fresh_models()
+    messages = discover(registry)
+    assert ("entry point 'ghost = fake_recflow_missing_module:Model' (group recflow.models) of "
+            "distribution 'acme-broken 0.1': import failed: ModuleNotFoundError") in messages
+    assert "'boom = fake_recflow_boom:Model'" in messages
+    assert "RuntimeError: CUDA 13 required" in messages
+    assert_builtins_work(registry, spec)
+    with pytest.raises(RegistryError, match=r"model 'boom' is not available: .*acme-broken"
+                                            r".*CUDA 13 required"):
+        registry.get("boom")
+
+
+def test_clash_with_builtin_registers_qualified_name_and_warns(plugin_env, spec) -> None:
+    install, mod = plugin_env
+    install("Acme_Models", {"recflow.models": {"lr": f"{mod}:Good"}})
+    registry = fresh_models()
+    messages = discover(registry)
+    assert (f"entry point 'lr = {mod}:Good' (group recflow.models) of distribution "
+            "'Acme_Models 0.1'") in messages
+    assert "clashes with the built-in model" in messages
+    assert "registered it as 'acme-models:lr'" in messages
+    # the built-in keeps its name, untouched; the plugin's model is there, qualified
+    assert registry.get("lr").source == "recflow"
+    assert registry.get("lr").target is MODELS.get("lr").target
+    plugin = registry.get("acme-models:lr")
+    assert plugin.source == "acme-models" and plugin.target.__name__ == "Good"
+    model = registry.create("acme-models:lr", spec, params={"scale": 2.0})
+    assert model(inputs()).shape == (3, 1)
+    assert_builtins_work(registry, spec)
+
+
+def test_missing_or_invalid_parameter_schema(plugin_env, spec) -> None:
+    install, mod = plugin_env
+    install("acme-schemaless", {"recflow.models": {
+        "noschema": f"{mod}:NoSchema", "badschema": f"{mod}:BadSchema"}})
+    registry = fresh_models()
+    messages = discover(registry)
+    assert (f"entry point 'noschema = {mod}:NoSchema' (group recflow.models) of distribution "
+            f"'acme-schemaless 0.1': model class '{mod}.NoSchema' has no parameter schema: set "
+            "the class attribute `params_schema = <pydantic BaseModel or dataclass>`") in messages
+    assert (f"model class '{mod}.BadSchema' has a `params_schema` that is not a pydantic "
+            "BaseModel subclass or a dataclass") in messages
+    assert "noschema" not in registry.list() and "badschema" not in registry.list()
+    with pytest.raises(RegistryError, match="has no parameter schema"):
+        registry.get("noschema")
+    assert_builtins_work(registry, spec)
+
+
+@pytest.mark.parametrize(("target", "problem"), [
+    ("{mod}", "module 'fake_recflow_plugin_.*' is not a model component: a model must be a "
+              "class"),
+    ("{mod}:a_function", "function '.*a_function' is not a model component: a model must be a "
+                         "class"),
+    ("{mod}:AN_INSTANCE", "GoodParams instance .* is not a model component"),
+    ("{mod}:NotAModule", "class '.*NotAModule' is not a model component: a model class must "
+                         "subclass torch.nn.Module"),
+    ("{mod}:NoForward", "class '.*NoForward' is not a model component: it does not implement "
+                        "forward"),
+])
+def test_entry_point_that_is_not_a_component(plugin_env, spec, target: str,
+                                             problem: str) -> None:
+    install, mod = plugin_env
+    install("acme-odd", {"recflow.models": {"odd": target.format(mod=mod)}})
+    registry = fresh_models()
+    messages = discover(registry)
+    assert "entry point 'odd = " in messages and "distribution 'acme-odd 0.1'" in messages
+    assert re.search(problem, messages), messages
+    assert "odd" not in registry.list()
+    assert_builtins_work(registry, spec)
+
+
+def test_a_good_plugin_is_registered_with_its_source(plugin_env, spec) -> None:
+    install, mod = plugin_env
+    install("acme-good", {"recflow.models": {"good": f"{mod}:Good"}})
+    registry = fresh_models()
+    registry.list()
+    component = registry.get("good")
+    assert component.source == "acme-good"
+    assert component.summary == "A one-weight model over the first field."
+    with pytest.raises(RegistryError, match="unknown key.*'sclae'"):
+        registry.create("good", spec, params={"sclae": 2})
+    assert registry.create("good", spec, params={"scale": 3}).scale == 3.0
+    record = next(r for r in plugin_records() if r.entry_point == f"good = {mod}:Good")
+    assert (record.distribution, record.registered_as, record.problem) == (
+        "acme-good 0.1", "good", None)
+
+
+def test_two_plugins_with_the_same_new_name_are_both_qualified(plugin_env, spec) -> None:
+    install, mod = plugin_env
+    install("acme-a", {"recflow.models": {"twin": f"{mod}:Good"}})
+    install("acme-b", {"recflow.models": {"twin": "fake_recflow_twin_b:TwinB"}},
+            modules={"fake_recflow_twin_b": f"from {mod} import Good\n\n\n"
+                                            "class TwinB(Good):\n    pass\n"})
+    registry = fresh_models()
+    messages = discover(registry)
+    assert "provided by several plugins" in messages
+    assert {"acme-a:twin", "acme-b:twin"} <= set(registry.list())
+    assert "twin" not in registry.list()
+    with pytest.raises(RegistryError, match="use one of 'acme-a:twin', 'acme-b:twin'"):
+        registry.get("twin")
+    assert_builtins_work(registry, spec)
+
+
+def test_discovery_is_lazy_happens_once_and_reloading_is_idempotent(plugin_env) -> None:
+    install, mod = plugin_env
+    install("acme-lazy", {"recflow.models": {"lazy": f"{mod}:Good"}})
+    registry = fresh_models()
+    assert mod not in sys.modules  # nothing imported before the first lookup
+    assert "lazy" in registry
+    assert mod in sys.modules
+    install("acme-later", {"recflow.models": {"later": f"{mod}:Good"}})
+    assert "later" not in registry  # discovery ran once; lookups do not rescan
+    records = load_plugins(registry)  # e.g. after pip install in a running interpreter
+    assert [r.registered_as for r in records] == ["later"]  # acme-lazy is not loaded twice
+    assert load_plugins(registry) == []
+    assert registry.get("later").source == "acme-later"
+
+
+def test_invalid_entry_point_name(plugin_env) -> None:
+    install, mod = plugin_env
+    install("acme-colon", {"recflow.models": {"acme:good": f"{mod}:Good"}})
+    registry = fresh_models()
+    assert "reserved for qualified names" in discover(registry)
+    assert "acme:good" not in registry.list()
+
+
+def test_other_kinds_take_classes_or_factories(plugin_env) -> None:
+    install, mod = plugin_env
+    install("acme-losses", {"recflow.losses": {"focal": f"{mod}:focal_loss",
+                                               "notaloss": f"{mod}"}})
+    losses = Registry("losses", plugin_group="recflow.losses")
+    assert (f"module '{mod}' is not a loss component: expected a class or a factory "
+            "function") in discover(losses)
+    assert losses.list() == ["focal"]
+    loss = losses.create("focal", params={"alpha": 0.5})
+    assert float(loss(None, None)) == 0.5
+
+
+def test_normalize_dist() -> None:
+    assert normalize_dist("Recflow_Final.MLP") == "recflow-final-mlp"
+
+
+def test_real_registries_load_builtins_then_plugins_and_survive_broken_ones(
+        tmp_path: Path) -> None:
+    """In a fresh interpreter: the module-level registries, a clash and a broken plugin."""
+    mod = f"fake_recflow_plugin_{uuid.uuid4().hex[:8]}"
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / f"{mod}.py").write_text(PLUGIN_SOURCE)
+    make_dist(site, "acme-mixed", {"recflow.models": {
+        "good_one": f"{mod}:Good", "deepfm": f"{mod}:Good", "broken": "fake_recflow_nope:X",
+    }}, {})
+    script = textwrap.dedent(f"""
+        import json, sys, warnings
+        warnings.simplefilter("always")
+        from recflow.registry import MODELS
+        assert "{mod}" not in sys.modules
+        names = MODELS.list()
+        print(json.dumps({{"names": names, "deepfm": MODELS.get("deepfm").source,
+                          "qualified": MODELS.get("acme-mixed:deepfm").source}}))
+    """)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), os.environ.get(
+        "PYTHONPATH", "")]).rstrip(os.pathsep)}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          env=env, cwd=tmp_path, timeout=120)
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert {"lr", "fm", "deepfm", "dcnv2", "din", "esmm", "good_one",
+            "acme-mixed:deepfm"} <= set(out["names"])
+    assert "broken" not in out["names"]
+    assert (out["deepfm"], out["qualified"]) == ("recflow", "acme-mixed")
+    assert "PluginWarning" in done.stderr
+    assert "'broken = fake_recflow_nope:X'" in done.stderr
+    assert "distribution 'acme-mixed 0.1'" in done.stderr
+    assert "registered it as 'acme-mixed:deepfm'" in done.stderr

@@ -1,0 +1,269 @@
+"""Serving: raw records -> Scorer (spec transforms + onnxruntime) and the HTTP service.
+
+The scorer must reproduce torch on preprocessing's own output from raw records
+(train/serve skew), run with torch and Kedro unimportable, and the service must
+answer bad requests with a 4xx that names the problem and keep serving.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+import threading
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from recflow.datagen import GeneratorConfig, generate
+from recflow.datasets.onnx_model import ServingBundleDataset
+from recflow.export.checks import torch_scores
+from recflow.export.onnx_export import export_onnx, model_input_schema
+from recflow.features import FeatureSpec, FeaturesConfig
+from recflow.features.sequences import build_histories
+from recflow.features.split import split_masks
+from recflow.models.payload import to_payload
+from recflow.pipelines.export import nodes as export_nodes
+from recflow.pipelines.export.params import ExportParams
+from recflow.pipelines.preprocessing import nodes as prep
+from recflow.registry import MODELS
+from recflow.serving import RecordError, Scorer
+from recflow.serving.schema import feeds_from_frame
+
+REPO = Path(__file__).resolve().parents[2]
+FAST = ExportParams.model_validate({"quantize": False,
+                                    "latency": {"batches": [1], "repeats": 2, "warmup": 0}})
+
+
+def raw_test_records(events: pd.DataFrame, spec: FeatureSpec) -> pd.DataFrame:
+    """The test split as a client would send it: joined raw columns + histories as lists."""
+    test = events.loc[split_masks(events["timestamp"], spec.split)["test"]]
+    records = test.copy()
+    for f in spec.by_kind("sequence"):
+        matrix = build_histories(events, f.length, item=spec[f.shares_vocab_with].columns[0],
+                                 event=f.params["event"], queries=test)
+        records[f.name] = [[v for v in row if v is not None] for row in matrix]
+    return records.reset_index(drop=True)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """Small raw data, preprocessed by the real nodes; two exported models as bundles."""
+    tables = generate(GeneratorConfig(n_users=80, n_items=120, n_impressions=4000, seed=3))
+    events = prep.join_events(tables.interactions, tables.users, tables.items)
+    config = FeaturesConfig.model_validate(yaml.safe_load(
+        (REPO / "conf/base/parameters_preprocessing.yml").read_text())["preprocessing"])
+    spec_dict = prep.fit_feature_spec(events, prep.split_by_time(events, config), config)
+    spec = FeatureSpec.from_dict(spec_dict)
+    test = prep.transform_test(events, spec_dict)
+    root = tmp_path_factory.mktemp("serving")
+    models = {}
+    for name, model_name, params in (
+        ("din", "din", {"embed_dim": 4, "hidden": [16]}),  # every field + target attention
+        ("small", "deepfm", {"embed_dim": 4, "hidden": [8],  # a subset, one sequence
+                             "fields": ["item_id", "price", "hist_subcategory"]}),
+    ):
+        torch.manual_seed(0)
+        typed = MODELS.get(model_name).validate_params(params)
+        model = MODELS.create(model_name, spec, params=typed)
+        with torch.no_grad():
+            for p in model.parameters():
+                p.mul_(3.0)  # spread the scores of the untrained model
+        model.eval()
+        payload = to_payload(model, model_name, typed, spec, extra={"name": name})
+        _, bundle, _ = export_nodes.export_model(payload, spec_dict, test, {"auc": 0.5}, FAST)
+        ServingBundleDataset(str(root / name)).save(bundle)
+        offline = torch_scores(model, feeds_from_frame(test, model_input_schema(model, spec)))
+        models[name] = {"bundle": root / name, "offline": offline, "model": model}
+    return {"spec": spec, "spec_dict": spec_dict, "records": raw_test_records(events, spec),
+            "test": test, "models": models, "root": root}
+
+
+# ---- the scorer ----------------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["din", "small"])
+def test_scorer_on_raw_records_reproduces_offline_scores(world: dict, name: str) -> None:
+    entry, records = world["models"][name], world["records"]
+    scorer = Scorer.from_bundle(entry["bundle"])
+    assert len(records) == len(world["test"]) > 100
+    from_frame = scorer.score(records)
+    assert np.abs(from_frame - entry["offline"]).max() <= 1e-5
+    as_dicts = records[list(scorer.raw_schema)].to_dict("records")  # only what the model needs
+    assert np.abs(scorer.score(as_dicts) - entry["offline"]).max() <= 1e-5
+    as_json = json.loads(records[list(scorer.raw_schema)].to_json(orient="records"))
+    assert np.abs(scorer.score(as_json) - entry["offline"]).max() <= 1e-5
+
+
+def test_raw_schema_asks_only_for_what_the_model_reads(world: dict) -> None:
+    scorer = Scorer.from_bundle(world["models"]["small"]["bundle"])
+    assert scorer.raw_schema == {"item_id": "categorical", "price": "numeric",
+                                 "hist_subcategory": "sequence"}
+    described = scorer.describe()
+    assert described["model"] == "small" and described["score_names"] == ["ctr"]
+    assert set(described["fields"]) == set(scorer.raw_schema)
+
+
+def test_unseen_ids_go_to_oov_and_missing_numerics_to_the_fitted_default(world: dict) -> None:
+    scorer = Scorer.from_bundle(world["models"]["din"]["bundle"])
+    record = world["records"].iloc[0].to_dict()
+    unseen = {**record, "item_id": 10**9, "brand": "no-such-brand", "price": None,
+              "hist_item_id": [10**9, *record["hist_item_id"]]}
+    scores, stats = scorer.score_with_stats([record, unseen])
+    assert np.isfinite(scores).all() and scores.shape == (2, 1)
+    assert stats["item_id"]["oov"] == 1 and stats["brand"]["oov"] >= 1
+    assert stats["price"]["missing"] == 1 and stats["hist_item_id"]["oov"] >= 1
+    frame = scorer.transform([unseen])
+    assert frame["item_id"].iloc[0] == 1  # OOV index
+    assert frame["price"].iloc[0] == 0.0  # standardised train mean
+
+
+@pytest.mark.parametrize(("change", "field", "message"), [
+    ({"price": "cheap"}, "price", "must be a number"),
+    ({"item_id": {"id": 3}}, "item_id", "must be a string or integer id, or null, got dict"),
+    ({"gender": True}, "gender", "must be a string or integer id, or null, got bool"),
+    ({"hist_item_id": 12}, "hist_item_id", "must be a list of string or integer ids"),
+    ({"hist_item_id": [1, [2]]}, "hist_item_id", r"must be a list .*; it holds list"),
+])
+def test_wrong_types_raise_naming_field_and_record(world: dict, change: dict, field: str,
+                                                   message: str) -> None:
+    scorer = Scorer.from_bundle(world["models"]["din"]["bundle"])
+    good = world["records"].iloc[0].to_dict()
+    with pytest.raises(RecordError, match=f"record 1: field '{field}' {message}") as info:
+        scorer.score([good, {**good, **change}])
+    assert info.value.field == field and info.value.record == 1
+
+
+def test_missing_keys_and_non_records_raise_clearly(world: dict) -> None:
+    scorer = Scorer.from_bundle(world["models"]["din"]["bundle"])
+    good = world["records"].iloc[0].to_dict()
+    partial = {k: v for k, v in good.items() if k != "hist_subcategory"}
+    with pytest.raises(RecordError, match="record 2: missing field 'hist_subcategory'"):
+        scorer.score([good, good, partial])
+    with pytest.raises(RecordError, match=r"missing field\(s\) \['price'\]"):
+        scorer.score(world["records"].drop(columns=["price"]))
+    with pytest.raises(RecordError, match="record 0 must be an object"):
+        scorer.score([[1, 2, 3]])
+    with pytest.raises(RecordError, match="list of objects"):
+        scorer.score("user_id=3")
+    assert scorer.score([]).shape == (0, 1)
+
+
+def test_a_spec_from_another_run_is_refused(world: dict) -> None:
+    bundle = world["models"]["din"]["bundle"]
+    other = json.loads(json.dumps(world["spec_dict"]))
+    other["fields"][0]["state"]["values"] = other["fields"][0]["state"]["values"][:-1]
+    with pytest.raises(ValueError, match="train/serve skew"):
+        Scorer(bundle / "model.onnx", other)
+    with pytest.raises(FileNotFoundError, match="int8"):
+        Scorer.from_bundle(bundle, int8=True)  # exported without quantisation
+    with pytest.raises(FileNotFoundError, match="not a recflow serving bundle"):
+        Scorer.from_bundle(world["root"])
+
+
+NO_TORCH = textwrap.dedent("""
+    import json, sys
+    for name in ("torch", "kedro"):
+        sys.modules[name] = None  # any import of them now raises ImportError
+    from recflow.serving import Scorer
+    scorer = Scorer.from_bundle(sys.argv[1])
+    scores = scorer.score(json.load(open(sys.argv[2])))
+    loaded = sorted(m for m, mod in sys.modules.items()
+                    if m.split(".")[0] in ("torch", "kedro") and mod is not None)
+    print(json.dumps({"scores": scores[:, 0].tolist(), "loaded": loaded}))
+""")
+
+
+def test_scorer_runs_without_torch_or_kedro(world: dict, tmp_path: Path) -> None:
+    entry = world["models"]["din"]
+    records = world["records"].head(50)
+    path = tmp_path / "records.json"
+    path.write_text(records.to_json(orient="records"))
+    done = subprocess.run([sys.executable, "-c", NO_TORCH, str(entry["bundle"]), str(path)],
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert out["loaded"] == []
+    assert np.abs(np.array(out["scores"]) - entry["offline"][:50, 0]).max() <= 1e-5
+
+
+# ---- the HTTP service ----------------------------------------------------------------------
+def _call(url: str, body: Any = None, *, raw: bytes | None = None) -> tuple[int, dict]:
+    data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+    request = urllib.request.Request(url, data=data, method="POST" if data is not None else "GET",
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+@pytest.fixture(scope="module")
+def service(world: dict):
+    """`python -m recflow.serving BUNDLE` on 127.0.0.1, an ephemeral port, max batch 8."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "recflow.serving", str(world["models"]["din"]["bundle"]),
+         "--host", "127.0.0.1", "--port", "0", "--max-batch", "8", "--max-body-bytes", "20000",
+         "--log-level", "WARNING"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    line: list[str] = []
+    reader = threading.Thread(target=lambda: line.append(process.stdout.readline()), daemon=True)
+    reader.start()
+    reader.join(timeout=60)
+    if not line or "http://" not in line[0]:
+        process.kill()
+        pytest.fail(f"service did not start: {line} {process.stderr.read()}")
+    yield line[0].split(" on ")[-1].strip()
+    process.terminate()
+    process.wait(timeout=10)
+    assert process.returncode == 0
+
+
+def test_service_scores_good_requests(service: str, world: dict) -> None:
+    assert _call(f"{service}/health") == (200, {"status": "ok", "model": "din"})
+    assert _call(f"{service}/healthz")[0] == 200
+    status, meta = _call(f"{service}/metadata")
+    assert status == 200 and meta["max_batch"] == 8 and "hist_item_id" in meta["fields"]
+    records = json.loads(world["records"].head(5).to_json(orient="records"))
+    status, body = _call(f"{service}/score", {"records": records})
+    assert status == 200 and body["score_names"] == ["ctr"] and len(body["scores"]) == 5
+    got = np.array([s["ctr"] for s in body["scores"]])
+    assert np.abs(got - world["models"]["din"]["offline"][:5, 0]).max() <= 1e-5
+    assert _call(f"{service}/score", records[:2])[0] == 200  # a bare list works too
+    assert _call(f"{service}/score", {"records": []}) == (200, {
+        "model": "din", "score_names": ["ctr"], "scores": [], "stats": {}})
+    unseen = {**records[0], "item_id": 10**9, "price": None}
+    status, body = _call(f"{service}/score", {"records": [unseen]})
+    assert status == 200 and body["stats"]["item_id"] == {"oov": 1}
+    assert body["stats"]["price"] == {"missing": 1}
+
+
+def test_service_rejects_bad_requests_and_stays_up(service: str, world: dict) -> None:
+    records = json.loads(world["records"].head(9).to_json(orient="records"))
+    good = records[0]
+    missing = {k: v for k, v in good.items() if k != "price"}
+    cases = [
+        ({"records": [good, missing]}, None, 422, "missing field 'price'"),
+        ({"records": [{**good, "price": "cheap"}]}, None, 422, "field 'price' must be a number"),
+        ({"records": [{**good, "hist_item_id": 7}]}, None, 422, "field 'hist_item_id'"),
+        ({"records": records}, None, 413, "batch of 9 records exceeds the limit of 8"),
+        (None, b"{not json", 400, "not valid JSON"),
+        ({"rows": records}, None, 400, '{"records"'),
+        (None, b" " * 30000, 413, "exceeds the limit of 20000"),
+    ]
+    for body, raw, status, message in cases:
+        got_status, got = _call(f"{service}/score", body, raw=raw)
+        assert got_status == status and message in got["error"], (status, got)
+    status, got = _call(f"{service}/score", {"records": [good, missing]})
+    assert got["field"] == "price" and got["record"] == 1
+    assert _call(f"{service}/nope")[0] == 404
+    assert _call(f"{service}/nope", {"records": []})[0] == 404
+    assert _call(f"{service}/score", {"records": [good]})[0] == 200  # still serving
+    assert _call(f"{service}/health")[0] == 200
