@@ -364,6 +364,7 @@ def run_size(impressions: int, workdir: Path, args: argparse.Namespace) -> dict:
 
     entry = {
         "impressions": impressions,
+        "load_average_1min_after": os.getloadavg()[0],
         "users": users,
         "items": items,
         "generate_seconds": gen["seconds"],
@@ -421,6 +422,7 @@ def markdown(report: dict) -> str:
         + f"pandas {report['machine']['pandas']}"
         + f" ({report['created']}). Raw JSON: `benchmarks/results/preprocessing.json`.",
         "",
+        *_load_note(report),
         "recflow = the preprocessing node functions (join, split, fit, transform x3) plus the "
         "great-expectations suite of each split; baseline = the same features in plain pandas "
         "(dict `map` vocabularies, per-user `groupby` loop for histories, per-row md5 crosses, "
@@ -465,24 +467,41 @@ def markdown(report: dict) -> str:
                 f"{_fmt_s(b['measured_seconds'])} s and its time is **extrapolated linearly** to "
                 f"the full size; its peak RSS is that of the sample, so no memory ratio is given."
             )
-    stages = sorted({k for run in report["runs"] for k in run["recflow"]["stages"]})
-    order = ["load", "join", "split", "fit", "transform", "validate (great-expectations)"]
-    stages = [s for s in order if s in stages] + [s for s in stages if s not in order]
-    lines += [
-        "",
-        "recflow stage breakdown (seconds):",
-        "",
-        "| impressions | " + " | ".join(stages) + " |",
-        "|---:|" + "---:|" * len(stages),
-    ]
-    for run in report["runs"]:
-        st = run["recflow"]["stages"]
-        lines.append(
-            f"| {run['impressions']:,} | "
-            + " | ".join(_fmt_s(st[s]) if s in st else "-" for s in stages)
-            + " |"
-        )
+    order = ["load", "sample", "join", "split", "fit", "histories", "transform"]
+    for worker, note in (("recflow", ""), ("baseline", ", as measured (sampled rows for *)")):
+        stages = sorted({k for run in report["runs"] for k in run[worker]["stages"]})
+        stages = [s for s in order if s in stages] + [s for s in stages if s not in order]
+        lines += [
+            "",
+            f"{worker} stage breakdown (seconds{note}):",
+            "",
+            "| impressions | " + " | ".join(stages) + " |",
+            "|---:|" + "---:|" * len(stages),
+        ]
+        for run in report["runs"]:
+            st = run[worker]["stages"]
+            star = " *" if run[worker]["extrapolated"] else ""
+            lines.append(
+                f"| {run['impressions']:,}{star} | "
+                + " | ".join(_fmt_s(st[s]) if s in st else "-" for s in stages)
+                + " |"
+            )
     return "\n".join(lines) + "\n"
+
+
+def _load_note(report: dict) -> list[str]:
+    loads = [r.get("load_average_1min_after") for r in report["runs"]]
+    if any(v is None for v in loads):
+        return []
+    cpus = report["machine"]["cpus"]
+    if max(loads) <= 0.5 * cpus:
+        return []
+    return [
+        f"Note: the machine was shared during this run (1-min load average up to "
+        f"{max(loads):.1f} on {cpus} cores), so absolute times are inflated and noisy; "
+        f"the ratios compare two workers of the same run.",
+        "",
+    ]
 
 
 def write_doc(section: str, path: Path = DOC) -> None:
@@ -509,6 +528,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=RESULTS)
     parser.add_argument("--doc", type=Path, default=DOC)
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--render", action="store_true",
+                        help="only re-render --doc from the existing --json")  # fmt: skip
     # worker mode (internal)
     parser.add_argument("--worker", choices=["generate", "recflow", "baseline"])
     parser.add_argument("--data", type=Path)
@@ -529,6 +550,10 @@ def main(argv: list[str] | None = None) -> int:
         else:
             out = worker_baseline(args.data, args.sample_rows, args.check_out)
         args.result.write_text(json.dumps(out))
+        return 0
+
+    if args.render:
+        write_doc(markdown(json.loads(args.json.read_text())), args.doc)
         return 0
 
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="recflow-bench-"))

@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from kedro.framework.project import settings
-from kedro.utils import find_kedro_project
 from kedro.pipeline import Pipeline
+from kedro.utils import find_kedro_project
 
 from recflow.pipelines import preprocessing, ranking
 

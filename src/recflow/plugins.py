@@ -293,7 +293,7 @@ def _register(registry: Registry, name: str, candidate: _Candidate, ambiguous: b
     registry.add(Component(final, registry.kind, candidate.target, candidate.schema,
                            source=candidate.dist, summary=summary))
     if note:
-        warnings.warn(note, PluginWarning, stacklevel=2)
+        warnings.warn(note, PluginWarning, stacklevel=3)
     return PluginRecord(group, _entry(candidate), candidate.dist_label, final, note)
 
 

@@ -50,7 +50,7 @@ class Component:
         unknown = sorted(set(raw) - set(allowed))
         if unknown:
             raise RegistryError(
-                f"{where}: unknown key(s) {unknown} for {self.kind[:-1]} '{self.name}'; "
+                f"{where}: unknown key(s) {unknown} for {_singular(self.kind)} '{self.name}'; "
                 f"allowed keys: {sorted(allowed)}"
             )
         try:
@@ -61,8 +61,14 @@ class Component:
                 for e in exc.errors()
             )
             raise RegistryError(
-                f"invalid params for {self.kind[:-1]} '{self.name}': {problems}"
+                f"invalid params for {_singular(self.kind)} '{self.name}': {problems}"
             ) from None
+
+
+def _singular(kind: str) -> str:
+    """'models' -> 'model', 'losses' -> 'loss', 'item_encoders' -> 'item encoder'."""
+    word = kind[:-2] if kind.endswith("sses") else kind[:-1]
+    return word.replace("_", " ")
 
 
 def _field_names(schema: type) -> list[str]:
@@ -130,10 +136,10 @@ class Registry:
         except KeyError:
             if name in self.unavailable:
                 raise RegistryError(
-                    f"{self.kind[:-1]} '{name}' is not available: {self.unavailable[name]}"
+                    f"{_singular(self.kind)} '{name}' is not available: {self.unavailable[name]}"
                 ) from None
             raise RegistryError(
-                f"unknown {self.kind[:-1]} '{name}'; registered {self.kind}: {self.list()}"
+                f"unknown {_singular(self.kind)} '{name}'; registered {self.kind}: {self.list()}"
             ) from None
 
     def create(self, name: str, *args: Any, params: dict[str, Any] | Any = None,

@@ -21,7 +21,6 @@ from recflow.features.sequences import build_histories
 from recflow.features.split import split_masks
 from recflow.pipelines.preprocessing.nodes import join_events
 from recflow.serving import Scorer
-
 from tests.conftest import make_project, output_files, run_kedro
 
 pytestmark = pytest.mark.slow

@@ -19,7 +19,6 @@ import pytest
 from kedro.io import DatasetError
 from kedro.validation import DataValidationError, ParameterValidationError
 
-from conftest import make_project, output_files, run_kedro
 from recflow.datasets.movielens import GENRES
 from recflow.features import FeatureSpec
 from recflow.features.sequences import build_histories
@@ -27,6 +26,7 @@ from recflow.features.spec import LABEL_PREFIX
 from recflow.features.split import split_masks
 from recflow.pipelines.preprocessing.nodes import join_events
 from recflow.schemas.expectations import GreatExpectationsValidator
+from tests.conftest import make_project, output_files, run_kedro
 
 pytestmark = pytest.mark.slow
 

@@ -26,8 +26,8 @@ import yaml
 from recflow.datagen import GeneratorConfig, generate
 from recflow.datasets.onnx_model import ServingBundleDataset
 from recflow.export.checks import torch_scores
-from recflow.export.onnx_export import export_onnx, model_input_schema
-from recflow.features import FeatureSpec, FeaturesConfig
+from recflow.export.onnx_export import model_input_schema
+from recflow.features import FeaturesConfig, FeatureSpec
 from recflow.features.sequences import build_histories
 from recflow.features.split import split_masks
 from recflow.models.payload import to_payload

@@ -287,16 +287,18 @@ def test_spec_round_trip_gives_identical_output_and_hash() -> None:
 
     serving = _raw(50, seed=9)  # unseen rows, some unseen ids
     histories = _histories(serving)
-    expected = spec.transform_frame(serving, histories=histories)
-    got = loaded.transform_frame(serving, histories=histories)
+    # serving passes histories as ragged lists in a column
+    as_lists = serving.assign(hist=[[v for v in row if v is not None] for row in histories["hist"]])
+    expected = spec.transform_frame(as_lists)
+    got = loaded.transform_frame(as_lists)
     pd.testing.assert_frame_equal(got, expected)
     assert list(got.columns) == [
         "user_id", "item_id", "price", "price_bucket", "user_x_item",
         *sequence_columns("hist", 3),
     ]  # fmt: skip
-    # serving passes histories as ragged lists in a column; same model inputs
-    as_lists = serving.assign(hist=[[v for v in row if v is not None] for row in histories["hist"]])
-    pd.testing.assert_frame_equal(loaded.transform_frame(as_lists), expected)
+    # preprocessing passes histories already mapped to ids; same model inputs
+    indexed = {"hist": spec._map_histories(spec["hist"], histories["hist"])}
+    pd.testing.assert_frame_equal(loaded.transform_frame(serving, history_ids=indexed), expected)
     item_vocab = spec["item_id"].state["values"]
     first = [v for v in histories["hist"][0] if v is not None]
     ids = [int(got[c].iloc[0]) for c in sequence_columns("hist", 3)][3 - len(first) :]
@@ -323,7 +325,7 @@ def test_spec_rejects_unknown_version_and_missing_columns() -> None:
     with pytest.raises(ValueError, match="version 99"):
         FeatureSpec.from_dict(payload)
     with pytest.raises(KeyError, match="field 'price' needs column"):
-        _fitted().transform_frame(_raw().drop(columns=["price"]), histories=_histories(_raw()))
+        _fitted().transform_frame(_raw().drop(columns=["price"]).assign(hist=[[]] * 400))
 
 
 def test_config_errors_name_the_yaml_key() -> None:

@@ -20,11 +20,14 @@ def build_histories(
     time: str = "timestamp",
     event: str = "click",
     queries: pd.DataFrame | None = None,
+    pad: int | None = None,
 ) -> np.ndarray:
-    """(n_queries, length) object array of raw item ids, None-padded on the left.
+    """(n_queries, length) array of the item column, padded on the left.
 
     `log` holds the behaviours (rows with `event` == 1 count); `queries` are the
-    impressions to build histories for (default: the log itself).
+    impressions to build histories for (default: the log itself). With `pad=None`
+    the result is an object array of raw ids padded with None; with an integer
+    `pad` (for an already-indexed integer item column) a compact int64 matrix.
     """
     queries = log if queries is None else queries
     events = log.loc[log[event].to_numpy() == 1, [user, item, time]]
@@ -44,6 +47,10 @@ def build_histories(
 
     positions = end[:, None] - length + np.arange(length)[None, :]
     valid = positions >= start[:, None]
+    if pad is not None:
+        out = np.full((len(queries), length), pad, dtype=np.int64)
+        out[valid] = ev_items[positions[valid]]
+        return out
     out = np.full((len(queries), length), None, dtype=object)
     if len(ev_items):
         # cells point at one shared object per distinct item instead of boxing a new

@@ -178,28 +178,23 @@ class FeatureSpec:
         return cols
 
     def transform_frame(
-        self, raw: pd.DataFrame, histories: dict[str, np.ndarray] | None = None
+        self, raw: pd.DataFrame, history_ids: dict[str, np.ndarray] | None = None
     ) -> pd.DataFrame:
-        """Raw columns (+ raw history matrices of item ids) -> model-ready columns.
+        """Raw columns -> model-ready columns.
 
-        `histories[name]` is an (n, length) object array of raw ids, None-padded
-        on the left; preprocessing builds it from the log, serving from requests.
+        Sequence fields come either as a raw column of id lists (serving: each
+        request carries its history) or, in `history_ids[name]`, as an (n, length)
+        matrix already mapped through the vocabulary (preprocessing builds it
+        from the log, see `index_history_source`).
         """
         out: dict[str, np.ndarray] = {}
         for f in self.fields:
             if f.kind == "sequence":
-                matrix = (histories or {}).get(f.name)
-                if matrix is None:
+                ids = (history_ids or {}).get(f.name)
+                if ids is None:
                     if f.name not in raw:
-                        raise KeyError(f"missing sequence field '{f.name}'")
-                    matrix = pad_sequences(raw[f.name].tolist(), f.length)
-                vocab = _build_transform(self[f.shares_vocab_with])
-                # map the few distinct ids, then gather: no per-cell dtype inference
-                codes, distinct = pd.factorize(matrix.ravel())
-                mapped = vocab.transform(pd.Series(distinct, dtype=object))
-                ids = np.full(codes.shape, PAD, dtype=np.int64)
-                ids[codes >= 0] = mapped[codes[codes >= 0]]
-                ids = ids.reshape(matrix.shape)
+                        raise KeyError(f"missing sequence field '{f.name}' (a list of ids)")
+                    ids = self._map_histories(f, pad_sequences(raw[f.name].tolist(), f.length))
                 for i, col in enumerate(f.output_columns()):
                     out[col] = ids[:, i]
                 continue
@@ -212,6 +207,20 @@ class FeatureSpec:
             source = raw[f.columns] if f.transform == "hash_cross" else raw[f.columns[0]]
             out[f.name] = transform.transform(source)
         return pd.DataFrame(out, index=raw.index)
+
+    def index_history_source(self, field: str, log: pd.DataFrame) -> np.ndarray:
+        """Vocabulary ids of the column a sequence field draws from, one per log row."""
+        source = self[self[field].shares_vocab_with]
+        return _build_transform(source).transform(log[source.columns[0]])
+
+    def _map_histories(self, f: FieldSpec, matrix: np.ndarray) -> np.ndarray:
+        """(n, length) raw ids (None-padded) -> vocabulary ids, mapping distinct values once."""
+        vocab = _build_transform(self[f.shares_vocab_with])
+        codes, distinct = pd.factorize(matrix.ravel())
+        mapped = vocab.transform(pd.Series(distinct, dtype=object))
+        ids = np.full(codes.shape, PAD, dtype=np.int64)
+        ids[codes >= 0] = mapped[codes[codes >= 0]]
+        return ids.reshape(matrix.shape)
 
     # ---- persistence -----------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

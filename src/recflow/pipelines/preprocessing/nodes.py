@@ -12,6 +12,7 @@ from recflow.features import FeaturesConfig, FeatureSpec
 from recflow.features.sequences import build_histories
 from recflow.features.spec import LABEL_PREFIX
 from recflow.features.split import split_masks, temporal_cutoffs
+from recflow.features.transforms import PAD
 from recflow.schemas.expectations import ATTRS_KEY, quality_summary
 
 logger = logging.getLogger(__name__)
@@ -81,14 +82,18 @@ def fit_feature_spec(
     return spec.to_dict()
 
 
-def _histories(events: pd.DataFrame, rows: pd.DataFrame, spec: FeatureSpec) -> dict:
-    return {
-        f.name: build_histories(
-            events, f.length, item=spec[f.shares_vocab_with].columns[0],
-            event=f.params["event"], queries=rows,
-        )
-        for f in spec.by_kind("sequence")
-    }
+def _history_ids(events: pd.DataFrame, rows: pd.DataFrame, spec: FeatureSpec) -> dict:
+    """Sequence fields as vocabulary ids, built from the log over integer ids (compact)."""
+    out = {}
+    for f in spec.by_kind("sequence"):
+        log = pd.DataFrame({
+            "user_id": events["user_id"].to_numpy(),
+            "timestamp": events["timestamp"].to_numpy(),
+            "click": events[f.params["event"]].to_numpy(),
+            "item_id": spec.index_history_source(f.name, events),
+        })
+        out[f.name] = build_histories(log, f.length, queries=rows, pad=PAD)
+    return out
 
 
 def transform_split(
@@ -98,7 +103,7 @@ def transform_split(
     spec = FeatureSpec.from_dict(feature_spec)
     mask = split_masks(events["timestamp"], spec.split)[split]
     rows = events.loc[mask]
-    features = spec.transform_frame(rows, histories=_histories(events, rows, spec))
+    features = spec.transform_frame(rows, history_ids=_history_ids(events, rows, spec))
     keys = pd.DataFrame(
         {
             "key_user": rows["user_id"].to_numpy(),
