@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import numbers
 from collections.abc import Iterable, Mapping
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -156,7 +157,9 @@ class Scorer:
                 column = pd.to_numeric(raw[field.columns[0]], errors="coerce")
                 missing = int((~np.isfinite(column.to_numpy(np.float64, na_value=np.nan))).sum())
                 stats[e["name"]] = {"missing": missing}
-            elif field.transform in ("vocab", "sequence"):
+            elif field.kind == "sequence":  # padding slots are not missing values
+                stats[e["name"]] = {"oov": int((values == OOV).sum())}
+            elif field.transform == "vocab":
                 stats[e["name"]] = {"oov": int((values == OOV).sum()),
                                     "missing": int((values == PAD).sum())}
             else:
@@ -204,17 +207,27 @@ def _load_spec(spec: str | Path | Mapping[str, Any] | FeatureSpec) -> FeatureSpe
 
 
 def _is_null(value: Any) -> bool:
-    return value is None or (isinstance(value, float | np.floating) and np.isnan(value)) \
-        or value is pd.NA
+    return value is None or value is pd.NA or (
+        isinstance(value, float | np.floating) and np.isnan(value))
 
 
-def _is_id(value: Any) -> bool:
-    return isinstance(value, str | numbers.Integral | float | np.floating) and not isinstance(
-        value, bool | np.bool_)
+def _id_type(t: type) -> bool:
+    return issubclass(t, str | numbers.Integral | float | np.floating) and not issubclass(
+        t, bool | np.bool_)
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool | np.bool_)
+def _number_type(t: type) -> bool:
+    return issubclass(t, numbers.Real) and not issubclass(t, bool | np.bool_)
+
+
+_NULL_TYPES = (type(None), type(pd.NA))
+_CHECKS = {"numeric": _number_type, "categorical": _id_type,
+           "sequence": lambda t: issubclass(t, list | tuple | np.ndarray)}
+
+
+def _all_types_ok(values: Iterable[Any], ok: Any) -> bool:
+    """Fast path: one check per distinct type instead of per value."""
+    return all(t in _NULL_TYPES or ok(t) for t in set(map(type, values)))
 
 
 def _check_column(values: pd.Series, column: str, kind: str) -> None:
@@ -227,20 +240,23 @@ def _check_column(values: pd.Series, column: str, kind: str) -> None:
                                   or pd.api.types.is_integer_dtype(dtype)
                                   or pd.api.types.is_float_dtype(dtype)):
         return
-    ok = {"numeric": _is_number, "categorical": _is_id}.get(kind)
-    for i, value in enumerate(values.to_numpy(dtype=object)):
+    items = values.to_numpy(dtype=object)
+    ok = _CHECKS[kind]
+    if _all_types_ok(items, ok) and (kind != "sequence" or _all_types_ok(
+            chain.from_iterable(v for v in items if isinstance(v, list | tuple | np.ndarray)),
+            _id_type)):
+        return
+    for i, value in enumerate(items):  # slow path: find and name the first offender
         if _is_null(value):
             continue
+        if not ok(type(value)):
+            raise _type_error(i, column, kind, value)
         if kind == "sequence":
-            if not isinstance(value, list | tuple | np.ndarray):
-                raise _type_error(i, column, kind, value)
             for item in value:
-                if not (_is_null(item) or _is_id(item)):
+                if not (_is_null(item) or _id_type(type(item))):
                     raise RecordError(
                         f"record {i}: field '{column}' must be {_TYPE_HELP[kind]}; it holds "
                         f"{type(item).__name__} {_short(item)}", field=column, record=i)
-        elif not ok(value):
-            raise _type_error(i, column, kind, value)
 
 
 def _type_error(i: int, column: str, kind: str, value: Any) -> RecordError:

@@ -53,6 +53,9 @@ class ScoringServer(ThreadingHTTPServer):
 class _Handler(BaseHTTPRequestHandler):
     server: ScoringServer
     protocol_version = "HTTP/1.1"  # keep-alive: every response carries Content-Length
+    # headers and body go out in two writes: without TCP_NODELAY, Nagle + the client's
+    # delayed ACK add ~40 ms to every keep-alive response
+    disable_nagle_algorithm = True
     server_version = f"recflow-serving/{recflow.__version__}"
 
     # ---- routes ---------------------------------------------------------------------------

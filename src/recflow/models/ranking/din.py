@@ -30,7 +30,7 @@ class DINParams(DeepParams):
 
 @MODELS.register("din", params=DINParams)
 class DIN(FieldModel):
-    """DIN: MLP over [Σ_j w_j(e_j, v_a)·e_j, all field embeddings]; off = no sequence."""
+    """DIN: MLP over [u, u ⊙ v_a, all field embeddings], u = Σ_j w_j(e_j, v_a)·e_j."""
 
     def __init__(self, spec: FeatureSpec, params: DINParams) -> None:
         reads = resolve_fields(spec, params.fields)
@@ -56,7 +56,7 @@ class DIN(FieldModel):
             self.attention = TargetAttention(params.embed_dim, params.attention_hidden,
                                              params.activation)
             self._candidate = self.embedding.fields.index(self.candidate_field)
-            in_dim += params.embed_dim
+            in_dim += 2 * params.embed_dim  # interest and interest ⊙ candidate
         self.mlp = MLP(in_dim, params.hidden, out_dim=1, dropout=params.dropout,
                        norm=params.norm, activation=params.activation)
 
@@ -65,5 +65,7 @@ class DIN(FieldModel):
         if not self.use_sequence:
             return self.mlp(emb.flatten(1))
         behaviours, mask = self.embedding.sequence(inputs, self.sequence_field)
-        interest = self.attention(behaviours, emb[:, self._candidate], mask)
-        return self.mlp(torch.cat([interest, emb.flatten(1)], dim=1))
+        candidate = emb[:, self._candidate]
+        interest = self.attention(behaviours, candidate, mask)
+        # the explicit product makes "interest matches candidate" one linear step for the MLP
+        return self.mlp(torch.cat([interest, interest * candidate, emb.flatten(1)], dim=1))
