@@ -182,3 +182,5 @@ def _builtins(module: str) -> Callable[[Registry], None]:
 
 
 MODELS.set_discovery(_builtins("recflow.models"))
+TOKENIZERS.set_discovery(_builtins("recflow.tokenization"))
+ITEM_ENCODERS.set_discovery(_builtins("recflow.tokenization"))

@@ -1,0 +1,112 @@
+"""Shared pieces of the retrieval models: registry, data container, sequence helpers.
+
+Retrieval models live in their own registry (``RETRIEVAL_MODELS``), not in
+``MODELS``: they do not follow the ranking contract (``forward(inputs) -> logits
+(B, tasks)``), so a ranking YAML must not be able to name them.
+
+Item indices: the catalogue is ``item_ids`` (raw ids, sorted); index ``i + 1`` is
+``item_ids[i]`` and 0 is padding. Every model takes time-ordered histories of
+item indices and returns, per user, a ranked array of item indices over the whole
+catalogue (no sampled negatives).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from recflow.registry import Registry
+
+logger = logging.getLogger(__name__)
+
+RETRIEVAL_MODELS = Registry("retrieval_models")
+
+
+def _discover(registry: Registry) -> None:
+    import importlib
+
+    importlib.import_module("recflow.models.retrieval")
+
+
+RETRIEVAL_MODELS.set_discovery(_discover)
+
+
+@dataclass
+class RetrievalData:
+    """What a retrieval model trains on."""
+
+    n_items: int  # catalogue size; item indices are 1..n_items
+    train_sequences: list[np.ndarray]  # per user, time-ordered item indices (training window)
+    item_features: dict[str, np.ndarray] = field(default_factory=dict)  # (n_items + 1,) ints
+    semantic_ids: np.ndarray | None = None  # (n_items + 1, T) token per position; row 0 unused
+    seed: int = 0
+
+
+class Retriever:
+    """fit(data) -> self; recommend(histories, k) -> (n, k) item indices, best first."""
+
+    name = "retriever"
+    train_seconds: float = 0.0
+
+    def fit(self, data: RetrievalData) -> Retriever:
+        raise NotImplementedError
+
+    def recommend(self, histories: list[np.ndarray], k: int) -> np.ndarray:
+        raise NotImplementedError
+
+    def state(self) -> dict[str, Any]:
+        return {}
+
+    def n_params(self) -> int:
+        module = getattr(self, "module", None)
+        return int(sum(p.numel() for p in module.parameters())) if module is not None else 0
+
+
+def windows(sequences: list[np.ndarray], length: int, min_length: int = 2) -> list[np.ndarray]:
+    """Split each sequence into chunks of at most `length` items, the latest chunk complete."""
+    out = []
+    for seq in sequences:
+        end = len(seq)
+        while end >= min_length:
+            out.append(np.asarray(seq[max(0, end - length):end]))
+            end -= length - 1  # consecutive windows overlap by one item (its next target)
+    return out
+
+
+def left_pad(seqs: list[np.ndarray], length: int) -> np.ndarray:
+    """(n, length) int64, sequences right-aligned (latest last), 0 = padding."""
+    out = np.zeros((len(seqs), length), dtype=np.int64)
+    for i, s in enumerate(seqs):
+        s = np.asarray(s)[-length:]
+        if len(s):
+            out[i, length - len(s):] = s
+    return out
+
+
+def causal_pad_mask(pad: torch.Tensor, heads: int) -> torch.Tensor:
+    """(B * heads, S, S) bool mask (True = blocked): causal, pads blocked except self."""
+    s = pad.shape[1]
+    causal = torch.triu(torch.ones(s, s, dtype=torch.bool, device=pad.device), diagonal=1)
+    blocked = causal.unsqueeze(0) | pad.unsqueeze(1)
+    blocked = blocked & ~torch.eye(s, dtype=torch.bool, device=pad.device).unsqueeze(0)
+    return blocked.repeat_interleave(heads, dim=0)
+
+
+def batches(n: int, batch_size: int, rng: np.random.Generator | None = None):
+    order = rng.permutation(n) if rng is not None else np.arange(n)
+    for start in range(0, n, batch_size):
+        yield order[start:start + batch_size]
+
+
+class Timer:
+    def __enter__(self) -> Timer:
+        self.start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.seconds = time.perf_counter() - self.start

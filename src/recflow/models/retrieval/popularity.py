@@ -1,0 +1,39 @@
+"""Popularity baseline: the most clicked items of the training window, for everyone."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict
+
+from recflow.models.retrieval.base import RETRIEVAL_MODELS, RetrievalData, Retriever
+
+
+class PopularityParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+@RETRIEVAL_MODELS.register("popularity", params=PopularityParams)
+class Popularity(Retriever):
+    """Most-clicked items in the training window (ties by lower index); no personalisation."""
+
+    name = "popularity"
+
+    def __init__(self, params: PopularityParams) -> None:
+        self.params = params
+        self.counts: np.ndarray | None = None
+
+    def fit(self, data: RetrievalData) -> Popularity:
+        flat = np.concatenate(data.train_sequences) if data.train_sequences else np.zeros(0, int)
+        self.counts = np.bincount(flat, minlength=data.n_items + 1).astype(np.float64)
+        self.counts[0] = -1  # padding is never recommended
+        return self
+
+    def recommend(self, histories: list[np.ndarray], k: int) -> np.ndarray:
+        order = np.argsort(-self.counts, kind="stable")[:k]
+        return np.tile(order, (len(histories), 1))
+
+    def state(self) -> dict[str, Any]:
+        return {"counts": torch.as_tensor(self.counts)}
