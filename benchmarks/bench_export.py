@@ -141,13 +141,13 @@ def bench_model(project: Path, name: str, records: Any, bundles: Path,
     spec_dict = json.loads((project / "data/05_model_input/feature_spec.json").read_text())
     test = pd.read_parquet(project / "data/05_model_input/test.parquet")
     payload = torch.load(project / f"data/06_models/ranking/{name}.pt", weights_only=True)
-    payload.setdefault("name", name)
     metrics_path = project / f"data/08_reporting/ranking/{name}_metrics.json"
     metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
     params = ExportParams.model_validate({"latency": {
         "batches": args.batches, "repeats": args.repeats, "warmup": args.warmup,
         "threads": args.threads, "budget_s": args.budget_s}})
-    _, _, bundle, summary = nodes.export_model_int8(payload, spec_dict, test, metrics, params)
+    _, _, bundle, summary = nodes.export_model_int8(payload, spec_dict, test, metrics, params,
+                                                    name=name)
     ServingBundleDataset(str(bundles / name)).save(bundle)
 
     scorer = Scorer.from_bundle(bundles / name, threads=args.threads)

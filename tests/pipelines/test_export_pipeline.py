@@ -24,14 +24,14 @@ from recflow.serving import Scorer
 from tests.conftest import make_project, output_files, run_kedro
 
 pytestmark = pytest.mark.slow
-MODELS = ("lr", "esmm")  # DIN's raw-history skew test is in tests/unit/test_serving.py
+MODELS = ("lr", "ctcvr")  # DIN's raw-history skew test is in tests/unit/test_serving.py
 RANKING = {"ranking": {
     "baseline": "lr",
     "trainer": {"epochs": 1, "batch_size": 512, "lr": 0.005, "progress": False, "seed": 1,
                 "max_steps_per_epoch": 4},
     "models": {
         "lr": {"model": "lr"},
-        "esmm": {"model": "esmm", "params": {"embed_dim": 8, "hidden": [32]}},
+        "ctcvr": {"model": "esmm", "params": {"embed_dim": 8, "hidden": [32]}},  # entry != model
     },
 }}
 FAST_LATENCY = {"batches": [1, 64, 1024], "repeats": 5, "warmup": 1, "threads": 1}
@@ -89,6 +89,7 @@ def test_ranking_ends_with_onnx_bundles_and_the_report(project: Path) -> None:
         onnx.checker.check_model(model)
         meta = {p.key: p.value for p in model.metadata_props}
         assert meta["model_name"] == name and meta["recflow_version"]
+        assert meta["registered_model"] == {"lr": "lr", "ctcvr": "esmm"}[name]
         assert json.loads(meta["test_metrics"])["auc"] == pytest.approx(
             ranking["models"][name]["auc"])
         assert (out / f"onnx/{name}.int8.onnx").is_file()
@@ -116,14 +117,14 @@ def test_serving_reproduces_offline_test_scores_from_raw_records(project: Path) 
 
 def test_export_alone_follows_its_parameters_and_fails_cleanly(project: Path, monkeypatch) -> None:
     _write_local(project, "parameters_export",
-                 {"export": {"models": ["esmm"], "quantize": False, "latency": FAST_LATENCY}})
+                 {"export": {"models": ["ctcvr"], "quantize": False, "latency": FAST_LATENCY}})
     try:
         run_kedro(project, "export")
         report = _report(project)
-        assert set(report["models"]) == {"esmm"}
-        assert report["models"]["esmm"]["quantized_auc_delta"] is None
+        assert set(report["models"]) == {"ctcvr"}
+        assert report["models"]["ctcvr"]["quantized_auc_delta"] is None
         manifest = json.loads(
-            (project / "data/07_model_output/serving/esmm/manifest.json").read_text())
+            (project / "data/07_model_output/serving/ctcvr/manifest.json").read_text())
         assert manifest["files"]["model_int8"] is None
 
         # a graph that disagrees with torch fails the run, names the model, writes nothing
@@ -132,7 +133,7 @@ def test_export_alone_follows_its_parameters_and_fails_cleanly(project: Path, mo
         real = export_nodes.torch_scores
         monkeypatch.setattr(export_nodes, "torch_scores", lambda *a, **k: real(*a, **k) + 1e-3)
         before = {p: (project / p).read_bytes() for p in output_files(project)}
-        with pytest.raises(Exception, match=r"model 'esmm'.*parity_tolerance"):
+        with pytest.raises(Exception, match=r"model 'ctcvr'.*parity_tolerance"):
             run_kedro(project, "export")
         assert {p: (project / p).read_bytes() for p in output_files(project)} == before
     finally:

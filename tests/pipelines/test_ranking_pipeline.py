@@ -14,11 +14,18 @@ SMALL_TRAINER = {"epochs": 3, "batch_size": 512, "lr": 0.005, "embedding_lr": 0.
                  "checkpoint_dir": "data/06_models/checkpoints"}
 
 
+FAST_EXPORT = {"models": None, "opset": 17, "graph_optimization": "basic",
+               "parity_tolerance": 1.0e-5, "parity_batch_size": 8192, "quantize": True,
+               "quantize_per_channel": False,
+               "latency": {"batches": [1, 64], "repeats": 5, "warmup": 1, "budget_s": 0.2,
+                           "threads": 1}}
+
+
 def _override(project: Path, ranking: dict) -> None:
-    (project / "conf" / "local").mkdir(parents=True, exist_ok=True)
-    (project / "conf" / "local" / "parameters_ranking.yml").write_text(
-        yaml.safe_dump({"ranking": ranking})
-    )
+    local = project / "conf" / "local"
+    local.mkdir(parents=True, exist_ok=True)
+    (local / "parameters_ranking.yml").write_text(yaml.safe_dump({"ranking": ranking}))
+    (local / "parameters_export.yml").write_text(yaml.safe_dump({"export": FAST_EXPORT}))
 
 
 @pytest.fixture(scope="module")
@@ -61,6 +68,17 @@ def test_ranking_run_writes_models_and_plots(ranked_project: Path) -> None:
     for plot in ("roc", "calibration", "learning_curves"):
         png = ranked_project / f"data/08_reporting/ranking_{plot}.png"
         assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_ranking_run_ends_with_parity_checked_onnx(ranked_project: Path) -> None:
+    report = json.loads((ranked_project / "data/08_reporting/export_report.json").read_text())
+    assert set(report["models"]) == {"lr", "deepfm", "din", "esmm"}
+    for name, row in report["models"].items():
+        assert (ranked_project / f"data/07_model_output/onnx/{name}.onnx").stat().st_size > 0
+        assert row["max_abs_diff"] <= 1e-5, (name, row["max_abs_diff"])
+        assert row["opset"] == 17
+        assert row["p50_ms_b1"] > 0 and row["p50_ms_b1_torch"] > 0
+        assert abs(row["quantized_auc_delta"]) < 0.05
 
 
 def test_saved_model_reloads_and_refuses_other_spec(ranked_project: Path) -> None:

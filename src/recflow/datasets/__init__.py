@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["MovieLensDataset", "TorchModelDataset"]
+__all__ = ["MovieLensDataset", "OnnxModelDataset", "ServingBundleDataset", "TorchModelDataset"]
 
 
 def __getattr__(name: str) -> Any:
@@ -20,4 +20,8 @@ def __getattr__(name: str) -> Any:
         from recflow.datasets.torch_model import TorchModelDataset
 
         return TorchModelDataset
+    if name in ("OnnxModelDataset", "ServingBundleDataset"):
+        from recflow.datasets import onnx_model
+
+        return getattr(onnx_model, name)
     raise AttributeError(name)

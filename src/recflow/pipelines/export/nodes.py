@@ -36,20 +36,23 @@ CONTRACT_KEYS = ("max_abs_diff", "opset", "p50_ms_b1", "p50_ms_b1_torch", "quant
 
 
 def export_model(payload: dict[str, Any], feature_spec: dict[str, Any], test: pd.DataFrame,
-                 test_metrics: dict[str, Any], params: ExportParams
+                 test_metrics: dict[str, Any], params: ExportParams, name: str | None = None
                  ) -> tuple[onnx.ModelProto, dict[str, Any], dict[str, Any]]:
-    """fp32 only: (ONNX model, serving bundle, summary for the report)."""
+    """fp32 only: (ONNX model, serving bundle, summary for the report).
+
+    `name` is the YAML entry (default: the payload's name); it goes into the metadata.
+    """
     _check_shape(params, quantize=False)
-    out = _export(payload, feature_spec, test, test_metrics, params, quantize=False)
+    out = _export(payload, feature_spec, test, test_metrics, params, False, name)
     return out["onnx"], out["bundle"], out["summary"]
 
 
 def export_model_int8(payload: dict[str, Any], feature_spec: dict[str, Any], test: pd.DataFrame,
-                      test_metrics: dict[str, Any], params: ExportParams
+                      test_metrics: dict[str, Any], params: ExportParams, name: str | None = None
                       ) -> tuple[onnx.ModelProto, onnx.ModelProto, dict[str, Any], dict[str, Any]]:
     """fp32 + dynamic int8: (ONNX model, int8 ONNX model, serving bundle, summary)."""
     _check_shape(params, quantize=True)
-    out = _export(payload, feature_spec, test, test_metrics, params, quantize=True)
+    out = _export(payload, feature_spec, test, test_metrics, params, True, name)
     return out["onnx"], out["onnx_int8"], out["bundle"], out["summary"]
 
 
@@ -63,10 +66,11 @@ def _check_shape(params: ExportParams, quantize: bool) -> None:
 
 
 def _export(payload: dict[str, Any], feature_spec: dict[str, Any], test: pd.DataFrame,
-            test_metrics: dict[str, Any], params: ExportParams, quantize: bool) -> dict[str, Any]:
+            test_metrics: dict[str, Any], params: ExportParams, quantize: bool,
+            name: str | None) -> dict[str, Any]:
     started = time.perf_counter()
     spec = FeatureSpec.from_dict(feature_spec)
-    name = payload.get("name") or payload["model"]
+    name = name or payload.get("name") or payload["model"]
     model = from_payload(payload, spec)
     schema = model_input_schema(model, spec)
     feeds = feeds_from_frame(test, schema)

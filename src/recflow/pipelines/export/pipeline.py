@@ -8,21 +8,41 @@ collects every entry into `export_report`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from kedro.pipeline import Pipeline, node, pipeline
 
 from recflow.pipelines.export import nodes
+from recflow.pipelines.export.params import ExportParams
 
 SHARED_INPUTS = {"model_input_test", "feature_spec"}
 
 
-def _model_template(quantize: bool) -> Pipeline:
+def _for_entry(func: Callable[..., Any], name: str) -> Callable[..., Any]:
+    """`func` with the entry name bound (payloads only know the registered model's name).
+
+    A plain function with the node's signature, so Kedro still sees `params: ExportParams`
+    and validates it before the run (a functools.partial would hide the annotation).
+    """
+
+    def export_entry(payload: dict[str, Any], feature_spec: dict[str, Any], test: Any,
+                     test_metrics: dict[str, Any], params: ExportParams) -> Any:
+        return func(payload, feature_spec, test, test_metrics, params, name=name)
+
+    export_entry.__name__ = export_entry.__qualname__ = func.__name__
+    export_entry.__doc__ = func.__doc__
+    return export_entry
+
+
+def _model_template(name: str, quantize: bool) -> Pipeline:
     inputs = ["model", "feature_spec", "model_input_test", "metrics", "params:export"]
     if quantize:
-        return Pipeline([node(nodes.export_model_int8, inputs,
+        return Pipeline([node(_for_entry(nodes.export_model_int8, name), inputs,
                               ["onnx", "onnx_int8", "serving_bundle", "export_summary"],
                               name="export_onnx")])
-    return Pipeline([node(nodes.export_model, inputs, ["onnx", "serving_bundle", "export_summary"],
-                          name="export_onnx")])
+    return Pipeline([node(_for_entry(nodes.export_model, name), inputs,
+                          ["onnx", "serving_bundle", "export_summary"], name="export_onnx")])
 
 
 def create_pipeline(model_names: list[str] | None = None, quantize: bool = True,
@@ -30,7 +50,7 @@ def create_pipeline(model_names: list[str] | None = None, quantize: bool = True,
     """`model_names`: entries to export (see `params.pipeline_kwargs` for the YAML defaults)."""
     model_names = list(dict.fromkeys(model_names or []))
     per_model = [
-        pipeline(_model_template(quantize), namespace=name, inputs=SHARED_INPUTS,
+        pipeline(_model_template(name, quantize), namespace=name, inputs=SHARED_INPUTS,
                  parameters={"params:export": "params:export"})
         for name in model_names
     ]

@@ -1,0 +1,269 @@
+"""TIGER-style generative retrieval over semantic IDs, with trie-constrained beam search.
+
+Each item is its semantic ID, T = L + 1 tokens (L codes + the disambiguation
+digit; see `recflow.tokenization.semantic_ids`). A user's history becomes the
+token stream ``[BOS, c^1_1 .. c^1_T, c^2_1 .. c^2_T, ...]`` and a decoder-only
+Transformer is trained with next-token cross-entropy (each position predicts the
+next token among the codes of its level). Retrieval decodes the next item's ID
+code by code with beam search; at every step codes that no valid ID continues
+are masked (a trie over all catalogue IDs), so every returned ID is a real item,
+cold items included: they have IDs from their content, sharing prefixes with
+similar items.
+
+Design choice: decoder-only (one stack) rather than TIGER's encoder-decoder; the
+beam search re-runs the stack on the growing sequence (no KV cache): T = 4 steps
+over <= 85 tokens is cheap at this scale and keeps the model exportable as one
+"step" graph (history tokens -> next-token logits).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+
+from recflow.models.retrieval.base import (
+    RETRIEVAL_MODELS,
+    RetrievalData,
+    Retriever,
+    Timer,
+    batches,
+    causal_pad_mask,
+    left_pad,
+    windows,
+)
+
+
+class Trie:
+    """Prefix tree of valid semantic IDs as a dense table ``next_node[node, token]`` (-1 = none).
+
+    Node 0 is the root; after T tokens a node is a leaf and ``leaf_item[node]`` is the
+    item index. Depth is fixed (the disambiguation digit is always present).
+    """
+
+    def __init__(self, ids: np.ndarray, item_index: np.ndarray, vocab: int) -> None:
+        ids = np.asarray(ids, dtype=np.int64)
+        self.depth = ids.shape[1]
+        if len(np.unique(ids, axis=0)) != len(ids):
+            raise ValueError("semantic IDs are not unique; disambiguate them before building a trie")
+        if ids.size and (ids.min() < 0 or ids.max() >= vocab):
+            raise ValueError(f"semantic-ID tokens must lie in [0, {vocab}); got "
+                             f"[{ids.min()}, {ids.max()}]")
+        children: list[dict[int, int]] = [{}]
+        leaf: dict[int, int] = {}
+        for row, item in zip(ids.tolist(), np.asarray(item_index).tolist(), strict=True):
+            node = 0
+            for token in row:
+                nxt = children[node].get(token)
+                if nxt is None:
+                    nxt = len(children)
+                    children[node][token] = nxt
+                    children.append({})
+                node = nxt
+            leaf[node] = item
+        self.next_node = np.full((len(children), vocab), -1, dtype=np.int64)
+        for node, kids in enumerate(children):
+            for token, nxt in kids.items():
+                self.next_node[node, token] = nxt
+        self.leaf_item = np.full(len(children), -1, dtype=np.int64)
+        for node, item in leaf.items():
+            self.leaf_item[node] = item
+        self._next = torch.as_tensor(self.next_node)
+
+    def allowed(self, nodes: torch.Tensor) -> torch.Tensor:
+        """(n, vocab) bool: which tokens extend each node to a valid prefix."""
+        return self._next[nodes] >= 0
+
+    def step(self, nodes: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        return self._next[nodes, tokens]
+
+    def items(self, nodes: np.ndarray) -> np.ndarray:
+        return self.leaf_item[np.asarray(nodes)]
+
+    def contains(self, ids: np.ndarray) -> np.ndarray:
+        node = np.zeros(len(ids), dtype=np.int64)
+        for t in range(self.depth):
+            node = np.where(node >= 0, self.next_node[np.maximum(node, 0), ids[:, t]], -1)
+        return (node >= 0) & (self.leaf_item[np.maximum(node, 0)] >= 0)
+
+
+class TigerParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    max_items: int = Field(20, ge=1, le=128, description="History items fed to the decoder.")
+    embed_dim: int = Field(64, ge=4)
+    heads: int = Field(2, ge=1)
+    layers: int = Field(2, ge=1)
+    dropout: float = Field(0.1, ge=0, lt=1)
+    epochs: int = Field(30, ge=1)
+    batch_size: int = Field(128, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    beam_size: int = Field(20, ge=1, description="Beams kept (>= the largest K evaluated).")
+
+
+class TigerModule(nn.Module):
+    """Decoder-only Transformer over semantic-ID tokens: (B, S) tokens -> (B, S, V) logits.
+
+    Token ids: 0 pad, 1 BOS, then position t's code c has id ``2 + offset[t] + c``.
+    """
+
+    def __init__(self, vocab_sizes: list[int], p: TigerParams) -> None:
+        super().__init__()
+        self.heads = p.heads
+        self.n_tok = len(vocab_sizes)
+        self.vocab_sizes = list(vocab_sizes)
+        offsets = np.concatenate([[0], np.cumsum(vocab_sizes)[:-1]]).astype(np.int64)
+        self.register_buffer("offsets", torch.as_tensor(offsets), persistent=False)
+        self.total = int(sum(vocab_sizes)) + 2
+        self.max_len = 1 + (p.max_items + 1) * self.n_tok
+        self.tok = nn.Embedding(self.total, p.embed_dim, padding_idx=0)
+        self.pos = nn.Embedding(self.max_len, p.embed_dim)
+        layer = nn.TransformerEncoderLayer(p.embed_dim, p.heads, 2 * p.embed_dim, p.dropout,
+                                           batch_first=True, norm_first=True)
+        self.decoder = nn.TransformerEncoder(layer, p.layers, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(p.embed_dim)
+        self.head = nn.Linear(p.embed_dim, self.total)
+
+    def token_ids(self, sids: torch.Tensor) -> torch.Tensor:
+        """(..., T) codes -> global token ids."""
+        return sids + self.offsets + 2
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        pos = torch.arange(tokens.shape[1], device=tokens.device)
+        h = self.decoder(self.tok(tokens) + self.pos(pos),
+                         mask=causal_pad_mask(tokens == 0, self.heads))
+        return self.head(self.norm(h))
+
+    def level_logits(self, logits: torch.Tensor, level: int) -> torch.Tensor:
+        start = 2 + int(self.offsets[level])
+        return logits[..., start:start + self.vocab_sizes[level]]
+
+
+def history_tokens(module: TigerModule, sid_table: torch.Tensor, histories: list[np.ndarray],
+                   max_items: int) -> torch.Tensor:
+    """[BOS, tokens of the last `max_items` items], left-padded to 1 + max_items * T."""
+    items = torch.as_tensor(left_pad(histories, max_items))  # (B, max_items)
+    toks = module.token_ids(sid_table[items])  # (B, max_items, T)
+    toks[items == 0] = 0
+    bos = torch.ones(len(items), 1, dtype=torch.long)
+    flat = toks.reshape(len(items), -1)
+    # BOS goes right before the first real token so left padding stays contiguous
+    n_real = (items > 0).sum(1) * module.n_tok
+    out = torch.cat([torch.zeros_like(bos), flat], dim=1)
+    first = out.shape[1] - 1 - n_real
+    out[torch.arange(len(items)), first] = 1
+    return out
+
+
+@torch.no_grad()
+def constrained_beam_search(module: TigerModule, trie: Trie, prefix: torch.Tensor,
+                            beam: int) -> tuple[np.ndarray, np.ndarray]:
+    """Decode T tokens per row under the trie; returns (B, beam) item indices and log-probs.
+
+    Rows with fewer than `beam` reachable items get -1 / -inf in the spare slots.
+    """
+    b = prefix.shape[0]
+    module.eval()
+    nodes = torch.zeros(b, 1, dtype=torch.long)
+    scores = torch.zeros(b, 1)
+    seqs = prefix.unsqueeze(1)  # (B, W, S)
+    for level in range(module.n_tok):
+        w = nodes.shape[1]
+        logits = module(seqs.reshape(b * w, -1))[:, -1]
+        logp = module.level_logits(logits, level)
+        vocab = logp.shape[1]
+        allowed = trie.allowed(nodes.reshape(-1))[:, :vocab]
+        logp = torch.log_softmax(logp.masked_fill(~allowed, float("-inf")), dim=-1)
+        cand = (scores.reshape(-1, 1) + logp).reshape(b, w * vocab)
+        k = min(beam, w * vocab)
+        top, idx = torch.topk(cand, k, dim=1)
+        parent, token = idx // vocab, idx % vocab
+        parent_nodes = torch.gather(nodes, 1, parent)
+        nodes = trie.step(parent_nodes.reshape(-1), token.reshape(-1)).reshape(b, k)
+        dead = torch.isinf(top)
+        nodes = nodes.masked_fill(dead, 0)
+        scores = top
+        new_tok = module.token_ids(torch.zeros(module.n_tok, dtype=torch.long))[level] + token
+        seqs = torch.cat([torch.gather(seqs, 1, parent.unsqueeze(-1).expand(-1, -1, seqs.shape[2])),
+                          new_tok.unsqueeze(-1)], dim=2)
+    items = trie.items(nodes.numpy())
+    items[torch.isinf(scores).numpy()] = -1
+    return items, scores.numpy()
+
+
+@RETRIEVAL_MODELS.register("tiger", params=TigerParams)
+class Tiger(Retriever):
+    """Generative retrieval: decoder over semantic-ID tokens + trie-constrained beam search."""
+
+    name = "tiger"
+
+    def __init__(self, params: TigerParams) -> None:
+        self.params = params
+        self.module: TigerModule | None = None
+        self.trie: Trie | None = None
+        self.history: list[float] = []
+
+    def _setup(self, sids: np.ndarray) -> None:
+        sids = np.asarray(sids, dtype=np.int64)
+        vocab_sizes = (sids[1:].max(axis=0) + 1).tolist()
+        self.sid_table = torch.as_tensor(sids)
+        self.module = TigerModule(vocab_sizes, self.params)
+        self.trie = Trie(sids[1:], np.arange(1, len(sids)), max(vocab_sizes))
+
+    def fit(self, data: RetrievalData) -> Tiger:
+        if data.semantic_ids is None:
+            raise ValueError("tiger needs semantic IDs: run the semantic_ids pipeline "
+                             "(dataset 'semantic_id_table') and name its tokenizer in YAML")
+        p = self.params
+        torch.manual_seed(data.seed)
+        rng = np.random.default_rng(data.seed)
+        self._setup(data.semantic_ids)
+        m = self.module
+        wins = windows(data.train_sequences, p.max_items + 1)
+        seqs = history_tokens(m, self.sid_table, wins, p.max_items + 1)  # (N, max_len)
+        opt = torch.optim.AdamW(m.parameters(), lr=p.lr)
+        level_of_target = torch.as_tensor(
+            [(i % m.n_tok) for i in range(seqs.shape[1] - 1)])  # position p predicts level p % T
+        with Timer() as timer:
+            for _ in range(p.epochs):
+                m.train()
+                total, count = 0.0, 0
+                for idx in batches(len(seqs), p.batch_size, rng):
+                    batch = seqs[torch.as_tensor(idx)]
+                    inputs, targets = batch[:, :-1], batch[:, 1:]
+                    valid = (targets > 1)
+                    logits = m(inputs)[valid]
+                    lv = level_of_target.expand_as(targets)[valid]
+                    # cross-entropy among the codes of the target's level only
+                    starts = 2 + m.offsets[lv]
+                    sizes = torch.as_tensor(m.vocab_sizes)[lv]
+                    col = torch.arange(m.total)
+                    outside = (col < starts[:, None]) | (col >= (starts + sizes)[:, None])
+                    loss = F.cross_entropy(logits.masked_fill(outside, float("-inf")),
+                                           targets[valid])
+                    opt.zero_grad()
+                    loss.backward()
+                    opt.step()
+                    total += float(loss.detach()) * int(valid.sum())
+                    count += int(valid.sum())
+                self.history.append(total / max(count, 1))
+        self.train_seconds = timer.seconds
+        return self
+
+    def recommend(self, histories: list[np.ndarray], k: int, beam: int | None = None
+                  ) -> np.ndarray:
+        beam = max(beam or self.params.beam_size, k)
+        out = []
+        for start in range(0, len(histories), 256):
+            prefix = history_tokens(self.module, self.sid_table, histories[start:start + 256],
+                                    self.params.max_items)
+            items, _ = constrained_beam_search(self.module, self.trie, prefix, beam)
+            out.append(items[:, :k])
+        return np.concatenate(out) if out else np.zeros((0, k), dtype=np.int64)
+
+    def state(self) -> dict[str, Any]:
+        return {"state_dict": self.module.state_dict(), "semantic_ids": self.sid_table}

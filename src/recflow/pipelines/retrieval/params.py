@@ -1,0 +1,52 @@
+"""Typed `retrieval` parameters; Kedro validates them before any node runs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from recflow.models.retrieval import RETRIEVAL_MODELS
+
+_FILE = "parameters_retrieval.yml"
+
+
+class RetrievalEntry(BaseModel):
+    """One retrieval model: a registered name, its params, and (tiger) the semantic-ID table."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(description=f"Registered retrieval model: {sorted(['popularity', 'sasrec', 'tiger'])}.")
+    params: dict[str, Any] = Field(default_factory=dict)
+    tokenizer: str | None = Field(
+        None, description="Entry of semantic_ids.tokenizers whose IDs the model decodes (tiger).")
+
+    @model_validator(mode="after")
+    def _valid(self) -> RetrievalEntry:
+        RETRIEVAL_MODELS.get(self.model).validate_params(self.params, where=f"{_FILE}: params")
+        if self.model == "tiger" and not self.tokenizer:
+            raise ValueError(f"{_FILE}: a '{self.model}' entry needs `tokenizer:` (an entry of "
+                             "semantic_ids.tokenizers, e.g. rq_kmeans)")
+        return self
+
+
+class RetrievalParams(BaseModel):
+    """The whole `retrieval` block."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    event: str = Field("click", description="Interaction column marking a positive event.")
+    baseline: str = "popularity"
+    ks: list[int] = Field(default_factory=lambda: [5, 10, 20], min_length=1)
+    eval_history: int = Field(50, ge=1, description="History items kept per user at test time.")
+    seed: int = 42
+    models: dict[str, RetrievalEntry] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _baseline_listed(self) -> RetrievalParams:
+        if self.baseline not in self.models:
+            raise ValueError(f"{_FILE}: baseline '{self.baseline}' is not one of the listed "
+                             f"models {sorted(self.models)}")
+        if 10 not in self.ks:
+            raise ValueError(f"{_FILE}: ks must include 10 (the report contract uses recall@10)")
+        return self

@@ -1,0 +1,113 @@
+"""semantic_ids nodes: item text -> vectors -> residual codes -> unique semantic IDs + report."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from recflow.pipelines.semantic_ids.params import SemanticIdsParams, TokenizerEntry
+from recflow.registry import ITEM_ENCODERS, TOKENIZERS
+from recflow.tokenization.semantic_ids import (
+    SemanticIdTable,
+    collision_rate,
+    perplexity,
+    prefix_purity,
+    utilization,
+)
+
+logger = logging.getLogger(__name__)
+EMB_PREFIX = "e_"
+
+
+def embeddings_matrix(frame: pd.DataFrame) -> np.ndarray:
+    cols = [c for c in frame.columns if c.startswith(EMB_PREFIX)]
+    return frame[cols].to_numpy(np.float32)
+
+
+def encode_items(items: pd.DataFrame, params: SemanticIdsParams) -> pd.DataFrame:
+    """raw_items -> item_id + e_000.. columns from the configured item encoder."""
+    encoder = ITEM_ENCODERS.create(params.encoder.name, params=params.encoder.params,
+                                   where="parameters_semantic_ids.yml: encoder.params")
+    items = items.sort_values("item_id").reset_index(drop=True)
+    x = encoder.fit_transform(items)
+    frame = pd.DataFrame(x, columns=[f"{EMB_PREFIX}{i:03d}" for i in range(x.shape[1])])
+    frame.insert(0, "item_id", items["item_id"].to_numpy())
+    logger.info("encoded %d items with %s into %d dims", len(items), params.encoder.name,
+                x.shape[1])
+    return frame
+
+
+def fit_tokenizer(embeddings: pd.DataFrame, items: pd.DataFrame, entry: TokenizerEntry,
+                  params: SemanticIdsParams) -> tuple[dict[str, Any], pd.DataFrame, dict]:
+    """Fit one tokenizer; return its payload, the unique semantic-ID table and its metrics."""
+    x = embeddings_matrix(embeddings)
+    tok = TOKENIZERS.create(entry.tokenizer, params=entry.params)
+    tok.fit(x)
+    codes = tok.encode(x)
+    table = SemanticIdTable.build(embeddings["item_id"].to_numpy(), codes, tok.codebook_size)
+    labels = items.set_index("item_id").reindex(embeddings["item_id"])
+    errors = tok.reconstruction_errors(x)
+    metrics: dict[str, Any] = {
+        "tokenizer": entry.tokenizer,
+        "levels": tok.levels,
+        "codebook_size": tok.codebook_size,
+        "items": len(codes),
+        "collision_rate_before": collision_rate(codes),
+        "collision_rate": collision_rate(table.ids),
+        "max_disambiguation": int(table.ids[:, -1].max()),
+        "utilization": utilization(codes, tok.codebook_size),
+        "perplexity": perplexity(codes),
+        "reconstruction_error": errors,
+        "usage": [np.bincount(codes[:, lv], minlength=tok.codebook_size).tolist()
+                  for lv in range(tok.levels)],
+    }
+    for column in params.purity_columns:
+        if column in labels:
+            metrics[f"purity_{column}"] = prefix_purity(codes[:, 0], labels[column].to_numpy())
+            # chance level: purity of the same number of random groups of equal sizes
+            rng = np.random.default_rng(0)
+            metrics[f"purity_{column}_shuffled"] = prefix_purity(
+                rng.permutation(codes[:, 0]), labels[column].to_numpy())
+    payload = {"model": entry.tokenizer, "params": entry.params, "state_dict": tok.state(),
+               "feature_spec_hash": None}
+    logger.info("%s: collisions %.3f -> %.3f, utilisation %s", entry.tokenizer,
+                metrics["collision_rate_before"], metrics["collision_rate"],
+                [round(u, 3) for u in metrics["utilization"]])
+    return payload, table.to_frame(), metrics
+
+
+def load_tokenizer(payload: dict[str, Any]):
+    """Rebuild a fitted tokenizer from its saved payload (encodes new items, no refit)."""
+    tok = TOKENIZERS.create(payload["model"], params=payload["params"])
+    return tok.load_state(payload["state_dict"])
+
+
+def usage_figure(metrics: dict[str, dict]) -> Figure:
+    """Sorted code usage per level, one panel per tokenizer (flat = well-used codebook)."""
+    fig = Figure(figsize=(5 * len(metrics), 4), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = np.atleast_1d(fig.subplots(1, len(metrics)))
+    for ax, (name, m) in zip(axes, metrics.items(), strict=True):
+        for lv, counts in enumerate(m["usage"]):
+            ax.plot(np.sort(counts)[::-1], label=f"level {lv + 1} (util {m['utilization'][lv]:.2f})")
+        ax.set_title(f"{name}: items per code")
+        ax.set_xlabel("code rank")
+        ax.set_ylabel("items")
+        ax.set_yscale("symlog")
+        ax.legend()
+    return fig
+
+
+def report_semantic_ids(**metrics: dict) -> tuple[dict[str, Any], Figure]:
+    """DESIGN.md contract: {"tokenizers": {NAME: {levels, codebook_size, collision_rate_before,
+    collision_rate, utilization, ...}}} plus the code-usage plot."""
+    report = {"tokenizers": {name.removeprefix("metrics__"): {k: v for k, v in m.items()
+                                                              if k != "usage"}
+                             for name, m in metrics.items()}}
+    plot = usage_figure({name.removeprefix("metrics__"): m for name, m in metrics.items()})
+    return report, plot
