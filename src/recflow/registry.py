@@ -184,3 +184,4 @@ def _builtins(module: str) -> Callable[[Registry], None]:
 MODELS.set_discovery(_builtins("recflow.models"))
 TOKENIZERS.set_discovery(_builtins("recflow.tokenization"))
 ITEM_ENCODERS.set_discovery(_builtins("recflow.tokenization"))
+LOSSES.set_discovery(_builtins("recflow.training.distillation"))

@@ -19,44 +19,21 @@ from recflow.datasets.onnx_model import OnnxModelDataset, ServingBundleDataset
 from recflow.export.checks import ParityError, latency_table, parity, torch_scores
 from recflow.export.onnx_export import example_inputs, export_onnx, read_metadata
 from recflow.export.runtime import optimize_graph, quantize_int8, run, session
-from recflow.features import FeatureSpec, FieldSpec
+from recflow.features import FeatureSpec
 from recflow.models.payload import to_payload
 from recflow.pipelines.export import create_pipeline, nodes, pipeline_kwargs
 from recflow.pipelines.export.params import ExportParams
 from recflow.registry import MODELS
 from recflow.serving.schema import OUTPUT_NAME, feeds_from_frame, input_schema
+from tests.helpers import tiny_spec
 
 ALL_MODELS = MODELS.list()
 L, N_ITEMS = 5, 40
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: intra-op threads only contend on a small CI box."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def _field(name: str, kind: str, vocab: int | None = None, **params) -> FieldSpec:
-    transform = {"categorical": "vocab", "numeric": "standardize", "sequence": "sequence"}[kind]
-    return FieldSpec(name=name, kind=kind, transform=transform, params=params,
-                     columns=[] if kind == "sequence" else [name], vocab_size=vocab)
-
-
 @pytest.fixture(scope="module")
 def spec() -> FeatureSpec:
-    return FeatureSpec(
-        fields=[
-            _field("user_id", "categorical", 15),
-            _field("item_id", "categorical", N_ITEMS),
-            _field("category", "categorical", 6),
-            _field("price", "numeric"),
-            _field("hist_item_id", "sequence", N_ITEMS, of="item_id", length=L),
-        ],
-        labels=["click", "purchase"],
-    )
+    return tiny_spec(15, N_ITEMS, 6, L)
 
 
 def build(name: str, spec: FeatureSpec) -> torch.nn.Module:

@@ -15,42 +15,19 @@ import pytest
 import torch
 from torch import nn
 
-from recflow.features import FeatureSpec, FieldSpec
+from recflow.features import FeatureSpec
 from recflow.models.layers import DotInteraction, FieldEmbedding, FMInteraction
 from recflow.registry import MODELS, RegistryError
+from tests.helpers import tiny_spec
 
 B, L, N_ITEMS = 64, 6, 30
 SMALL = {"embed_dim": 4}  # keeps every model tiny and fast
 ALL_MODELS = MODELS.list()
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: intra-op threads only contend (15x slower on a busy 2-core box)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def _field(name: str, kind: str, vocab: int | None = None, **params) -> FieldSpec:
-    transform = {"categorical": "vocab", "numeric": "standardize", "sequence": "sequence"}[kind]
-    return FieldSpec(name=name, kind=kind, transform=transform, params=params,
-                     columns=[] if kind == "sequence" else [name], vocab_size=vocab)
-
-
 @pytest.fixture(scope="module")
 def spec() -> FeatureSpec:
-    return FeatureSpec(
-        fields=[
-            _field("user_id", "categorical", 12),
-            _field("item_id", "categorical", N_ITEMS),
-            _field("category", "categorical", 5),
-            _field("price", "numeric"),
-            _field("hist_item_id", "sequence", N_ITEMS, of="item_id", length=L),
-        ],
-        labels=["click", "purchase"],
-    )
+    return tiny_spec(12, N_ITEMS, 5, L)
 
 
 def make_batch(seed: int = 0, n: int = B) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:

@@ -79,15 +79,6 @@ class TinyModel(RankingModel):
         return self.out(self.dropout(x))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models gain nothing from intra-op threads; on a busy 2-core box they cost ~20x."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def data() -> tuple[FeatureSpec, TensorBatch, TensorBatch]:
     spec = make_spec()

@@ -1,0 +1,88 @@
+"""Typed `distillation` parameters (conf/*/parameters_distillation.yml), validated before any node runs."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from recflow.pipelines.ranking.params import ModelEntry
+from recflow.registry import LOSSES
+from recflow.training.distillation import LossEntry
+from recflow.training.trainer import TrainerConfig
+
+_FILE = "parameters_distillation.yml"
+
+
+class TeacherMember(BaseModel):
+    """A teacher: a registered model trained here (`model`/`params`/`trainer`), or a saved
+    payload (`checkpoint`: a .pt written by TorchModelDataset, e.g. data/06_models/ranking/din.pt)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+    trainer: dict[str, Any] = Field(default_factory=dict)
+    checkpoint: str | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> TeacherMember:
+        if (self.model is None) == (self.checkpoint is None):
+            raise ValueError(f"{_FILE}: teacher.members: give either `model` (train here) or "
+                             "`checkpoint` (a saved payload), not both or neither")
+        if self.model is not None:
+            self.entry()  # validates the model name, params and trainer keys
+        return self
+
+    def entry(self) -> ModelEntry:
+        return ModelEntry(model=self.model, params=self.params, trainer=self.trainer)
+
+
+class TeacherParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    members: list[TeacherMember] = Field(
+        min_length=1, description="One teacher, or several whose logits are averaged (an ensemble).")
+
+
+class DistillationParams(BaseModel):
+    """The whole `distillation` block."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    mode: Literal["offline", "online"] = Field(
+        "offline", description="offline: cache teacher logits once, then train the student; "
+                               "online: train teacher(s) and student together, teacher detached.")
+    trainer: TrainerConfig = TrainerConfig()
+    teacher: TeacherParams
+    student: ModelEntry
+    baseline: ModelEntry | None = Field(
+        None, description="Reference model (LR) for the 'AUC lift retained' figure; null: none.")
+    losses: list[LossEntry] = Field(
+        default_factory=lambda: [LossEntry(name="kd_bce", params={"alpha": 0.5, "temperature": 2.0})],
+        min_length=1)
+    latency_batches: list[int] = Field(default_factory=lambda: [1, 256], min_length=1)
+
+    @model_validator(mode="after")
+    def _losses_known(self) -> DistillationParams:
+        for i, entry in enumerate(self.losses):
+            LOSSES.get(entry.name).validate_params(entry.params, where=f"{_FILE}: losses[{i}].params")
+        return self
+
+
+def pipeline_kwargs(parameters: dict[str, Any]) -> dict[str, Any]:
+    """`create_pipeline` arguments from the active env's parameters (for pipeline_registry.py)."""
+    raw = parameters.get("distillation") or {}
+    mode = raw.get("mode", "offline")
+    if mode not in ("offline", "online"):
+        raise ValueError(f"{_FILE}: distillation.mode must be 'offline' or 'online', got {mode!r}")
+    return {"mode": mode}
+
+
+def validate(raw: dict[str, Any]) -> DistillationParams:
+    try:
+        return DistillationParams.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(f"distillation.{'.'.join(map(str, e['loc']))}: {e['msg']}"
+                             for e in exc.errors())
+        raise ValueError(f"{_FILE}: {problems}") from None
