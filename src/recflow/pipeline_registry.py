@@ -14,7 +14,7 @@ from kedro.framework.project import settings
 from kedro.pipeline import Pipeline
 from kedro.utils import find_kedro_project
 
-from recflow.pipelines import export, preprocessing, ranking
+from recflow.pipelines import export, preprocessing, ranking, retrieval, semantic_ids
 
 
 def _parameters() -> dict[str, Any]:
@@ -37,5 +37,12 @@ def register_pipelines() -> dict[str, Pipeline]:
         "ranking": prep + ranking.create_pipeline(model_names=model_names) + exporting,
         "export": exporting,
     }
+    tokenizers = list((params.get("semantic_ids") or {}).get("tokenizers") or {})
+    sem = semantic_ids.create_pipeline(tokenizer_names=tokenizers)
+    retrieval_models = (params.get("retrieval") or {}).get("models") or {}
+    pipelines["semantic_ids"] = sem
+    pipelines["retrieval"] = (
+        prep.to_outputs("split_cutoffs") + sem + retrieval.create_pipeline(models=retrieval_models)
+    )
     pipelines["__default__"] = sum(pipelines.values(), Pipeline([]))
     return pipelines

@@ -9,6 +9,7 @@ to docs/img/ranking_dag.png, which docs/viz.md shows.
 from __future__ import annotations
 
 import importlib.util
+import json
 import subprocess
 import sys
 import time
@@ -27,6 +28,9 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu",
                   "--disable-background-networking", "--disable-component-update",
                   "--disable-sync", "--no-first-run"]
 MODELS = ("lr", "din")
+UI_STATE = {"theme": "light", "showFeatureHints": False, "isPrettyName": False,
+            "visible": {"miniMap": False, "sidebar": True, "code": False, "graph": True,
+                        "slicing": True, "traceback": False}}
 
 pytestmark = [
     pytest.mark.slow,
@@ -109,6 +113,10 @@ class _Page:
     def __init__(self, browser, base: str) -> None:
         self.context = browser.new_context(viewport={"width": 1600, "height": 1000},
                                            device_scale_factor=1)
+        # kedro-viz's saved UI state: light theme, no feature tour, no minimap over the graph
+        self.context.add_init_script(
+            "if (!localStorage.getItem('KedroViz')) localStorage.setItem('KedroViz', "
+            f"JSON.stringify({json.dumps(UI_STATE)}));")
         self.page = self.context.new_page()
         self.errors: list[str] = []
         self.external: list[str] = []
@@ -128,11 +136,9 @@ class _Page:
         self.page.goto(url, wait_until="networkidle")
         self.page.wait_for_selector("svg .pipeline-node", timeout=30_000)
         self.page.wait_for_timeout(1500)  # layout + zoom-to-fit transitions
-        close = self.page.locator("[data-test*='close'], .tour-close, button[aria-label*='lose']")
-        for i in range(close.count()):  # the onboarding tour / banners cover the graph
-            if close.nth(i).is_visible():
-                close.nth(i).click()
-        self.page.keyboard.press("Escape")
+        close = self.page.locator(".feature-hints__close")
+        if close.count() and close.first.is_visible():  # the tour, should it still show
+            close.first.click()
 
     def node_labels(self) -> list[str]:
         return [t.strip() for t in self.page.locator("svg .pipeline-node text").all_text_contents()]

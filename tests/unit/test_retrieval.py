@@ -1,0 +1,132 @@
+"""Retrieval metrics, the semantic-ID trie, constrained beam search and the models."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from recflow.models.retrieval import RETRIEVAL_MODELS, RetrievalData, Trie
+from recflow.models.retrieval.base import left_pad, windows
+from recflow.models.retrieval.metrics import coverage_at_k, recall_ndcg_at_k, retrieval_report
+from recflow.models.retrieval.tiger import TigerModule, TigerParams, constrained_beam_search
+from recflow.tokenization import disambiguate
+
+torch.set_num_threads(1)
+
+
+def test_recall_and_ndcg_against_hand_computed_values() -> None:
+    topk = np.array([[1, 2, 3], [4, 5, 6]])
+    targets = [{2, 9}, {7}]
+    recall, ndcg = recall_ndcg_at_k(topk, targets, 3)
+    # user 1: one of two targets at rank 2; user 2: nothing
+    assert recall == pytest.approx((0.5 + 0.0) / 2)
+    idcg = 1 + 1 / math.log2(3)
+    assert ndcg == pytest.approx(((1 / math.log2(3)) / idcg + 0.0) / 2)
+    assert recall_ndcg_at_k(topk, targets, 1) == (0.0, 0.0)
+    assert coverage_at_k(topk, 2, n_items=8) == pytest.approx(4 / 8)
+
+
+def test_report_restricts_cold_recall_to_cold_targets() -> None:
+    topk = np.array([[5, 1], [2, 3]])
+    report = retrieval_report(topk, [{5, 1}, {4}], cold_items={5, 4}, n_items=5, ks=[1, 2])
+    assert report["recall@1"] == pytest.approx((0.5 + 0) / 2)
+    assert report["recall@1_cold"] == pytest.approx((1.0 + 0.0) / 2)
+    assert report["users_with_cold_targets"] == 2
+
+
+def test_windows_and_left_pad() -> None:
+    assert [w.tolist() for w in windows([np.arange(1, 6)], 3)] == [[3, 4, 5], [1, 2, 3]]
+    assert left_pad([np.array([1, 2]), np.array([3, 4, 5, 6])], 3).tolist() == [
+        [0, 1, 2], [4, 5, 6]]
+
+
+def _ids_with_collisions() -> np.ndarray:
+    codes = np.array([[0, 1], [0, 1], [0, 1], [1, 0], [2, 2], [1, 0]])
+    return disambiguate(codes)  # digits 0,1,2 / 0,1 / 0
+
+
+def test_trie_handles_the_disambiguation_level() -> None:
+    ids = _ids_with_collisions()
+    trie = Trie(ids, np.arange(1, 7), vocab=3)
+    assert trie.contains(ids).all()
+    assert not trie.contains(np.array([[0, 1, 2 + 0 * 1], [1, 0, 2], [2, 2, 1]]))[1:].any()
+    # after the shared prefix (0, 1) exactly the three digits are allowed
+    node = trie.step(trie.step(torch.tensor([0]), torch.tensor([0])), torch.tensor([1]))
+    assert trie.allowed(node)[0].tolist() == [True, True, True]
+    with pytest.raises(ValueError, match="not unique"):
+        Trie(np.array([[0, 1], [0, 1]]), np.array([1, 2]), vocab=2)
+
+
+def test_constrained_beam_search_only_emits_valid_ids() -> None:
+    torch.manual_seed(0)
+    ids = _ids_with_collisions()
+    sids = np.vstack([np.zeros((1, 3), dtype=np.int64), ids])
+    module = TigerModule([3, 3, 3], TigerParams(max_items=3, embed_dim=8, heads=1, layers=1))
+    trie = Trie(ids, np.arange(1, 7), vocab=3)
+    from recflow.models.retrieval.tiger import history_tokens
+
+    prefix = history_tokens(module, torch.as_tensor(sids), [np.array([1, 4]), np.array([6])], 3)
+    items, scores = constrained_beam_search(module, trie, prefix, beam=10)
+    assert items.shape == (2, 10)
+    for row, row_scores in zip(items, scores, strict=True):
+        valid = row[row > 0]
+        assert len(valid) == 6 and sorted(valid.tolist()) == [1, 2, 3, 4, 5, 6]  # all, once
+        assert (row[6:] == -1).all() and np.isinf(row_scores[6:]).all()
+        assert np.all(np.diff(row_scores[:6]) <= 1e-6)  # best first
+        # beam probabilities over the whole (tiny) catalogue sum to one
+        assert np.exp(row_scores[:6]).sum() == pytest.approx(1.0, abs=1e-4)
+
+
+def _cyclic_data(n_items: int = 12, users: int = 60, seed: int = 0) -> RetrievalData:
+    """Each user walks the catalogue in order (i -> i + 1): a learnable next-item rule."""
+    rng = np.random.default_rng(seed)
+    seqs = []
+    for _ in range(users):
+        start = rng.integers(1, n_items + 1)
+        seqs.append((np.arange(start, start + 8) - 1) % n_items + 1)
+    return RetrievalData(n_items=n_items, train_sequences=seqs, seed=seed)
+
+
+def _hit_rate(model, n_items: int) -> float:
+    histories = [np.array([i, i % n_items + 1]) for i in range(1, n_items + 1)]
+    expected = [(i + 1) % n_items + 1 for i in range(1, n_items + 1)]
+    top = model.recommend(histories, 1)[:, 0]
+    return float(np.mean(top == np.array(expected)))
+
+
+def test_popularity_ranks_by_training_counts() -> None:
+    data = RetrievalData(n_items=4, train_sequences=[np.array([2, 2, 3]), np.array([2, 4])])
+    model = RETRIEVAL_MODELS.create("popularity").fit(data)
+    assert model.recommend([np.array([1])], 3).tolist() == [[2, 3, 4]]
+
+
+def test_sasrec_learns_a_sequential_rule() -> None:
+    data = _cyclic_data()
+    model = RETRIEVAL_MODELS.create("sasrec", params={"max_len": 8, "embed_dim": 16, "heads": 1,
+                                                      "layers": 1, "dropout": 0.0, "epochs": 40,
+                                                      "batch_size": 32, "lr": 0.01}).fit(data)
+    assert model.history[-1] < model.history[0]
+    assert _hit_rate(model, data.n_items) >= 0.8
+
+
+def test_tiger_learns_a_sequential_rule_through_semantic_ids() -> None:
+    data = _cyclic_data()
+    n = data.n_items
+    codes = np.column_stack([np.arange(n) // 4, np.arange(n) % 4 // 2])  # collisions in pairs
+    data.semantic_ids = np.vstack([np.zeros((1, 3), dtype=np.int64), disambiguate(codes)])
+    model = RETRIEVAL_MODELS.create("tiger", params={"max_items": 4, "embed_dim": 16, "heads": 1,
+                                                     "layers": 1, "dropout": 0.0, "epochs": 40,
+                                                     "batch_size": 32, "lr": 0.01,
+                                                     "beam_size": 5}).fit(data)
+    assert model.history[-1] < model.history[0]
+    assert _hit_rate(model, n) >= 0.8
+    top = model.recommend([np.array([1, 2])], 5)
+    assert ((top >= 1) & (top <= n)).all() and len(set(top[0].tolist())) == 5
+
+
+def test_tiger_requires_semantic_ids() -> None:
+    with pytest.raises(ValueError, match="semantic_ids pipeline"):
+        RETRIEVAL_MODELS.create("tiger").fit(_cyclic_data())
