@@ -35,6 +35,21 @@ def dataset_filepath(catalog: Any, name: str) -> Path | None:
     return Path(str(filepath))
 
 
+class ConfigCaptureHooks:
+    """Remember the active context's config loader (with its `--env`).
+
+    Pipelines whose shape follows the YAML read parameters through it, so they
+    see the env's YAML and never build a second loader (a second OmegaConfigLoader
+    would re-register the global `globals` resolver for the wrong env).
+    """
+
+    config_loader: Any = None
+
+    @hook_impl
+    def after_context_created(self, context: Any) -> None:
+        ConfigCaptureHooks.config_loader = context.config_loader
+
+
 class AtomicRunHooks:
     """Back up outputs before they are overwritten; roll back when a run fails."""
 
@@ -82,6 +97,11 @@ class AtomicRunHooks:
                 ", ".join(str(p) for p in self._written),
             )
         self._written, self._backups = [], {}
+
+
+def active_config_loader() -> Any:
+    """The config loader of the Kedro context created last in this process, if any."""
+    return ConfigCaptureHooks.config_loader
 
 
 def _remove(path: Path) -> None:

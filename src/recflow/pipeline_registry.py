@@ -1,7 +1,8 @@
 """Project pipelines.
 
 Pipelines whose shape follows the YAML (one sub-pipeline per model entry) read
-the parameters of the active env here; `kedro run --env X` exports KEDRO_ENV.
+the parameters of the active env: through the session's own config loader when
+a Kedro context exists (`kedro run --env X`, kedro-viz), else from KEDRO_ENV.
 """
 
 from __future__ import annotations
@@ -14,10 +15,14 @@ from kedro.framework.project import settings
 from kedro.pipeline import Pipeline
 from kedro.utils import find_kedro_project
 
+from recflow.hooks import active_config_loader
 from recflow.pipelines import export, preprocessing, ranking, retrieval, semantic_ids
 
 
 def _parameters() -> dict[str, Any]:
+    loader = active_config_loader()
+    if loader is not None:
+        return loader["parameters"]
     project = find_kedro_project(Path.cwd()) or Path.cwd()
     loader = settings.CONFIG_LOADER_CLASS(
         conf_source=str(project / settings.CONF_SOURCE),

@@ -6,12 +6,12 @@ disabled here) because recflow must never touch the network at run time.
 
 import os
 
-from recflow.hooks import AtomicRunHooks
+from recflow.hooks import AtomicRunHooks, ConfigCaptureHooks
 
 os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 
-HOOKS = (AtomicRunHooks(),)
+HOOKS = (ConfigCaptureHooks(), AtomicRunHooks())
 DISABLE_HOOKS_FOR_PLUGINS = ("kedro-telemetry",)
 
 CONFIG_LOADER_ARGS = {
