@@ -6,12 +6,14 @@ disabled here) because recflow must never touch the network at run time.
 
 import os
 
+from recflow.hints import MissingInputsHook
 from recflow.hooks import AtomicRunHooks, ConfigCaptureHooks
+from recflow.tracking import MlflowArtifactsHook
 
 os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 
-HOOKS = (ConfigCaptureHooks(), AtomicRunHooks())
+HOOKS = (ConfigCaptureHooks(), AtomicRunHooks(), MissingInputsHook(), MlflowArtifactsHook())
 DISABLE_HOOKS_FOR_PLUGINS = ("kedro-telemetry",)
 
 CONFIG_LOADER_ARGS = {

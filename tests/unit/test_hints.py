@@ -1,0 +1,52 @@
+"""Missing input files stop a run before any node, with the command that creates them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from recflow.hints import MissingInputError, MissingInputsHook
+
+
+class _Dataset:
+    _protocol = "file"
+
+    def __init__(self, path: Path) -> None:
+        self._filepath = path
+
+
+class _Catalog(dict):
+    def get(self, name):
+        return self[name]
+
+
+class _Pipeline:
+    def __init__(self, *names: str) -> None:
+        self.names = set(names)
+
+    def inputs(self) -> set[str]:
+        return self.names
+
+
+def test_missing_inputs_are_named_with_what_to_do(tmp_path: Path) -> None:
+    present = tmp_path / "data/01_raw/items.parquet"
+    present.parent.mkdir(parents=True)
+    present.write_text("x")
+    catalog = _Catalog(
+        raw_items=_Dataset(present),
+        raw_users=_Dataset(tmp_path / "data/01_raw/users.parquet"),
+        raw_ratings=_Dataset(tmp_path / "data/01_raw/movielens/ml-100k/u.data"),
+        model_input_train=_Dataset(tmp_path / "data/05_model_input/train.parquet"),
+    )
+    with pytest.raises(MissingInputError) as info:
+        MissingInputsHook().before_pipeline_run(_Pipeline(*catalog, "params:ranking"), catalog)
+    message = str(info.value)
+    assert "raw_items" not in message
+    assert "'raw_users'" in message and "recflow generate" in message
+    assert "'raw_ratings'" in message and "recflow fetch-movielens" in message
+    assert "'model_input_train'" in message and "--pipeline=preprocessing" in message
+
+
+def test_nothing_missing_passes(tmp_path: Path) -> None:
+    MissingInputsHook().before_pipeline_run(_Pipeline("params:x"), _Catalog())
