@@ -116,6 +116,7 @@ class FeatureSpec:
     labels: list[str]
     split: dict[str, Any] = field(default_factory=dict)
     rows: dict[str, int] = field(default_factory=dict)
+    _fitted: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     # ---- construction ---------------------------------------------------------------
     @classmethod
@@ -142,6 +143,7 @@ class FeatureSpec:
         for f in self.fields:
             if f.kind == "sequence":
                 continue
+            self._fitted.pop(f.name, None)
             transform = _build_transform(f)
             transform.fit(train[f.columns] if f.transform == "hash_cross" else train[f.columns[0]])
             f.state = transform.state()
@@ -203,7 +205,7 @@ class FeatureSpec:
                 raise KeyError(
                     f"field '{f.name}' needs column(s) {missing}; got {list(raw.columns)}"
                 )
-            transform = _build_transform(f)
+            transform = self._transform(f)
             source = raw[f.columns] if f.transform == "hash_cross" else raw[f.columns[0]]
             out[f.name] = transform.transform(source)
         return pd.DataFrame(out, index=raw.index)
@@ -211,11 +213,17 @@ class FeatureSpec:
     def index_history_source(self, field: str, log: pd.DataFrame) -> np.ndarray:
         """Vocabulary ids of the column a sequence field draws from, one per log row."""
         source = self[self[field].shares_vocab_with]
-        return _build_transform(source).transform(log[source.columns[0]])
+        return self._transform(source).transform(log[source.columns[0]])
+
+    def _transform(self, f: FieldSpec) -> Any:
+        """The fitted transform of a field, built once (serving calls this per request)."""
+        if f.name not in self._fitted:
+            self._fitted[f.name] = _build_transform(f)
+        return self._fitted[f.name]
 
     def _map_histories(self, f: FieldSpec, matrix: np.ndarray) -> np.ndarray:
         """(n, length) raw ids (None-padded) -> vocabulary ids, mapping distinct values once."""
-        vocab = _build_transform(self[f.shares_vocab_with])
+        vocab = self._transform(self[f.shares_vocab_with])
         codes, distinct = pd.factorize(matrix.ravel())
         mapped = vocab.transform(pd.Series(distinct, dtype=object))
         ids = np.full(codes.shape, PAD, dtype=np.int64)
