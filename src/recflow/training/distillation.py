@@ -214,8 +214,7 @@ def with_teacher_labels(batch: TensorBatch, logits: np.ndarray,
         raise ValueError(f"{len(logits)} cached teacher logits for {len(batch)} rows")
     labels = dict(batch.labels)
     for i, task in enumerate(tasks):
-        labels[TEACHER_PREFIX + task] = torch.from_numpy(
-            np.ascontiguousarray(logits[:, i], dtype=np.float32))
+        labels[TEACHER_PREFIX + task] = torch.from_numpy(np.array(logits[:, i], np.float32))
     return TensorBatch(batch.inputs, labels, batch.users)
 
 
