@@ -16,7 +16,14 @@ from kedro.pipeline import Pipeline
 from kedro.utils import find_kedro_project
 
 from recflow.hooks import active_config_loader
-from recflow.pipelines import export, preprocessing, ranking, retrieval, semantic_ids
+from recflow.pipelines import (
+    distillation,
+    export,
+    preprocessing,
+    ranking,
+    retrieval,
+    semantic_ids,
+)
 
 
 def _parameters() -> dict[str, Any]:
@@ -48,6 +55,9 @@ def register_pipelines() -> dict[str, Pipeline]:
     pipelines["semantic_ids"] = sem
     pipelines["retrieval"] = (
         prep.to_outputs("split_cutoffs") + sem + retrieval.create_pipeline(models=retrieval_models)
+    )
+    pipelines["distillation"] = prep + distillation.create_pipeline(
+        **distillation.pipeline_kwargs(params)
     )
     pipelines["__default__"] = sum(pipelines.values(), Pipeline([]))
     return pipelines
