@@ -8,10 +8,12 @@ answer bad requests with a 4xx that names the problem and keep serving.
 from __future__ import annotations
 
 import json
+import signal
+import socket
 import subprocess
 import sys
 import textwrap
-import threading
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -205,25 +207,39 @@ def _call(url: str, body: Any = None, *, raw: bytes | None = None) -> tuple[int,
         return error.code, json.loads(error.read())
 
 
-@pytest.fixture(scope="module")
-def service(world: dict):
-    """`python -m recflow.serving BUNDLE` on 127.0.0.1, an ephemeral port, max batch 8."""
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module", params=["stdlib", "asgi"])
+def service(world: dict, request: pytest.FixtureRequest):
+    """`python -m recflow.serving BUNDLE [--asgi]` on 127.0.0.1, a free port, max batch 8."""
+    port = _free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "recflow.serving", str(world["models"]["din"]["bundle"]),
-         "--host", "127.0.0.1", "--port", "0", "--max-batch", "8", "--max-body-bytes", "20000",
-         "--log-level", "WARNING"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    line: list[str] = []
-    reader = threading.Thread(target=lambda: line.append(process.stdout.readline()), daemon=True)
-    reader.start()
-    reader.join(timeout=60)
-    if not line or "http://" not in line[0]:
-        process.kill()
-        pytest.fail(f"service did not start: {line} {process.stderr.read()}")
-    yield line[0].split(" on ")[-1].strip()
+         "--host", "127.0.0.1", "--port", str(port), "--max-batch", "8",
+         "--max-body-bytes", "20000", "--log-level", "WARNING",
+         *(["--asgi"] if request.param == "asgi" else [])],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if _call(f"{url}/health")[0] == 200:
+                break
+        except OSError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            pytest.fail(f"{request.param} service did not start: {process.stderr.read()}")
+        time.sleep(0.2)
+    yield url
     process.terminate()
     process.wait(timeout=10)
-    assert process.returncode == 0
+    # uvicorn shuts down gracefully, then re-raises the SIGTERM it caught
+    assert process.returncode in ((0,) if request.param == "stdlib" else (0, -signal.SIGTERM))
 
 
 def test_service_scores_good_requests(service: str, world: dict) -> None:

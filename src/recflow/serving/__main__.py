@@ -28,6 +28,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES)
     parser.add_argument("--threads", type=int, default=None,
                         help="onnxruntime intra-op threads (default: onnxruntime's)")
+    parser.add_argument("--asgi", action="store_true",
+                        help="serve the Starlette app with uvicorn (pip install 'recflow[serve]')")
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
     if bool(args.bundle) == bool(args.model):
@@ -39,9 +41,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         scorer = (Scorer.from_bundle(args.bundle, int8=args.int8, threads=args.threads)
                   if args.bundle else Scorer(args.model, args.spec, threads=args.threads))
+        if args.asgi:
+            return _serve_asgi(scorer, args)
         server = make_server(scorer, args.host, args.port, max_batch=args.max_batch,
                              max_body_bytes=args.max_body_bytes)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, ImportError) as exc:
         sys.stderr.write(f"error: {exc}\n")
         return 1
 
@@ -57,6 +61,19 @@ def main(argv: list[str] | None = None) -> int:
         pass
     finally:
         server.server_close()
+    return 0
+
+
+def _serve_asgi(scorer: Scorer, args: argparse.Namespace) -> int:
+    from recflow.serving.asgi import create_app
+
+    app = create_app(scorer, max_batch=args.max_batch, max_body_bytes=args.max_body_bytes)
+    import uvicorn
+
+    sys.stdout.write(f"recflow.serving (asgi): model '{scorer.name}' on "
+                     f"http://{args.host}:{args.port}\n")
+    sys.stdout.flush()
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level.lower())
     return 0
 
 

@@ -79,41 +79,8 @@ class _Handler(BaseHTTPRequestHandler):
         if path != "/score":
             self._error(HTTPStatus.NOT_FOUND, f"no route POST {path!r}; use POST /score")
             return
-        try:
-            payload = json.loads(body)
-        except (ValueError, UnicodeDecodeError) as exc:
-            self._error(HTTPStatus.BAD_REQUEST, f"request body is not valid JSON: {exc}")
-            return
-        records = payload.get("records") if isinstance(payload, dict) else payload
-        if not isinstance(records, list):
-            self._error(HTTPStatus.BAD_REQUEST,
-                        'expected a JSON object {"records": [{field: value, ...}, ...]}')
-            return
-        if len(records) > self.server.max_batch:
-            self._error(HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
-                        f"batch of {len(records)} records exceeds the limit of "
-                        f"{self.server.max_batch}; split it into smaller requests")
-            return
-        scorer = self.server.scorer
-        try:
-            scores, stats = scorer.score_with_stats(records)
-        except RecordError as exc:
-            self._error(HTTPStatus.UNPROCESSABLE_ENTITY, str(exc), field=exc.field,
-                        record=exc.record)
-            return
-        except Exception as exc:  # noqa: BLE001 - answer 500 and keep serving
-            logger.exception("scoring failed")
-            self._error(HTTPStatus.INTERNAL_SERVER_ERROR, f"scoring failed: {exc}")
-            return
-        names = scorer.score_names
-        self._send(HTTPStatus.OK, {
-            "model": scorer.name,
-            "score_names": names,
-            "scores": [dict(zip(names, map(float, row), strict=True)) for row in scores],
-            # unseen ids (-> OOV) and missing values (-> padding / fitted default), non-zero only
-            "stats": {f: {k: n for k, n in c.items() if n} for f, c in stats.items()
-                      if any(c.values())},
-        })
+        status, answer = score_response(self.server.scorer, body, self.server.max_batch)
+        self._send(status, answer)
 
     # ---- plumbing -------------------------------------------------------------------------
     def _read_body(self) -> bytes | None:
@@ -138,9 +105,8 @@ class _Handler(BaseHTTPRequestHandler):
             return None
         return self.rfile.read(size)
 
-    def _error(self, status: HTTPStatus, message: str, **extra: Any) -> None:
-        self._send(status, {"error": message, "status": int(status),
-                            **{k: v for k, v in extra.items() if v is not None}})
+    def _error(self, status: HTTPStatus, message: str) -> None:
+        self._send(status, error_body(status, message))
 
     def _send(self, status: HTTPStatus, body: dict[str, Any]) -> None:
         blob = json.dumps(body, default=str).encode()
@@ -154,6 +120,46 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - signature of the base
         logger.debug("%s - %s", self.address_string(), format % args)
+
+
+def error_body(status: HTTPStatus, message: str, **extra: Any) -> dict[str, Any]:
+    return {"error": message, "status": int(status),
+            **{k: v for k, v in extra.items() if v is not None}}
+
+
+def score_response(scorer: Scorer, body: bytes, max_batch: int) -> tuple[HTTPStatus, dict]:
+    """POST /score for any front end (stdlib or ASGI): status and JSON body, never raises."""
+    try:
+        payload = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        return HTTPStatus.BAD_REQUEST, error_body(HTTPStatus.BAD_REQUEST,
+                                                  f"request body is not valid JSON: {exc}")
+    records = payload.get("records") if isinstance(payload, dict) else payload
+    if not isinstance(records, list):
+        return HTTPStatus.BAD_REQUEST, error_body(
+            HTTPStatus.BAD_REQUEST, 'expected a JSON object {"records": [{field: value, ...}, ...]}')
+    if len(records) > max_batch:
+        status = HTTPStatus.REQUEST_ENTITY_TOO_LARGE
+        return status, error_body(status, f"batch of {len(records)} records exceeds the limit "
+                                          f"of {max_batch}; split it into smaller requests")
+    try:
+        scores, stats = scorer.score_with_stats(records)
+    except RecordError as exc:
+        status = HTTPStatus.UNPROCESSABLE_ENTITY
+        return status, error_body(status, str(exc), field=exc.field, record=exc.record)
+    except Exception as exc:  # noqa: BLE001 - answer 500 and keep serving
+        logger.exception("scoring failed")
+        status = HTTPStatus.INTERNAL_SERVER_ERROR
+        return status, error_body(status, f"scoring failed: {exc}")
+    names = scorer.score_names
+    return HTTPStatus.OK, {
+        "model": scorer.name,
+        "score_names": names,
+        "scores": [dict(zip(names, map(float, row), strict=True)) for row in scores],
+        # unseen ids (-> OOV) and missing values (-> padding / fitted default), non-zero only
+        "stats": {f: {k: n for k, n in c.items() if n} for f, c in stats.items()
+                  if any(c.values())},
+    }
 
 
 def make_server(scorer: Scorer, host: str = "127.0.0.1", port: int = 8000, *,
