@@ -110,20 +110,12 @@ def raw_test_records(project: Path, spec: Any) -> Any:
     """Raw joined columns of the test split with histories as lists: what clients send."""
     import pandas as pd
 
-    from recflow.features.sequences import build_histories
-    from recflow.features.split import split_masks
     from recflow.pipelines.preprocessing.nodes import join_events
+    from recflow.serving.records import raw_records
 
     raw = {n: pd.read_parquet(project / f"data/01_raw/{n}.parquet")
            for n in ("interactions", "users", "items")}
-    events = join_events(raw["interactions"], raw["users"], raw["items"])
-    test = events.loc[split_masks(events["timestamp"], spec.split)["test"]]
-    records = test.copy()
-    for f in spec.by_kind("sequence"):
-        matrix = build_histories(events, f.length, item=spec[f.shares_vocab_with].columns[0],
-                                 event=f.params["event"], queries=test)
-        records[f.name] = [[v for v in row if v is not None] for row in matrix]
-    return records.reset_index(drop=True)
+    return raw_records(join_events(raw["interactions"], raw["users"], raw["items"]), spec)
 
 
 # ---- per model -----------------------------------------------------------------------------

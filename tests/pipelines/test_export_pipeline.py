@@ -17,10 +17,9 @@ import pytest
 import yaml
 
 from recflow.features import FeatureSpec
-from recflow.features.sequences import build_histories
-from recflow.features.split import split_masks
 from recflow.pipelines.preprocessing.nodes import join_events
 from recflow.serving import Scorer
+from recflow.serving.records import raw_records
 from tests.conftest import make_project, output_files, run_kedro
 
 pytestmark = pytest.mark.slow
@@ -60,14 +59,7 @@ def raw_test_records(project: Path, spec: FeatureSpec) -> pd.DataFrame:
     """What production would send: raw joined columns of the test split, histories as lists."""
     raw = {n: pd.read_parquet(project / f"data/01_raw/{n}.parquet")
            for n in ("interactions", "users", "items")}
-    events = join_events(raw["interactions"], raw["users"], raw["items"])
-    test = events.loc[split_masks(events["timestamp"], spec.split)["test"]]
-    records = test.copy()
-    for f in spec.by_kind("sequence"):
-        matrix = build_histories(events, f.length, item=spec[f.shares_vocab_with].columns[0],
-                                 event=f.params["event"], queries=test)
-        records[f.name] = [[v for v in row if v is not None] for row in matrix]
-    return records.reset_index(drop=True)
+    return raw_records(join_events(raw["interactions"], raw["users"], raw["items"]), spec)
 
 
 def test_ranking_ends_with_onnx_bundles_and_the_report(project: Path) -> None:

@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 import yaml
@@ -30,30 +29,18 @@ from recflow.datasets.onnx_model import ServingBundleDataset
 from recflow.export.checks import torch_scores
 from recflow.export.onnx_export import model_input_schema
 from recflow.features import FeaturesConfig, FeatureSpec
-from recflow.features.sequences import build_histories
-from recflow.features.split import split_masks
 from recflow.models.payload import to_payload
 from recflow.pipelines.export import nodes as export_nodes
 from recflow.pipelines.export.params import ExportParams
 from recflow.pipelines.preprocessing import nodes as prep
 from recflow.registry import MODELS
 from recflow.serving import RecordError, Scorer
+from recflow.serving.records import raw_records
 from recflow.serving.schema import feeds_from_frame
 
 REPO = Path(__file__).resolve().parents[2]
 FAST = ExportParams.model_validate({"quantize": False,
                                     "latency": {"batches": [1], "repeats": 2, "warmup": 0}})
-
-
-def raw_test_records(events: pd.DataFrame, spec: FeatureSpec) -> pd.DataFrame:
-    """The test split as a client would send it: joined raw columns + histories as lists."""
-    test = events.loc[split_masks(events["timestamp"], spec.split)["test"]]
-    records = test.copy()
-    for f in spec.by_kind("sequence"):
-        matrix = build_histories(events, f.length, item=spec[f.shares_vocab_with].columns[0],
-                                 event=f.params["event"], queries=test)
-        records[f.name] = [[v for v in row if v is not None] for row in matrix]
-    return records.reset_index(drop=True)
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +72,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         ServingBundleDataset(str(root / name)).save(bundle)
         offline = torch_scores(model, feeds_from_frame(test, model_input_schema(model, spec)))
         models[name] = {"bundle": root / name, "offline": offline, "model": model}
-    return {"spec": spec, "spec_dict": spec_dict, "records": raw_test_records(events, spec),
+    return {"spec": spec, "spec_dict": spec_dict, "records": raw_records(events, spec),
             "test": test, "models": models, "root": root}
 
 
