@@ -6,6 +6,7 @@ Pipelines run with `kedro run --pipeline=NAME`; this CLI makes data and serves m
 from __future__ import annotations
 
 import argparse
+import sys
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -15,9 +16,19 @@ def main(argv: list[str] | None = None) -> int:
                    add_help=False)
     sub.add_parser("fetch-movielens", help="extract MovieLens-100K from the recbole wheel",
                    add_help=False)
+    listing = sub.add_parser("list", help="registered components and where they come from")
+    listing.add_argument("kind", nargs="?", default=None, choices=sorted(_registries()))
+    listing.add_argument("pattern", nargs="?", default="*", help="glob, e.g. 'dcn*'")
+    show = sub.add_parser("show", help="a component's parameter schema with defaults")
+    show.add_argument("kind", choices=sorted(_registries()))
+    show.add_argument("name")
     sub.add_parser("serve", help="serve an exported bundle over HTTP (python -m recflow.serving)",
                    add_help=False)
     args, rest = parser.parse_known_args(argv)
+    if args.command == "list":
+        return _list(args.kind, args.pattern)
+    if args.command == "show":
+        return _show(args.kind, args.name)
     if args.command == "serve":
         from recflow.serving.__main__ import main as serve
 
@@ -29,6 +40,38 @@ def main(argv: list[str] | None = None) -> int:
     from recflow.datasets.movielens import main as fetch
 
     return fetch(rest)
+
+
+def _registries() -> dict:
+    from recflow import registry
+
+    return {r.kind: r for r in (registry.MODELS, registry.TOKENIZERS, registry.ITEM_ENCODERS,
+                                registry.LOSSES)}
+
+
+def _list(kind: str | None, pattern: str) -> int:
+    registries = _registries()
+    rows = [(r.kind, c.name, c.source, c.summary)
+            for k, r in sorted(registries.items()) if kind in (None, k)
+            for c in r if c.name in r.list(pattern)]
+    for row in rows:
+        sys.stdout.write("{:<14} {:<22} {:<24} {}\n".format(*row))
+    return 0 if rows else 1
+
+
+def _show(kind: str, name: str) -> int:
+    from recflow.registry import RegistryError, schema_fields
+
+    try:
+        component = _registries()[kind].get(name)
+    except RegistryError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return 1
+    sys.stdout.write(f"{kind[:-1] if kind != 'losses' else 'loss'} '{component.name}' "
+                     f"from {component.source}: {component.summary}\n")
+    for field, annotation, default in schema_fields(component.params):
+        sys.stdout.write(f"  {field}: {annotation} = {default!r}\n")
+    return 0
 
 
 if __name__ == "__main__":

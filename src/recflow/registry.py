@@ -20,7 +20,7 @@ import dataclasses
 import fnmatch
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeVar, get_args
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
@@ -69,6 +69,23 @@ def _singular(kind: str) -> str:
     """'models' -> 'model', 'losses' -> 'loss', 'item_encoders' -> 'item encoder'."""
     word = kind[:-2] if kind.endswith("sses") else kind[:-1]
     return word.replace("_", " ")
+
+
+def schema_fields(schema: type) -> list[tuple[str, str, Any]]:
+    """(name, type, default) of every parameter a schema accepts, for listings and docs."""
+    if isinstance(schema, type) and issubclass(schema, BaseModel):
+        return [(n, _type_name(f.annotation), f.get_default(call_default_factory=True))
+                for n, f in schema.model_fields.items()]
+    return [(f.name, _type_name(f.type),
+             f.default if f.default is not dataclasses.MISSING else (
+                 f.default_factory() if f.default_factory is not dataclasses.MISSING else None))
+            for f in dataclasses.fields(schema)]
+
+
+def _type_name(annotation: Any) -> str:
+    if get_args(annotation):  # list[int], Literal['a', 'b'], int | None: keep the arguments
+        return str(annotation).replace("typing.", "")
+    return getattr(annotation, "__name__", None) or str(annotation)
 
 
 def _field_names(schema: type) -> list[str]:
