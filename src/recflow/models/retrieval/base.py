@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -101,6 +102,35 @@ def batches(n: int, batch_size: int, rng: np.random.Generator | None = None):
     order = rng.permutation(n) if rng is not None else np.arange(n)
     for start in range(0, n, batch_size):
         yield order[start:start + batch_size]
+
+
+def train_next_token(
+    module: torch.nn.Module,
+    sequences: torch.Tensor,
+    step_loss: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, int]],
+    *, epochs: int, batch_size: int, optimizer: torch.optim.Optimizer, seed: int,
+) -> tuple[list[float], float]:
+    """Shuffled next-token training shared by the sequence retrievers.
+
+    `step_loss(inputs, targets)` returns the mean loss of a batch and how many
+    targets it covered; returns (mean loss per epoch, train seconds).
+    """
+    rng = np.random.default_rng(seed)
+    history: list[float] = []
+    with Timer() as timer:
+        for _ in range(epochs):
+            module.train()
+            total, count = 0.0, 0
+            for idx in batches(len(sequences), batch_size, rng):
+                batch = sequences[torch.as_tensor(idx)]
+                loss, n = step_loss(batch[:, :-1], batch[:, 1:])
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                total += float(loss.detach()) * n
+                count += n
+            history.append(total / max(count, 1))
+    return history, timer.seconds
 
 
 class Timer:

@@ -20,10 +20,9 @@ from recflow.models.retrieval.base import (
     RETRIEVAL_MODELS,
     RetrievalData,
     Retriever,
-    Timer,
-    batches,
     causal_pad_mask,
     left_pad,
+    train_next_token,
     windows,
 )
 
@@ -87,28 +86,20 @@ class SASRec(Retriever):
     def fit(self, data: RetrievalData) -> SASRec:
         p = self.params
         torch.manual_seed(data.seed)
-        rng = np.random.default_rng(data.seed)
         self.module = m = SASRecModule(data.n_items, p)
         seqs = torch.as_tensor(left_pad(windows(data.train_sequences, p.max_len + 1),
                                         p.max_len + 1))
+
+        def step_loss(inputs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, int]:
+            valid = (targets > 0) & (inputs > 0)
+            h = m(inputs)[valid]
+            return F.cross_entropy(m.logits(h), targets[valid] - 1), int(valid.sum())
+
         opt = torch.optim.AdamW(m.parameters(), lr=p.lr, weight_decay=p.weight_decay)
-        with Timer() as timer:
-            for _ in range(p.epochs):
-                m.train()
-                total, count = 0.0, 0
-                for idx in batches(len(seqs), p.batch_size, rng):
-                    batch = seqs[torch.as_tensor(idx)]
-                    inputs, targets = batch[:, :-1], batch[:, 1:]
-                    valid = (targets > 0) & (inputs > 0)
-                    h = m(inputs)[valid]
-                    loss = F.cross_entropy(m.logits(h), targets[valid] - 1)
-                    opt.zero_grad()
-                    loss.backward()
-                    opt.step()
-                    total += float(loss.detach()) * int(valid.sum())
-                    count += int(valid.sum())
-                self.history.append(total / max(count, 1))
-        self.train_seconds = timer.seconds
+        history, self.train_seconds = train_next_token(
+            m, seqs, step_loss, epochs=p.epochs, batch_size=p.batch_size, optimizer=opt,
+            seed=data.seed)
+        self.history.extend(history)
         return self
 
     @torch.no_grad()

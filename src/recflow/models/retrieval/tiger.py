@@ -30,10 +30,9 @@ from recflow.models.retrieval.base import (
     RETRIEVAL_MODELS,
     RetrievalData,
     Retriever,
-    Timer,
-    batches,
     causal_pad_mask,
     left_pad,
+    train_next_token,
     windows,
 )
 
@@ -220,7 +219,6 @@ class Tiger(Retriever):
                              "(dataset 'semantic_id_table') and name its tokenizer in YAML")
         p = self.params
         torch.manual_seed(data.seed)
-        rng = np.random.default_rng(data.seed)
         self._setup(data.semantic_ids)
         m = self.module
         wins = windows(data.train_sequences, p.max_items + 1)
@@ -228,30 +226,23 @@ class Tiger(Retriever):
         opt = torch.optim.AdamW(m.parameters(), lr=p.lr)
         level_of_target = torch.as_tensor(
             [(i % m.n_tok) for i in range(seqs.shape[1] - 1)])  # position p predicts level p % T
-        with Timer() as timer:
-            for _ in range(p.epochs):
-                m.train()
-                total, count = 0.0, 0
-                for idx in batches(len(seqs), p.batch_size, rng):
-                    batch = seqs[torch.as_tensor(idx)]
-                    inputs, targets = batch[:, :-1], batch[:, 1:]
-                    valid = (targets > 1)
-                    logits = m(inputs)[valid]
-                    lv = level_of_target.expand_as(targets)[valid]
-                    # cross-entropy among the codes of the target's level only
-                    starts = 2 + m.offsets[lv]
-                    sizes = torch.as_tensor(m.vocab_sizes)[lv]
-                    col = torch.arange(m.total)
-                    outside = (col < starts[:, None]) | (col >= (starts + sizes)[:, None])
-                    loss = F.cross_entropy(logits.masked_fill(outside, float("-inf")),
-                                           targets[valid])
-                    opt.zero_grad()
-                    loss.backward()
-                    opt.step()
-                    total += float(loss.detach()) * int(valid.sum())
-                    count += int(valid.sum())
-                self.history.append(total / max(count, 1))
-        self.train_seconds = timer.seconds
+        vocab_sizes = torch.as_tensor(m.vocab_sizes)
+        col = torch.arange(m.total)
+
+        def step_loss(inputs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, int]:
+            valid = targets > 1
+            logits = m(inputs)[valid]
+            lv = level_of_target.expand_as(targets)[valid]
+            # cross-entropy among the codes of the target's level only
+            starts = 2 + m.offsets[lv]
+            outside = (col < starts[:, None]) | (col >= (starts + vocab_sizes[lv])[:, None])
+            loss = F.cross_entropy(logits.masked_fill(outside, float("-inf")), targets[valid])
+            return loss, int(valid.sum())
+
+        history, self.train_seconds = train_next_token(
+            m, seqs, step_loss, epochs=p.epochs, batch_size=p.batch_size, optimizer=opt,
+            seed=data.seed)
+        self.history.extend(history)
         return self
 
     def recommend(self, histories: list[np.ndarray], k: int, beam: int | None = None
