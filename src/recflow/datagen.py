@@ -14,8 +14,9 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -33,6 +34,7 @@ __all__ = [
     "main",
     "true_affinity",
     "write_parquet",
+    "write_shards",
 ]
 
 START_TIMESTAMP = 1_767_225_600  # 2026-01-01T00:00:00Z
@@ -150,6 +152,11 @@ class GeneratorConfig:
     zipf_exponent: float = 1.0
     pop_click_weight: float = 0.25  # logit per std of log popularity
     item_quality_std: float = 0.6  # per-item logit intercept
+    # catalogue launches: new items appear late, get a novelty exposure channel (cold start)
+    new_item_share: float = 0.1  # share of items released during the window (others at start)
+    new_item_window: float = 0.3  # new items launch uniformly in the last 30% of the window
+    new_arrival_share: float = 0.08  # impressions drawn from the session subcategory's launches
+    novelty_days: float = 7.0  # ... among items launched at most this many days before
     user_bias_std: float = 0.6  # per-user logit intercept
     # user -> category affinity
     affinity_concentration: float = 0.25  # Dirichlet alpha per category (small => sparse)
@@ -191,8 +198,12 @@ class GeneratorConfig:
             raise ValueError("n_users and n_impressions must be positive")
         if self.n_items < n_sub:
             raise ValueError(f"n_items must be >= {n_sub} so every subcategory has an item")
-        if not 0 <= self.session_share + self.affinity_share <= 1:
-            raise ValueError("session_share + affinity_share must lie in [0, 1]")
+        if not 0 <= self.session_share + self.affinity_share + self.new_arrival_share <= 1:
+            raise ValueError(
+                "session_share + affinity_share + new_arrival_share must lie in [0, 1]"
+            )
+        if not (0 <= self.new_item_share < 1 and 0 < self.new_item_window <= 1):
+            raise ValueError("new_item_share must lie in [0, 1) and new_item_window in (0, 1]")
         if len(self.device_click_offsets) != len(DEVICES):
             raise ValueError(f"device_click_offsets needs {len(DEVICES)} values")
         if not 1 <= self.min_brands <= self.max_brands:
@@ -312,6 +323,12 @@ def _make_items(config: GeneratorConfig, rng: np.random.Generator) -> tuple[pd.D
     rank = rng.permutation(n) + 1
     popularity = rank.astype(np.float64) ** -config.zipf_exponent
     quality = rng.normal(0.0, config.item_quality_std, size=n)
+    # Launch time (seconds from the window start): 0 for the initial catalogue.
+    span = config.days * 86_400
+    is_new = rng.random(n) < config.new_item_share
+    release = np.zeros(n, dtype=np.int64)
+    release[is_new] = rng.integers(int(span * (1 - config.new_item_window)), span,
+                                   size=int(is_new.sum()))
 
     items = pd.DataFrame(
         {
@@ -331,6 +348,7 @@ def _make_items(config: GeneratorConfig, rng: np.random.Generator) -> tuple[pd.D
         "z_pop": (np.log(popularity) - np.log(popularity).mean()) / np.log(popularity).std(),
         "z_price": (log_p - log_p.mean()) / log_p.std(),
         "quality": quality,
+        "release": release,
     }
     return items, latents
 
@@ -472,16 +490,44 @@ def _make_log(
     cat_bounds = sub_bounds[cat_first_sub]
 
     src = rng.random(n_imp)
-    item = np.empty(n_imp, dtype=np.int64)
+    lo = np.zeros(n_imp, dtype=np.int64)  # each impression's draw range in `by_sub` order
+    hi = np.full(n_imp, n_items, dtype=np.int64)
     m = src < config.session_share
-    item[m] = _draw_in_ranges(cum, sub_bounds[imp_sub[m]], sub_bounds[imp_sub[m] + 1], rng)
+    lo[m], hi[m] = sub_bounds[imp_sub[m]], sub_bounds[imp_sub[m] + 1]
     m = (src >= config.session_share) & (src < config.session_share + config.affinity_share)
     c = _draw_rows(ul["affinity"], user[m], rng)
-    item[m] = _draw_in_ranges(cum, cat_bounds[c], cat_bounds[c + 1], rng)
-    m = src >= config.session_share + config.affinity_share
-    item[m] = np.searchsorted(cum, rng.random(int(m.sum())) * cum[-1], side="right")
-    item = by_sub[np.minimum(item, n_items - 1)]
-    del src, m, c
+    lo[m], hi[m] = cat_bounds[c], cat_bounds[c + 1]
+    arrival = (src >= config.session_share + config.affinity_share) & (
+        src < config.session_share + config.affinity_share + config.new_arrival_share)
+    lo[arrival], hi[arrival] = sub_bounds[imp_sub[arrival]], sub_bounds[imp_sub[arrival] + 1]
+    item = by_sub[np.minimum(_draw_in_ranges(cum, lo, hi, rng), n_items - 1)]
+    # Items cannot be shown before their launch: redraw from the same range until launched.
+    t_rel = timestamp - START_TIMESTAMP
+    for _ in range(50):
+        early = np.flatnonzero(il["release"][item] > t_rel)
+        if not early.size:
+            break
+        item[early] = by_sub[np.minimum(_draw_in_ranges(cum, lo[early], hi[early], rng),
+                                        n_items - 1)]
+    early = il["release"][item] > t_rel
+    if early.any():  # a range with no launched item yet: the most popular launched item
+        launched = il["release"] <= t_rel[early][:, None]
+        item[early] = np.argmax(np.where(launched, il["popularity"], -1.0), axis=1)
+    # New-arrival channel: a uniform pick among the session subcategory's recent launches.
+    fresh = np.flatnonzero(il["release"] > 0)
+    if fresh.size and arrival.any():
+        key_of = il["sub"][fresh].astype(np.int64) * (np.int64(1) << 40) + il["release"][fresh]
+        order_f = np.argsort(key_of)
+        keys, fresh = key_of[order_f], fresh[order_f]
+        rows = np.flatnonzero(arrival)
+        base = imp_sub[rows].astype(np.int64) * (np.int64(1) << 40)
+        novelty = int(config.novelty_days * 86_400)
+        a = np.searchsorted(keys, base + t_rel[rows] - novelty, side="left")
+        b = np.searchsorted(keys, base + t_rel[rows], side="right")
+        has = b > a
+        pick = a + np.floor(rng.random(rows.size) * np.maximum(b - a, 1)).astype(np.int64)
+        item[rows[has]] = fresh[pick[has]]
+    del src, m, c, lo, hi, arrival
 
     # --- outcomes.
     aff = np.log1p(n_cat * ul["affinity"][user, il["cat"][item]])
@@ -573,6 +619,59 @@ def write_parquet(
     return paths
 
 
+def write_shards(
+    config: GeneratorConfig,
+    out_dir: str | Path,
+    days_per_shard: int = 1,
+    compression: str = "zstd",
+) -> dict[str, Any]:
+    """Users, items and a log of ``config.n_impressions`` as time-ordered parquet shards.
+
+    The log is generated one window of ``days_per_shard`` days at a time (its own
+    seeded stream per window), so peak memory follows the shard, not the log; rows
+    whose session runs past a window's end move to the next shard, so shard k's
+    last timestamp is below shard k+1's first (what streaming preprocessing needs).
+    Sessions of one user never overlap within a window; across windows they may.
+    Layout: ``users.parquet``, ``items.parquet``, ``interactions/part-NNNNN.parquet``.
+    """
+    if days_per_shard < 1:
+        raise ValueError(f"days_per_shard must be >= 1, got {days_per_shard}")
+    out = Path(out_dir)
+    shard_dir = out / "interactions"
+    shard_dir.mkdir(parents=True, exist_ok=True)
+    for stale in shard_dir.glob("part-*.parquet"):
+        stale.unlink()
+    rng_items, rng_users, rng_log = _rngs(config.seed)
+    items, il = _make_items(config, rng_items)
+    users, ul = _make_users(config, rng_users)
+    items.to_parquet(out / "items.parquet", index=False, compression=compression)
+    users.to_parquet(out / "users.parquet", index=False, compression=compression)
+    n_windows = -(-config.days // days_per_shard)
+    sizes = np.full(n_windows, config.n_impressions // n_windows, dtype=np.int64)
+    sizes[: config.n_impressions % n_windows] += 1
+    window = days_per_shard * 86_400
+    carry: pd.DataFrame | None = None
+    paths, clicks, rows = [], 0, 0
+    for k, (size, rng) in enumerate(zip(sizes, rng_log.spawn(n_windows), strict=True)):
+        chunk = pd.DataFrame()
+        if size:
+            part = replace(config, n_impressions=int(size), days=days_per_shard)
+            chunk, _ = _make_log(part, ul, il, rng)
+            chunk["timestamp"] += k * window
+        if carry is not None:
+            chunk = pd.concat([carry, chunk], ignore_index=True)
+            chunk = chunk.sort_values("timestamp", kind="stable", ignore_index=True)
+        if k < n_windows - 1:
+            late = chunk["timestamp"].to_numpy() >= START_TIMESTAMP + (k + 1) * window
+            carry, chunk = chunk.loc[late], chunk.loc[~late]
+        path = shard_dir / f"part-{k:05d}.parquet"
+        chunk.to_parquet(path, index=False, compression=compression)
+        paths.append(path)
+        clicks, rows = clicks + int(chunk["click"].sum()), rows + len(chunk)
+    return {"users": out / "users.parquet", "items": out / "items.parquet",
+            "interactions": paths, "rows": rows, "clicks": clicks}
+
+
 def main(argv: list[str] | None = None) -> int:
     """CLI: generate with the given sizes/seed and write parquet files."""
     parser = argparse.ArgumentParser(
@@ -584,10 +683,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--impressions", type=int, default=defaults.n_impressions)
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--out", default="data/01_raw", help="output directory")
+    parser.add_argument("--days-per-shard", type=int, default=None,
+                        help="write the log as time-ordered shards OUT/interactions/part-*.parquet "
+                             "of this many days each, generated one at a time (bounded memory)")
     args = parser.parse_args(argv)
     config = GeneratorConfig(
         n_users=args.users, n_items=args.items, n_impressions=args.impressions, seed=args.seed
     )
+    if args.days_per_shard is not None:
+        t0 = time.perf_counter()
+        written = write_shards(config, args.out, days_per_shard=args.days_per_shard)
+        sys.stdout.write(
+            f"generated {written['rows']} impressions in {len(written['interactions'])} shards "
+            f"in {time.perf_counter() - t0:.2f}s; click rate "
+            f"{written['clicks'] / max(written['rows'], 1):.3f}\n  {Path(args.out) / 'interactions'}\n"
+        )
+        return 0
     t0 = time.perf_counter()
     tables = generate(config)
     t1 = time.perf_counter()

@@ -45,6 +45,7 @@ class RetrievalData:
     train_sequences: list[np.ndarray]  # per user, time-ordered item indices (training window)
     item_features: dict[str, np.ndarray] = field(default_factory=dict)  # (n_items + 1,) ints
     semantic_ids: np.ndarray | None = None  # (n_items + 1, T) token per position; row 0 unused
+    cold_items: np.ndarray | None = None  # indices of items with no training interaction at all
     seed: int = 0
 
 
@@ -90,11 +91,15 @@ def left_pad(seqs: list[np.ndarray], length: int) -> np.ndarray:
 
 
 def causal_pad_mask(pad: torch.Tensor, heads: int) -> torch.Tensor:
-    """(B * heads, S, S) bool mask (True = blocked): causal, pads blocked except self."""
-    s = pad.shape[1]
-    causal = torch.triu(torch.ones(s, s, dtype=torch.bool, device=pad.device), diagonal=1)
-    blocked = causal.unsqueeze(0) | pad.unsqueeze(1)
-    blocked = blocked & ~torch.eye(s, dtype=torch.bool, device=pad.device).unsqueeze(0)
+    """(B * heads, S, S) bool mask (True = blocked): causal, pads blocked except self.
+
+    Built from index comparisons only (no triu/eye): the exported graphs then run in
+    onnxruntime, which has no boolean EyeLike kernel.
+    """
+    idx = torch.arange(pad.shape[1], device=pad.device)
+    later = idx.unsqueeze(0) > idx.unsqueeze(1)  # [i, j]: key j after query i
+    blocked = later.unsqueeze(0) | pad.unsqueeze(1)
+    blocked = blocked & (idx.unsqueeze(0) != idx.unsqueeze(1)).unsqueeze(0)
     return blocked.repeat_interleave(heads, dim=0)
 
 

@@ -6,9 +6,14 @@ token stream ``[BOS, c^1_1 .. c^1_T, c^2_1 .. c^2_T, ...]`` and a decoder-only
 Transformer is trained with next-token cross-entropy (each position predicts the
 next token among the codes of its level). Retrieval decodes the next item's ID
 code by code with beam search; at every step codes that no valid ID continues
-are masked (a trie over all catalogue IDs), so every returned ID is a real item,
-cold items included: they have IDs from their content, sharing prefixes with
-similar items.
+are masked (a trie over all catalogue IDs), so every returned ID is a real item.
+
+Cold start (TIGER's epsilon rule): items without training events have IDs from
+their content, but the decoder never saw them as targets, so they rarely win
+the full beam. A second search under a trie of the cold items alone gives the
+model's best cold items (their codes are shared with warm items, so the
+per-level code distributions still apply), and they take ``cold_share`` of
+every top-K prefix (positions 10, 20, ... at 0.1).
 
 Design choice: decoder-only (one stack) rather than TIGER's encoder-decoder; the
 beam search re-runs the stack on the growing sequence (no KV cache): T = 4 steps
@@ -102,6 +107,9 @@ class TigerParams(BaseModel):
     batch_size: int = Field(128, ge=1)
     lr: float = Field(1e-3, gt=0)
     beam_size: int = Field(20, ge=1, description="Beams kept (>= the largest K evaluated).")
+    cold_share: float = Field(
+        0.1, ge=0, le=1, description="TIGER's epsilon: at most this share of every top-K prefix "
+        "goes to cold items (no training events) whose code prefix the model decodes.")
 
 
 class TigerModule(nn.Module):
@@ -194,6 +202,29 @@ def constrained_beam_search(module: TigerModule, trie: Trie, prefix: torch.Tenso
     return items, scores.numpy()
 
 
+def merge_cold(warm: np.ndarray, cold: np.ndarray, k: int, share: float) -> np.ndarray:
+    """Top-k lists where every prefix K holds floor(share * K) cold candidates (when available).
+
+    `warm` (B, >= k) and `cold` (B, C) are ranked item indices (-1 = none); cold
+    candidates already in the warm top-k are dropped, and slots without a cold
+    candidate go back to the next warm items.
+    """
+    position = np.arange(1, k + 1)
+    cold_slot = np.floor(position * share) > np.floor((position - 1) * share)
+    dup = (cold[:, :, None] == warm[:, None, :k]).any(axis=2)
+    valid = (cold > 0) & ~dup
+    cold = np.take_along_axis(cold, np.argsort(~valid, axis=1, kind="stable"), axis=1)
+    n_cold = valid.sum(axis=1, keepdims=True)
+    cold_rank = np.cumsum(cold_slot) - 1
+    is_cold = cold_slot[None, :] & (cold_rank[None, :] < n_cold)
+    warm_rank = np.cumsum(~is_cold, axis=1) - 1
+    pick_cold = np.take_along_axis(cold, np.clip(np.broadcast_to(cold_rank, is_cold.shape), 0,
+                                                 max(cold.shape[1] - 1, 0)), axis=1) \
+        if cold.shape[1] else np.full(is_cold.shape, -1)
+    pick_warm = np.take_along_axis(warm, np.minimum(warm_rank, warm.shape[1] - 1), axis=1)
+    return np.where(is_cold, pick_cold, pick_warm)
+
+
 @RETRIEVAL_MODELS.register("tiger", params=TigerParams)
 class Tiger(Retriever):
     """Generative retrieval: decoder over semantic-ID tokens + trie-constrained beam search."""
@@ -204,6 +235,7 @@ class Tiger(Retriever):
         self.params = params
         self.module: TigerModule | None = None
         self.trie: Trie | None = None
+        self.cold_trie: Trie | None = None
         self.history: list[float] = []
 
     def _setup(self, sids: np.ndarray) -> None:
@@ -213,6 +245,12 @@ class Tiger(Retriever):
         self.module = TigerModule(vocab_sizes, self.params)
         self.trie = Trie(sids[1:], np.arange(1, len(sids)), max(vocab_sizes))
 
+    def _index_cold(self, cold_items: np.ndarray) -> None:
+        """A second trie over the items without training events (TIGER's cold-start set)."""
+        self.cold_items = np.asarray(cold_items, dtype=np.int64)
+        self.cold_trie = (Trie(self.sid_table.numpy()[self.cold_items], self.cold_items,
+                               self.trie.next_node.shape[1]) if len(self.cold_items) else None)
+
     def fit(self, data: RetrievalData) -> Tiger:
         if data.semantic_ids is None:
             raise ValueError("tiger needs semantic IDs: run the semantic_ids pipeline "
@@ -220,6 +258,13 @@ class Tiger(Retriever):
         p = self.params
         torch.manual_seed(data.seed)
         self._setup(data.semantic_ids)
+        if data.cold_items is not None:
+            self._index_cold(data.cold_items)
+        else:  # no interaction log beyond the sequences: cold = never in a training sequence
+            seen = np.zeros(data.n_items + 1, dtype=bool)
+            if data.train_sequences:
+                seen[np.concatenate(data.train_sequences)] = True
+            self._index_cold(np.flatnonzero(~seen[1:]) + 1)
         m = self.module
         wins = windows(data.train_sequences, p.max_items + 1)
         seqs = history_tokens(m, self.sid_table, wins, p.max_items + 1)  # (N, max_len)
@@ -248,13 +293,35 @@ class Tiger(Retriever):
     def recommend(self, histories: list[np.ndarray], k: int, beam: int | None = None
                   ) -> np.ndarray:
         beam = max(beam or self.params.beam_size, k)
+        share = self.params.cold_share if self.cold_trie is not None else 0.0
+        n_cold = int(np.floor(k * share))
         out = []
         for start in range(0, len(histories), 256):
             prefix = history_tokens(self.module, self.sid_table, histories[start:start + 256],
                                     self.params.max_items)
             items, _ = constrained_beam_search(self.module, self.trie, prefix, beam)
+            if n_cold:  # the model's best cold items: the same decoder, under the cold trie
+                cold, _ = constrained_beam_search(self.module, self.cold_trie, prefix,
+                                                  max(n_cold, min(beam, len(self.cold_items))))
+                items = merge_cold(items, cold, k, share)
             out.append(items[:, :k])
         return np.concatenate(out) if out else np.zeros((0, k), dtype=np.int64)
 
     def state(self) -> dict[str, Any]:
-        return {"state_dict": self.module.state_dict(), "semantic_ids": self.sid_table}
+        return {"state_dict": self.module.state_dict(), "semantic_ids": self.sid_table,
+                "cold_items": torch.as_tensor(self.cold_items)}
+
+    @classmethod
+    def from_state(cls, params: TigerParams | dict[str, Any] | None, state: dict[str, Any]
+                   ) -> Tiger:
+        """Rebuild a fitted retriever from `state()`: trie and module from the semantic IDs."""
+        p = params if isinstance(params, TigerParams) else TigerParams.model_validate(
+            dict(params or {}))
+        model = cls(p)
+        model._setup(np.asarray(state["semantic_ids"]))
+        model.module.load_state_dict(state["state_dict"])
+        model.module.eval()
+        cold = state.get("cold_items")
+        if cold is not None and hasattr(model, "_index_cold"):
+            model._index_cold(np.asarray(cold))
+        return model

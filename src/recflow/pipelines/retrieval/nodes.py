@@ -5,7 +5,8 @@ events before ``split_cutoffs.valid_end`` (train + valid periods); for every
 user with events in the test period, the history is their events before the
 cut-off and the targets are the distinct items of their test events. Every
 model ranks the whole catalogue (``raw_items``). Cold items are catalogue items
-with no event before the cut-off.
+with no interaction at all (no impression, click or purchase row) before the
+cut-off: never shown, so no model can know them from the log.
 """
 
 from __future__ import annotations
@@ -55,8 +56,10 @@ def build_data(interactions: pd.DataFrame, items: pd.DataFrame, cutoffs: dict[st
     users = [u for u in np.sort(test["user_id"].unique()) if u in history]
     targets = test.groupby("user_id")["idx"].apply(lambda s: set(s.tolist()))
     seen = np.zeros(len(item_ids) + 1, dtype=bool)
-    seen[fit["idx"].to_numpy()] = True
-    cold = set(np.flatnonzero(~seen[1:]) + 1)
+    logged = interactions["timestamp"].to_numpy() < int(cutoffs["valid_end"])
+    seen[np.searchsorted(item_ids, interactions.loc[logged, "item_id"].to_numpy()) + 1] = True
+    cold_items = np.flatnonzero(~seen[1:]) + 1
+    cold = set(cold_items.tolist())
     sids = None
     if semantic_ids is not None:
         table = SemanticIdTable.from_frame(semantic_ids)
@@ -68,7 +71,7 @@ def build_data(interactions: pd.DataFrame, items: pd.DataFrame, cutoffs: dict[st
         sids = np.zeros((len(item_ids) + 1, table.n_tokens), dtype=np.int64)
         sids[1:] = table.ids[pos.loc[item_ids].to_numpy()]
     data = RetrievalData(n_items=len(item_ids), train_sequences=train_sequences,
-                         semantic_ids=sids, seed=params.seed)
+                         semantic_ids=sids, cold_items=cold_items, seed=params.seed)
     evalset = EvalSet([history[u][-params.eval_history:] for u in users],
                       [targets[u] for u in users], cold, len(item_ids))
     return data, evalset
