@@ -6,6 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from recflow.features.config import SplitConfig
 from recflow.models.retrieval import RETRIEVAL_MODELS
 
 _FILE = "parameters_retrieval.yml"
@@ -40,6 +41,13 @@ class RetrievalParams(BaseModel):
     ks: list[int] = Field(default_factory=lambda: [5, 10, 20], min_length=1)
     eval_history: int = Field(50, ge=1, description="History items kept per user at test time.")
     seed: int = 42
+    seeds: list[int] | None = Field(
+        None, min_length=1, description="Train every model once per seed and report mean ± std "
+        "(sample std) and each run; unset: one run with `seed`.")
+    split: SplitConfig = Field(
+        default_factory=SplitConfig,
+        description="Evaluation protocol: `temporal` (default; the preprocessing test cut-off) "
+                    "or `leave_one_out` (per user: last click = target).")
     models: dict[str, RetrievalEntry] = Field(min_length=1)
 
     @model_validator(mode="after")
@@ -47,6 +55,12 @@ class RetrievalParams(BaseModel):
         if self.baseline not in self.models:
             raise ValueError(f"{_FILE}: baseline '{self.baseline}' is not one of the listed "
                              f"models {sorted(self.models)}")
+        if self.split.strategy == "random":
+            raise ValueError(f"{_FILE}: retrieval.split.strategy 'random' is for CTR "
+                             "comparisons; next-item retrieval takes 'temporal' or "
+                             "'leave_one_out'")
+        if self.seeds is not None and len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"{_FILE}: retrieval.seeds has duplicates: {self.seeds}")
         if 10 not in self.ks:
             raise ValueError(f"{_FILE}: ks must include 10 (the report contract uses recall@10)")
         return self
