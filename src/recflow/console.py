@@ -24,6 +24,8 @@ def main(argv: list[str] | None = None) -> int:
     show.add_argument("name")
     sub.add_parser("serve", help="serve an exported bundle over HTTP (python -m recflow.serving)",
                    add_help=False)
+    sub.add_parser("benchmark", help="run a grid (datasets x protocols x models x seeds) "
+                   "into one table", add_help=False)
     args, rest = parser.parse_known_args(argv)
     if args.command == "list":
         return _list(args.kind, args.pattern)
@@ -33,6 +35,10 @@ def main(argv: list[str] | None = None) -> int:
         from recflow.serving.__main__ import main as serve
 
         return serve(rest)
+    if args.command == "benchmark":
+        from recflow.evaluation.benchmark import main as benchmark
+
+        return benchmark(rest)
     if args.command == "generate":
         from recflow.datagen import main as generate
 

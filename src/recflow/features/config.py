@@ -6,7 +6,7 @@ tags and unknown keys with the YAML path, so a typo fails before any node runs.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -59,26 +59,101 @@ class SequenceConfig(_Strict):
     event: str = Field("click", description="Interaction column that marks a behaviour.")
 
 
+class SemanticPrefixConfig(_Strict):
+    """Item -> semantic-ID prefix tokens c1, c1c2, ..., one categorical field per level.
+
+    Fields are named `<name>_p<level>`; items sharing a prefix share its embedding,
+    so rare items borrow from content neighbours. Needs the `semantic_ids_<tokenizer>`
+    table (the semantic_ids pipeline runs first).
+    """
+
+    transform: Literal["semantic_prefix"]
+    tokenizer: str = Field(description="Entry of semantic_ids.tokenizers whose IDs are used.")
+    column: str = Field("item_id", description="Raw item-id column looked up in the table.")
+    levels: list[int] | None = Field(
+        None, min_length=1,
+        description="Prefix lengths to emit; default every code level (not the digit).")
+    min_count: int = Field(1, ge=1, description="Train impressions a prefix needs, else OOV.")
+
+    @model_validator(mode="after")
+    def _levels_valid(self) -> SemanticPrefixConfig:
+        if self.levels is not None and (
+            min(self.levels) < 1 or len(set(self.levels)) != len(self.levels)
+        ):
+            raise ValueError(f"levels {self.levels}: prefix lengths must be distinct "
+                             f"integers >= 1, e.g. [1, 2, 3]")
+        return self
+
+
 FieldConfig = Annotated[
-    VocabConfig | StandardizeConfig | QuantileBucketConfig | HashCrossConfig | SequenceConfig,
+    VocabConfig | StandardizeConfig | QuantileBucketConfig | HashCrossConfig | SequenceConfig
+    | SemanticPrefixConfig,
     Field(discriminator="transform"),
 ]
 
 
-class SplitConfig(_Strict):
-    """Global temporal split: cut-offs are quantiles of the timestamp column."""
+SplitStrategy = Literal["temporal", "leave_one_out", "random"]
+# The keys each strategy takes; a key of another strategy is a YAML error, not ignored.
+SPLIT_KEYS: dict[str, tuple[str, ...]] = {
+    "temporal": ("valid_start", "test_start"),
+    "leave_one_out": ("min_interactions", "short_users"),
+    "random": ("valid_ratio", "test_ratio", "seed"),
+}
 
-    valid_start: float = Field(0.8, gt=0, lt=1)
-    test_start: float = Field(0.9, gt=0, lt=1)
+
+class SplitConfig(_Strict):
+    """How rows are split into train / valid / test (`recflow.features.split.assign_splits`).
+
+    `temporal` (default): global cut-offs at timestamp quantiles, no row sees the future.
+    `leave_one_out`: per user by time, last row -> test, second-to-last -> valid.
+    `random`: seeded row-level shuffle with exact ratios (CTR comparisons only).
+    """
+
+    strategy: SplitStrategy = "temporal"
+    valid_start: float = Field(0.8, gt=0, lt=1, description="temporal: quantile where valid starts.")
+    test_start: float = Field(0.9, gt=0, lt=1, description="temporal: quantile where test starts.")
+    min_interactions: int = Field(
+        3, ge=3, description="leave_one_out: users with fewer rows are `short_users`."
+    )
+    short_users: Literal["train", "drop"] = Field(
+        "train", description="leave_one_out: put short users' rows in train, or drop them."
+    )
+    valid_ratio: float = Field(0.1, gt=0, lt=1, description="random: share of rows in valid.")
+    test_ratio: float = Field(0.1, gt=0, lt=1, description="random: share of rows in test.")
+    seed: int = Field(0, description="random: seed of the row shuffle.")
 
     @model_validator(mode="after")
-    def _ordered(self) -> SplitConfig:
-        if self.valid_start >= self.test_start:
+    def _consistent(self) -> SplitConfig:
+        # Another strategy's key left at its default is fine (base YAML + `--params
+        # preprocessing.split.strategy=...`); changed, it would silently do nothing.
+        own = SPLIT_KEYS[self.strategy]
+        foreign = sorted(
+            k for k in self.model_fields_set
+            if k != "strategy" and k not in own
+            and getattr(self, k) != type(self).model_fields[k].default
+        )
+        if foreign:
+            owners = {k: s for s, keys in SPLIT_KEYS.items() for k in keys}
+            listed = ", ".join(f"split.{k} (strategy '{owners[k]}')" for k in foreign)
+            raise ValueError(
+                f"{listed} has no effect with split.strategy '{self.strategy}', which takes "
+                f"{', '.join('split.' + k for k in own)}; remove the key or change the strategy"
+            )
+        if self.strategy == "temporal" and self.valid_start >= self.test_start:
             raise ValueError(
                 f"split.valid_start ({self.valid_start}) must be below "
                 f"split.test_start ({self.test_start})"
             )
+        if self.strategy == "random" and self.valid_ratio + self.test_ratio >= 1:
+            raise ValueError(
+                f"split.valid_ratio + split.test_ratio ({self.valid_ratio} + {self.test_ratio}) "
+                "must be below 1, or train is empty"
+            )
         return self
+
+    def parameters(self) -> dict[str, Any]:
+        """The strategy and only its own keys: what split records and reports carry."""
+        return {"strategy": self.strategy, **{k: getattr(self, k) for k in SPLIT_KEYS[self.strategy]}}
 
 
 class FeaturesConfig(_Strict):

@@ -10,12 +10,12 @@ import pandas as pd
 
 from recflow.features import FeatureSpec
 from recflow.features.sequences import build_histories
-from recflow.features.split import split_masks
+from recflow.features.split import SPLIT_CODES, recorded_splits
 
 
 def raw_records(events: pd.DataFrame, spec: FeatureSpec, split: str = "test") -> pd.DataFrame:
     """`events` = joined raw impressions (preprocessing's `join_events`), all splits."""
-    rows = events.loc[split_masks(events["timestamp"], spec.split)[split]]
+    rows = events.loc[recorded_splits(events, spec.split) == SPLIT_CODES[split]]
     records = rows.copy()
     for f in spec.by_kind("sequence"):
         matrix = build_histories(events, f.length, item=spec[f.shares_vocab_with].columns[0],

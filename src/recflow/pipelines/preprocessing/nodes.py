@@ -8,15 +8,18 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from recflow.evaluation import split_statistics
 from recflow.features import FeaturesConfig, FeatureSpec
 from recflow.features.sequences import build_histories
 from recflow.features.spec import LABEL_PREFIX
-from recflow.features.split import split_masks, temporal_cutoffs
+from recflow.features.split import SPLIT_CODES, recorded_splits, split_record
 from recflow.features.transforms import PAD
 from recflow.schemas.expectations import ATTRS_KEY, quality_summary
+from recflow.tokenization.semantic_ids import SemanticIdTable
 
 logger = logging.getLogger(__name__)
 SPLITS = ("train", "valid", "test")
+SID_INPUT_PREFIX = "sid__"
 
 
 def _check_references(log: pd.DataFrame, table: pd.DataFrame, key: str, dataset: str) -> None:
@@ -41,12 +44,14 @@ def join_events(
 
 
 def split_by_time(events: pd.DataFrame, params: FeaturesConfig) -> dict[str, Any]:
-    """Global cut-offs (train_end, valid_end) from timestamp quantiles."""
-    cutoffs = temporal_cutoffs(events["timestamp"], params.split)
-    masks = split_masks(events["timestamp"], cutoffs)
-    cutoffs["rows"] = {name: int(mask.sum()) for name, mask in masks.items()}
-    logger.info("temporal split %s", cutoffs)
-    return cutoffs
+    """The split record: strategy, its parameters, rows per split (+ temporal cut-offs).
+
+    Transforms select rows again from this record (`recorded_splits`): temporal from
+    the saved cut-offs, leave-one-out / random by recomputing on the same `events`.
+    """
+    record, _ = split_record(events, params.split)
+    logger.info("%s split %s", params.split.strategy, record)
+    return record
 
 
 def _missing_columns(events: pd.DataFrame, params: FeaturesConfig) -> dict[str, str]:
@@ -64,9 +69,14 @@ def _missing_columns(events: pd.DataFrame, params: FeaturesConfig) -> dict[str, 
 
 
 def fit_feature_spec(
-    events: pd.DataFrame, cutoffs: dict[str, Any], params: FeaturesConfig
+    events: pd.DataFrame, cutoffs: dict[str, Any], params: FeaturesConfig,
+    **semantic_ids: pd.DataFrame,
 ) -> dict[str, Any]:
-    """Fit every transform on the train split only and return the spec as JSON data."""
+    """Fit every transform on the train split only and return the spec as JSON data.
+
+    `semantic_ids`: `sid__<tokenizer>` -> that tokenizer's semantic-ID table, for
+    `semantic_prefix` fields (the pipeline passes exactly the tables they name).
+    """
     missing = _missing_columns(events, params)
     if missing:
         listed = "; ".join(f"{key} -> column '{column}'" for key, column in missing.items())
@@ -75,8 +85,10 @@ def fit_feature_spec(
             f"(raw_interactions + raw_users + raw_items) does not have: {listed}; "
             f"available: {sorted(events.columns)}"
         )
-    train = events.loc[split_masks(events["timestamp"], cutoffs)["train"]]
-    spec = FeatureSpec.from_config(params).fit(train)
+    train = events.loc[recorded_splits(events, cutoffs) == SPLIT_CODES["train"]]
+    tables = {key.removeprefix(SID_INPUT_PREFIX): SemanticIdTable.from_frame(frame)
+              for key, frame in semantic_ids.items()}
+    spec = FeatureSpec.from_config(params, semantic_ids=tables).fit(train)
     spec.split = {k: v for k, v in cutoffs.items() if k != "rows"}
     spec.rows = dict(cutoffs["rows"])
     return spec.to_dict()
@@ -101,7 +113,7 @@ def transform_split(
 ) -> pd.DataFrame:
     """Model-ready columns for one split: keys, features, labels; bounds stamped in attrs."""
     spec = FeatureSpec.from_dict(feature_spec)
-    mask = split_masks(events["timestamp"], spec.split)[split]
+    mask = recorded_splits(events, spec.split) == SPLIT_CODES[split]
     rows = events.loc[mask]
     features = spec.transform_frame(rows, history_ids=_history_ids(events, rows, spec))
     keys = pd.DataFrame(
@@ -117,14 +129,15 @@ def transform_split(
         index=rows.index,
     )
     out = pd.concat([keys, features, labels], axis=1).reset_index(drop=True)
+    # Only a temporal split has one time window per split (leave-one-out / random do not).
     window = {
         "train": (int(events["timestamp"].min()), spec.split["train_end"]),
         "valid": (spec.split["train_end"], spec.split["valid_end"]),
         "test": (spec.split["valid_end"], int(events["timestamp"].max()) + 1),
-    }[split]
+    }[split] if "train_end" in spec.split else None
     out.attrs[ATTRS_KEY] = {
         "split": split,
-        "time_window": list(window),
+        "time_window": list(window) if window else None,
         "max_index": {
             column: f.vocab_size - 1
             for f in spec.fields
@@ -153,7 +166,11 @@ def report_data_quality(
     """Collect the great-expectations results of every split; fail the run if any failed."""
     results = {name: quality_summary(frame, f"model_input_{name}")
                for name, frame in zip(SPLITS, (train, valid, test), strict=True)}
-    report = {"success": all(r["success"] for r in results.values()), "splits": results}
+    report = {"success": all(r["success"] for r in results.values()), "splits": results,
+              "statistics": split_statistics(
+                  {"train": train, "valid": valid, "test": test}, user_col="key_user",
+                  item_col="key_item", time_col="key_timestamp",
+                  label_col=LABEL_PREFIX + "click" if LABEL_PREFIX + "click" in train else None)}
     if not report["success"]:
         failed = {n: [f["expectation"] for f in r["failed"]] for n, r in results.items()}
         raise ValueError(f"data quality checks failed: {failed}")

@@ -13,15 +13,18 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 from matplotlib.figure import Figure
 
+from recflow.evaluation import mean_std, split_statistics
+from recflow.evaluation.aggregate import STD_KIND, format_mean_std
 from recflow.features import FeatureSpec
 from recflow.features.spec import LABEL_PREFIX
 from recflow.models.payload import from_payload, to_payload
 from recflow.pipelines.ranking.params import ModelEntry, RankingParams
 from recflow.registry import MODELS
 from recflow.training.data import frame_to_tensors
-from recflow.training.metrics import evaluate_scores
+from recflow.training.metrics import auc, evaluate_scores
 from recflow.training.plots import calibration_figure, learning_curves_figure, roc_figure
 from recflow.training.trainer import TrainerConfig, fit, predict
 
@@ -36,32 +39,71 @@ def _run_key(entry: ModelEntry, trainer: TrainerConfig, spec: FeatureSpec) -> st
     return f"{entry.model}-{hashlib.sha256(blob.encode()).hexdigest()[:10]}"
 
 
-def train_model(
-    train: pd.DataFrame,
-    valid: pd.DataFrame,
-    feature_spec: dict[str, Any],
-    entry: ModelEntry,
-    trainer: TrainerConfig,
+def _fit_one(
+    entry: ModelEntry, spec: FeatureSpec, config: TrainerConfig, train: Any, valid: Any
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Fit one model; returns its payload (for TorchModelDataset) and its training history."""
-    spec = FeatureSpec.from_dict(feature_spec)
-    config = entry.trainer_config(trainer)
+    """One seeded run: weight init and batch order both follow `config.seed`."""
     if config.checkpoint_dir:
         config = config.model_copy(
             update={"checkpoint_dir": str(Path(config.checkpoint_dir) / _run_key(entry, config, spec))}
         )
     params = entry.typed_params()
-    model = MODELS.create(entry.model, spec, params=params)
-    result = fit(model, frame_to_tensors(train, spec), frame_to_tensors(valid, spec), config)
-    n_params = int(sum(p.numel() for p in model.parameters()))
+    devices = list(range(torch.cuda.device_count()))
+    with torch.random.fork_rng(devices=devices):  # seed init without touching global RNG
+        torch.manual_seed(config.seed)
+        model = MODELS.create(entry.model, spec, params=params)
+        result = fit(model, train, valid, config)
     history = {
         "model": entry.model,
+        "seed": config.seed,
         "epochs": result.history,
         "best_epoch": result.best_epoch,
         "train_seconds": result.train_seconds,
-        "params": n_params,
+        "params": int(sum(p.numel() for p in model.parameters())),
     }
     return to_payload(model, entry.model, params, spec), history
+
+
+def train_model(
+    train: pd.DataFrame,
+    valid: pd.DataFrame,
+    test: pd.DataFrame,
+    feature_spec: dict[str, Any],
+    entry: ModelEntry,
+    trainer: TrainerConfig,
+    seeds: list[int] | None,
+) -> tuple[dict[str, Any], dict[str, Any], list[pd.DataFrame]]:
+    """Fit one model once per seed: (first seed's payload, its history, test scores per seed).
+
+    `ranking.seeds` (default: the trainer seed, once) repeats training; only the first
+    seed's model is saved and exported, so downstream nodes see what one seed gives.
+    `history["runs"]` keeps each run's seed, epochs and cost for `evaluate_seeds`.
+    """
+    spec = FeatureSpec.from_dict(feature_spec)
+    base = entry.trainer_config(trainer)
+    tensors = frame_to_tensors(train, spec), frame_to_tensors(valid, spec)
+    first: tuple[dict[str, Any], dict[str, Any]] | None = None
+    runs, scores = [], []
+    for seed in seeds or [base.seed]:
+        payload, history = _fit_one(entry, spec, base.model_copy(update={"seed": seed}),
+                                    *tensors)
+        scores.append(score_split(payload, test, feature_spec))
+        runs.append(history)
+        first = first or (payload, history)
+    payload, history = first
+    return payload, {**history, "runs": runs}, scores
+
+
+def evaluate_seeds(
+    seed_scores: list[pd.DataFrame], history: dict[str, Any], train: pd.DataFrame,
+    params: RankingParams,
+) -> list[dict[str, Any]]:
+    """`evaluate_model` of every seed's run: [{seed, auc, logloss, gauc, ...}, ...]."""
+    runs = []
+    for scores, run in zip(seed_scores, history["runs"], strict=True):
+        runs.append({"seed": run["seed"], **evaluate_model(scores, run, train, params)})
+        logger.info("%s seed %d: test auc=%.5f", run["model"], run["seed"], runs[-1]["auc"])
+    return runs
 
 
 def score_split(
@@ -78,13 +120,34 @@ def score_split(
     return out
 
 
-def evaluate_model(test_scores: pd.DataFrame, history: dict[str, Any]) -> dict[str, Any]:
-    """Test metrics on pCTR, plus size and training cost."""
+def rare_item_mask(test_items: pd.Series, train_items: pd.Series, threshold: int) -> np.ndarray:
+    """Test rows whose item has fewer than `threshold` train impressions (unseen ones too)."""
+    counts = train_items.value_counts()
+    return test_items.map(counts).fillna(0).to_numpy() < threshold
+
+
+def rare_item_metrics(test_scores: pd.DataFrame, train: pd.DataFrame,
+                      threshold: int) -> dict[str, Any]:
+    """pCTR AUC on the long tail, where id embeddings saw (almost) no training signal.
+
+    `auc_rare_items` is None when those rows hold a single class (AUC undefined).
+    """
+    rare = rare_item_mask(test_scores["key_item"], train["key_item"], threshold)
+    value = auc(test_scores["label_click"].to_numpy()[rare],
+                test_scores["score_ctr"].to_numpy()[rare])
+    return {"auc_rare_items": None if np.isnan(value) else value,
+            "rare_items_rows": int(rare.sum()), "rare_items_threshold": threshold}
+
+
+def evaluate_model(test_scores: pd.DataFrame, history: dict[str, Any],
+                   train: pd.DataFrame, params: RankingParams) -> dict[str, Any]:
+    """Test metrics on pCTR (overall and on rare items), plus size and training cost."""
     metrics = evaluate_scores(
         test_scores["label_click"].to_numpy(),
         test_scores["score_ctr"].to_numpy(),
         test_scores["key_user"].to_numpy(),
     )
+    metrics.update(rare_item_metrics(test_scores, train, params.rare_item_impressions))
     if "score_ctcvr" in test_scores and "label_purchase" in test_scores:
         ctcvr = evaluate_scores(
             test_scores["label_purchase"].to_numpy(),
@@ -111,9 +174,14 @@ def popularity_scores(train: pd.DataFrame, test: pd.DataFrame, prior: float = 20
 
 
 def report_ranking(
-    params: RankingParams, train: pd.DataFrame, **outputs: Any
+    params: RankingParams, train: pd.DataFrame, valid: pd.DataFrame, test: pd.DataFrame,
+    feature_spec: dict[str, Any], **outputs: Any
 ) -> tuple[dict[str, Any], Figure, Figure, Figure]:
-    """ranking_metrics.json (every model beside the baselines) and the comparison plots."""
+    """ranking_metrics.json (every model beside the baselines) and the comparison plots.
+
+    Each model's top-level metrics are its first seed's (the exported model); `seeds`
+    beside them holds every run and mean ± std (`recflow.evaluation.mean_std`).
+    """
     names = list(params.models)
     metrics = {n: outputs[f"metrics__{n}"] for n in names}
     scores = {n: outputs[f"scores__{n}"] for n in names}
@@ -129,14 +197,24 @@ def report_ranking(
     base_auc = metrics[params.baseline]["auc"]
     for m in metrics.values():
         m["auc_lift_over_baseline"] = m["auc"] - base_auc
+    for n in names:
+        metrics[n]["seeds"] = mean_std(outputs[f"seed_runs__{n}"])
     report = {
         "split": "test",
+        "split_strategy": {**feature_spec.get("split", {}), "rows": feature_spec.get("rows", {})},
+        "seeds": params.seeds,  # None: each model's trainer seed, once
+        "std": STD_KIND,
         "baseline": params.baseline,
         "rows": len(reference),
+        "statistics": split_statistics(
+            {"train": train, "valid": valid, "test": test}, user_col="key_user",
+            item_col="key_item", time_col="key_timestamp", label_col="label_click"),
         "models": metrics,
         "best": max(names, key=lambda n: metrics[n]["auc"]),
     }
     curves = {n: (s["label_click"].to_numpy(), s["score_ctr"].to_numpy()) for n, s in scores.items()}
     curves["popularity"] = (reference["label_click"].to_numpy(), pop)
-    logger.info("ranking test AUC: %s", {n: round(m["auc"], 4) for n, m in metrics.items()})
+    logger.info("ranking test AUC: %s", {
+        n: format_mean_std(m["seeds"], "auc") if "seeds" in m else f"{m['auc']:.4f}"
+        for n, m in metrics.items()})
     return report, roc_figure(curves), calibration_figure(curves), learning_curves_figure(histories)

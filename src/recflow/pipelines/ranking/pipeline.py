@@ -16,12 +16,17 @@ def _model_template() -> Pipeline:
     return Pipeline(
         [
             node(nodes.train_model,
-                 ["model_input_train", "model_input_valid", "feature_spec", "params:entry",
-                  "params:ranking.trainer"],
-                 ["model", "history"], name="train"),
+                 ["model_input_train", "model_input_valid", "model_input_test", "feature_spec",
+                  "params:entry", "params:ranking.trainer", "params:ranking.seeds"],
+                 ["model", "history", "seed_scores"], name="train"),
+            node(nodes.evaluate_seeds,
+                 ["seed_scores", "history", "model_input_train", "params:ranking"], "seed_runs",
+                 name="evaluate_seeds"),
             node(nodes.score_split, ["model", "model_input_test", "feature_spec"], "test_scores",
                  name="score_test"),
-            node(nodes.evaluate_model, ["test_scores", "history"], "metrics", name="evaluate"),
+            node(nodes.evaluate_model,
+                 ["test_scores", "history", "model_input_train", "params:ranking"], "metrics",
+                 name="evaluate"),
         ]
     )
 
@@ -35,15 +40,20 @@ def create_pipeline(model_names: list[str] | None = None, **kwargs) -> Pipeline:
             namespace=name,
             inputs=SHARED_INPUTS,
             parameters={"params:entry": f"params:ranking.models.{name}",
-                        "params:ranking.trainer": "params:ranking.trainer"},
+                        "params:ranking.trainer": "params:ranking.trainer",
+                        "params:ranking.seeds": "params:ranking.seeds",
+                        "params:ranking": "params:ranking"},
         )
         for name in model_names
     ]
-    report_inputs = {"params": "params:ranking", "train": "model_input_train"}
+    report_inputs = {"params": "params:ranking", "train": "model_input_train",
+                     "valid": "model_input_valid", "test": "model_input_test",
+                     "feature_spec": "feature_spec"}
     for name in model_names:
         report_inputs.update({f"metrics__{name}": f"{name}.metrics",
                               f"scores__{name}": f"{name}.test_scores",
-                              f"history__{name}": f"{name}.history"})
+                              f"history__{name}": f"{name}.history",
+                              f"seed_runs__{name}": f"{name}.seed_runs"})
     report = Pipeline(
         [node(nodes.report_ranking, report_inputs,
               ["ranking_metrics", "ranking_roc_plot", "ranking_calibration_plot",
