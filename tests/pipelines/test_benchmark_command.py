@@ -1,0 +1,85 @@
+"""`recflow benchmark`: a real grid run (separate kedro processes) and its table."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from recflow.evaluation.benchmark import (
+    BenchmarkGrid,
+    cell_parameters,
+    load_grid,
+    markdown_table,
+    run_grid,
+)
+from tests.conftest import make_project
+from tests.pipelines.test_semantic_ids_pipeline import SMALL_SIDS
+
+BASE = {"preprocessing": {"split": {"strategy": "temporal", "valid_start": 0.7,
+                                    "test_start": 0.85}, "fields": {}},
+        "retrieval": {"baseline": "popularity", "models": {"popularity": {}, "sasrec": {}}}}
+
+
+def test_cell_parameters_override_split_seeds_and_models() -> None:
+    grid = BenchmarkGrid(pipeline="retrieval", datasets={"d": "base"},
+                         protocols=["leave_one_out"], seeds=[3, 4], models=["sasrec"])
+    params = cell_parameters(BASE, grid, "leave_one_out")
+    assert params["retrieval"]["split"] == {"strategy": "leave_one_out"}
+    assert params["retrieval"]["seeds"] == [3, 4]
+    assert list(params["retrieval"]["models"]) == ["sasrec"]
+    assert params["retrieval"]["baseline"] == "sasrec"  # the baseline left the grid
+    assert BASE["retrieval"]["models"].keys() == {"popularity", "sasrec"}  # input untouched
+    ranking = BenchmarkGrid(pipeline="ranking", datasets={"d": "base"}, protocols=["temporal"])
+    base = {**BASE, "ranking": {"baseline": "lr", "models": {"lr": {}}}}
+    split = cell_parameters(base, ranking, "temporal")["preprocessing"]["split"]
+    assert split == {"strategy": "temporal", "valid_start": 0.7, "test_start": 0.85}
+
+
+def test_grid_errors_name_the_key(tmp_path: Path) -> None:
+    grid = BenchmarkGrid(pipeline="retrieval", datasets={"d": "base"}, protocols=["temporal"],
+                         models=["nope"])
+    with pytest.raises(KeyError, match=r"\['nope'\] are not entries of retrieval.models"):
+        cell_parameters(BASE, grid, "temporal")
+    bad = tmp_path / "grid.yml"
+    bad.write_text("pipeline: retrieval\ndatasets: {d: base}\nprotocols: [temporal]\nsede: 1\n")
+    with pytest.raises(ValueError, match="sede"):
+        load_grid(bad)
+
+
+def test_markdown_table_shows_mean_and_std_of_seeds() -> None:
+    runs = [{"seed": 0, "auc": 0.70, "logloss": 0.3, "gauc": 0.6, "train_seconds": 2.0,
+             "samples_per_second": 1000.0, "params": 10},
+            {"seed": 1, "auc": 0.72, "logloss": 0.3, "gauc": 0.6, "train_seconds": 4.0,
+             "samples_per_second": 3000.0, "params": 10}]
+    table = markdown_table("ranking", [{"dataset": "d", "protocol": "temporal", "model": "lr",
+                                        "wall_seconds": 9.0, "peak_rss_gib": 1.5,
+                                        "metrics": runs}])
+    row = table.splitlines()[2]
+    assert "0.7100 ± 0.0141" in row  # sample std of (0.70, 0.72)
+    assert "| 3.0 | 2,000 | 1.50 | 10 | 9 |" in row
+
+
+def test_benchmark_runs_a_grid_in_separate_processes(tmp_path: Path) -> None:
+    project = make_project(tmp_path / "project", n_users=120, n_items=150, n_impressions=6_000)
+    tiny = project / "conf" / "tiny"
+    tiny.mkdir()
+    (tiny / "parameters_semantic_ids.yml").write_text(yaml.safe_dump({"semantic_ids": {
+        **SMALL_SIDS, "tokenizers": {"rq_kmeans": SMALL_SIDS["tokenizers"]["rq_kmeans"]}}}))
+    (tiny / "parameters_retrieval.yml").write_text(yaml.safe_dump({"retrieval": {
+        "baseline": "popularity", "models": {"popularity": {"model": "popularity"}}}}))
+    grid = BenchmarkGrid(pipeline="retrieval", datasets={"tiny": "tiny"},
+                         protocols=["leave_one_out"], seeds=[0, 1], output="bench")
+    result = run_grid(grid, project, name="t", log=lambda _: None)
+    (row,) = result["rows"]
+    assert (row["dataset"], row["protocol"], row["model"]) == ("tiny", "leave_one_out",
+                                                               "popularity")
+    assert row["peak_rss_gib"] > 0.05 and row["wall_seconds"] > 0
+    assert row["metrics"]["split"]["strategy"] == "leave_one_out"
+    assert row["metrics"]["seeds"]["n"] == 2 and 0 < row["metrics"]["recall@10"] <= 1
+    saved = json.loads((project / "bench" / "benchmark.json").read_text())
+    assert saved["rows"][0]["model"] == "popularity"
+    assert "| tiny | leave_one_out | popularity |" in (project / "bench/benchmark.md").read_text()
+    assert not list((project / "conf").glob("bench_*"))  # the throw-away env is gone
