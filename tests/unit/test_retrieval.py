@@ -183,3 +183,17 @@ def test_tiger_reaches_cold_items_through_their_codes_where_sasrec_cannot() -> N
     plain = retrieval_report(tiger.recommend(histories, 10), targets, cold, data.n_items,
                              [5, 10])["recall@10_cold"]
     assert plain < tiger_cold
+
+
+def test_cached_decoding_matches_the_full_forward_pass() -> None:
+    torch.manual_seed(0)
+    module = TigerModule([6, 5, 3], TigerParams(max_items=4, embed_dim=16, heads=2, layers=2,
+                                                dropout=0.0)).eval()
+    tokens = torch.randint(2, module.total, (3, 9))
+    tokens[0, :4] = 0  # left padding
+    tokens[0, 4] = 1
+    logits, cache, pad = module.prefill(tokens[:, :6])
+    torch.testing.assert_close(logits, module(tokens[:, :6])[:, -1], atol=1e-5, rtol=1e-5)
+    for end in (7, 8, 9):
+        logits, cache, pad = module.step(tokens[:, end - 1], cache, pad)
+        torch.testing.assert_close(logits, module(tokens[:, :end])[:, -1], atol=1e-5, rtol=1e-5)

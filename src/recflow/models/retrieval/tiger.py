@@ -15,10 +15,11 @@ model's best cold items (their codes are shared with warm items, so the
 per-level code distributions still apply), and they take ``cold_share`` of
 every top-K prefix (positions 10, 20, ... at 0.1).
 
-Design choice: decoder-only (one stack) rather than TIGER's encoder-decoder; the
-beam search re-runs the stack on the growing sequence (no KV cache): T = 4 steps
-over <= 85 tokens is cheap at this scale and keeps the model exportable as one
-"step" graph (history tokens -> next-token logits).
+Design choice: decoder-only (one stack) rather than TIGER's encoder-decoder. The
+beam search runs the history once per user (`prefill`) and then extends each
+beam by one token against a key/value cache (`step`), so the T decoding steps
+cost O(S) each instead of re-running O(S^2) attention for every beam. The
+exported graph stays the plain "step" (history tokens -> next-token logits).
 """
 
 from __future__ import annotations
@@ -149,6 +150,54 @@ class TigerModule(nn.Module):
         start = 2 + int(self.offsets[level])
         return logits[..., start:start + self.vocab_sizes[level]]
 
+    # -- incremental decoding (inference only): the same layers, with a key/value cache --
+    def _qkv(self, layer: nn.TransformerEncoderLayer, h: torch.Tensor
+             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        n, s, d = h.shape
+        qkv = F.linear(h, layer.self_attn.in_proj_weight, layer.self_attn.in_proj_bias)
+        q, k, v = qkv.view(n, s, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        return q, k, v
+
+    def _block(self, layer: nn.TransformerEncoderLayer, x: torch.Tensor, k_past: torch.Tensor
+               | None, v_past: torch.Tensor | None, allowed: torch.Tensor
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One pre-norm layer (as nn.TransformerEncoderLayer(norm_first=True) in eval)."""
+        n, s, d = x.shape
+        q, k, v = self._qkv(layer, layer.norm1(x))
+        if k_past is not None:
+            k, v = torch.cat([k_past, k], dim=2), torch.cat([v_past, v], dim=2)
+        attn = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed)
+        x = x + layer.self_attn.out_proj(attn.transpose(1, 2).reshape(n, s, d))
+        x = x + layer.linear2(layer.activation(layer.linear1(layer.norm2(x))))
+        return x, k, v
+
+    @torch.no_grad()
+    def prefill(self, tokens: torch.Tensor) -> tuple[torch.Tensor, list, torch.Tensor]:
+        """Run the prefix once: (last-position logits, per-layer (K, V) cache, pad mask)."""
+        n, s = tokens.shape
+        pad = tokens == 0
+        allowed = ~causal_pad_mask(pad, self.heads).view(n, self.heads, s, s)
+        x = self.tok(tokens) + self.pos(torch.arange(s, device=tokens.device))
+        cache = []
+        for layer in self.decoder.layers:
+            x, k, v = self._block(layer, x, None, None, allowed)
+            cache.append((k, v))
+        return self.head(self.norm(x[:, -1])), cache, pad
+
+    @torch.no_grad()
+    def step(self, token: torch.Tensor, cache: list, pad: torch.Tensor
+             ) -> tuple[torch.Tensor, list, torch.Tensor]:
+        """Append one token per row: O(S) attention against the cache instead of O(S^2)."""
+        n, s = pad.shape
+        pad = torch.cat([pad, torch.zeros(n, 1, dtype=torch.bool, device=pad.device)], dim=1)
+        allowed = (~pad)[:, None, None, :]
+        x = self.tok(token)[:, None] + self.pos(torch.full((1,), s, device=token.device))
+        new = []
+        for layer, (k_past, v_past) in zip(self.decoder.layers, cache, strict=True):
+            x, k, v = self._block(layer, x, k_past, v_past, allowed)
+            new.append((k, v))
+        return self.head(self.norm(x[:, -1])), new, pad
+
 
 def history_tokens(module: TigerModule, sid_table: torch.Tensor, histories: list[np.ndarray],
                    max_items: int) -> torch.Tensor:
@@ -177,10 +226,9 @@ def constrained_beam_search(module: TigerModule, trie: Trie, prefix: torch.Tenso
     module.eval()
     nodes = torch.zeros(b, 1, dtype=torch.long)
     scores = torch.zeros(b, 1)
-    seqs = prefix.unsqueeze(1)  # (B, W, S)
+    logits, cache, pad = module.prefill(prefix)  # the history runs once per user, not per beam
     for level in range(module.n_tok):
         w = nodes.shape[1]
-        logits = module(seqs.reshape(b * w, -1))[:, -1]
         logp = module.level_logits(logits, level)
         vocab = logp.shape[1]
         allowed = trie.allowed(nodes.reshape(-1))[:, :vocab]
@@ -194,9 +242,11 @@ def constrained_beam_search(module: TigerModule, trie: Trie, prefix: torch.Tenso
         dead = torch.isinf(top)
         nodes = nodes.masked_fill(dead, 0)
         scores = top
-        new_tok = module.token_ids(torch.zeros(module.n_tok, dtype=torch.long))[level] + token
-        seqs = torch.cat([torch.gather(seqs, 1, parent.unsqueeze(-1).expand(-1, -1, seqs.shape[2])),
-                          new_tok.unsqueeze(-1)], dim=2)
+        if level + 1 < module.n_tok:  # reorder the cache to the surviving beams, then extend
+            rows = (torch.arange(b)[:, None] * w + parent).reshape(-1)
+            cache = [(kc[rows], vc[rows]) for kc, vc in cache]
+            new_tok = module.token_ids(torch.zeros(module.n_tok, dtype=torch.long))[level] + token
+            logits, cache, pad = module.step(new_tok.reshape(-1), cache, pad[rows])
     items = trie.items(nodes.numpy())
     items[torch.isinf(scores).numpy()] = -1
     return items, scores.numpy()
