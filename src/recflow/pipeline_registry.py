@@ -20,6 +20,8 @@ from recflow.pipelines import (
     distillation,
     export,
     preprocessing,
+    preprocessing_spark,
+    preprocessing_streaming,
     ranking,
     retrieval,
     semantic_ids,
@@ -42,15 +44,19 @@ def _parameters() -> dict[str, Any]:
 def register_pipelines() -> dict[str, Pipeline]:
     params = _parameters()
     model_names = list((params.get("ranking") or {}).get("models") or {})
-    prep = preprocessing.create_pipeline()
+    tokenizers = list((params.get("semantic_ids") or {}).get("tokenizers") or {})
+    sem = semantic_ids.create_pipeline(tokenizer_names=tokenizers)
+    prep_kwargs = preprocessing.pipeline_kwargs(params)
+    prep = preprocessing.create_pipeline(**prep_kwargs)
+    sid_tables = [f"semantic_ids_{t}" for t in prep_kwargs["semantic_tokenizers"]]
+    if sid_tables:  # semantic_prefix fields read semantic-ID tables: fit those tokenizers first
+        prep = sem.to_outputs(*sid_tables) + prep
     exporting = export.create_pipeline(**export.pipeline_kwargs(params))
     pipelines = {
         "preprocessing": prep,
         "ranking": prep + ranking.create_pipeline(model_names=model_names) + exporting,
         "export": exporting,
     }
-    tokenizers = list((params.get("semantic_ids") or {}).get("tokenizers") or {})
-    sem = semantic_ids.create_pipeline(tokenizer_names=tokenizers)
     retrieval_models = (params.get("retrieval") or {}).get("models") or {}
     pipelines["semantic_ids"] = sem
     pipelines["retrieval"] = (
@@ -60,4 +66,7 @@ def register_pipelines() -> dict[str, Pipeline]:
         **distillation.pipeline_kwargs(params)
     )
     pipelines["__default__"] = sum(pipelines.values(), Pipeline([]))
+    # Alternatives to `preprocessing` writing the same outputs, so not in __default__.
+    pipelines["preprocessing_streaming"] = preprocessing_streaming.create_pipeline()
+    pipelines["preprocessing_spark"] = preprocessing_spark.create_pipeline()
     return pipelines

@@ -19,10 +19,12 @@ from recflow.features.config import (
     FeaturesConfig,
     HashCrossConfig,
     QuantileBucketConfig,
+    SemanticPrefixConfig,
     SequenceConfig,
     StandardizeConfig,
     VocabConfig,
 )
+from recflow.features.semantic import CodeTable, SemanticPrefix, prefix_field_name
 from recflow.features.transforms import (
     PAD,
     HashCross,
@@ -96,6 +98,9 @@ def _build_transform(spec: FieldSpec) -> Any:
         return t.load_state(spec.state) if spec.state else t
     if spec.transform == "hash_cross":
         return HashCross(**params)
+    if spec.transform == "semantic_prefix":
+        t = SemanticPrefix(level=params["level"], min_count=params["min_count"])
+        return t.load_state(spec.state) if spec.state else t
     raise ValueError(f"field '{spec.name}': transform '{spec.transform}' has no column transform")
 
 
@@ -105,7 +110,33 @@ _KIND = {
     HashCrossConfig: "categorical",
     StandardizeConfig: "numeric",
     SequenceConfig: "sequence",
+    SemanticPrefixConfig: "categorical",
 }
+
+
+def _semantic_prefix_fields(
+    name: str, cfg: SemanticPrefixConfig, tables: dict[str, CodeTable]
+) -> list[FieldSpec]:
+    """One categorical field per prefix level, all reading the raw item-id column."""
+    key = f"preprocessing.fields.{name}"
+    if cfg.tokenizer not in tables:
+        raise KeyError(f"{key}.tokenizer: no semantic-ID table for '{cfg.tokenizer}' was given "
+                       f"(tables: {sorted(tables)}); it must name an entry of "
+                       f"semantic_ids.tokenizers (dataset semantic_ids_{cfg.tokenizer})")
+    table_levels = tables[cfg.tokenizer].levels
+    levels = cfg.levels or list(range(1, table_levels + 1))
+    too_long = [lv for lv in levels if lv > table_levels]
+    if too_long:
+        raise ValueError(f"{key}.levels: {too_long} exceed the {table_levels} code levels of "
+                         f"semantic_ids_{cfg.tokenizer} (allowed: 1..{table_levels}; the "
+                         f"disambiguation digit is not a prefix)")
+    return [
+        FieldSpec(name=prefix_field_name(name, lv), kind="categorical",
+                  transform="semantic_prefix", columns=[cfg.column],
+                  params={"transform": "semantic_prefix", "tokenizer": cfg.tokenizer,
+                          "level": lv, "min_count": cfg.min_count, "source": name})
+        for lv in sorted(levels)
+    ]
 
 
 @dataclass
@@ -117,13 +148,21 @@ class FeatureSpec:
     split: dict[str, Any] = field(default_factory=dict)
     rows: dict[str, int] = field(default_factory=dict)
     _fitted: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    _tables: dict[str, CodeTable] = field(default_factory=dict, repr=False, compare=False)
 
     # ---- construction ---------------------------------------------------------------
     @classmethod
-    def from_config(cls, config: FeaturesConfig) -> FeatureSpec:
+    def from_config(
+        cls, config: FeaturesConfig, semantic_ids: dict[str, CodeTable] | None = None
+    ) -> FeatureSpec:
+        """`semantic_ids`: tokenizer name -> its table, for `semantic_prefix` fields."""
         fields = []
+        tables = dict(semantic_ids or {})
         for name, cfg in config.fields.items():
             params = cfg.model_dump(exclude={"column"})
+            if isinstance(cfg, SemanticPrefixConfig):
+                fields.extend(_semantic_prefix_fields(name, cfg, tables))
+                continue
             if isinstance(cfg, HashCrossConfig):
                 columns = list(cfg.columns)
                 params.pop("columns")
@@ -136,7 +175,12 @@ class FeatureSpec:
                 FieldSpec(name=name, kind=_KIND[type(cfg)], transform=cfg.transform,
                           params=params, columns=columns)
             )
-        return cls(fields=fields, labels=list(config.labels))
+        clashes = sorted({n for n in (f.name for f in fields)
+                          if sum(f.name == n for f in fields) > 1})
+        if clashes:
+            raise ValueError(f"preprocessing.fields: field name(s) {clashes} are defined twice "
+                             f"(a semantic_prefix field NAME emits NAME_p<level>)")
+        return cls(fields=fields, labels=list(config.labels), _tables=tables)
 
     def fit(self, train: pd.DataFrame) -> FeatureSpec:
         """Fit every column transform on the train split only."""
@@ -145,7 +189,12 @@ class FeatureSpec:
                 continue
             self._fitted.pop(f.name, None)
             transform = _build_transform(f)
-            transform.fit(train[f.columns] if f.transform == "hash_cross" else train[f.columns[0]])
+            if f.transform == "semantic_prefix":
+                transform.fit(train[f.columns[0]], self._tables[f.params["tokenizer"]])
+            elif f.transform == "hash_cross":
+                transform.fit(train[f.columns])
+            else:
+                transform.fit(train[f.columns[0]])
             f.state = transform.state()
             if f.kind == "categorical":
                 f.vocab_size = int(transform.size)

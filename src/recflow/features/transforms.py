@@ -29,7 +29,10 @@ class Vocabulary:
     kind: ClassVar[str] = "categorical"
 
     def fit(self, column: pd.Series) -> Vocabulary:
-        counts = column.dropna().value_counts(sort=False)
+        return self.fit_counts(column.dropna().value_counts(sort=False))
+
+    def fit_counts(self, counts: pd.Series) -> Vocabulary:
+        """Fit from value -> count (streaming and Spark merge counts, then call this)."""
         counts = counts[counts >= self.min_count]
         frame = pd.DataFrame({"value": counts.index, "count": counts.to_numpy()})
         frame = frame.sort_values(["count", "value"], ascending=[False, True], kind="stable")

@@ -1,18 +1,49 @@
 """Wiring of the preprocessing pipeline; datasets are declared in conf/*/catalog.yml."""
 
+from __future__ import annotations
+
+from typing import Any
+
 from kedro.pipeline import Pipeline, node
 
 from recflow.pipelines.preprocessing import nodes
 
 
-def create_pipeline(**kwargs) -> Pipeline:
+def pipeline_kwargs(parameters: dict[str, Any]) -> dict[str, Any]:
+    """`create_pipeline` arguments from the active env's parameters (for pipeline_registry.py).
+
+    `semantic_prefix` fields name a tokenizer of another YAML file, so the cross-file
+    reference is checked here, before any node runs.
+    """
+    fields = (parameters.get("preprocessing") or {}).get("fields") or {}
+    entries = list((parameters.get("semantic_ids") or {}).get("tokenizers") or {})
+    names: list[str] = []
+    for name, cfg in fields.items():
+        if not isinstance(cfg, dict) or cfg.get("transform") != "semantic_prefix":
+            continue
+        tokenizer = cfg.get("tokenizer")
+        if tokenizer not in entries:
+            raise ValueError(
+                f"parameters_preprocessing.yml: preprocessing.fields.{name}.tokenizer: "
+                f"{tokenizer!r} is not an entry of semantic_ids.tokenizers "
+                f"(parameters_semantic_ids.yml); entries: {entries}")
+        names.append(tokenizer)
+    return {"semantic_tokenizers": list(dict.fromkeys(names))}
+
+
+def create_pipeline(semantic_tokenizers: list[str] | None = None, **kwargs) -> Pipeline:
+    """`semantic_tokenizers`: tables `semantic_ids_<name>` that `semantic_prefix` fields read."""
+    tables = {f"{nodes.SID_INPUT_PREFIX}{name}": f"semantic_ids_{name}"
+              for name in semantic_tokenizers or []}
     return Pipeline(
         [
             node(nodes.join_events, ["raw_interactions", "raw_users", "raw_items"], "events",
                  name="join_events"),
             node(nodes.split_by_time, ["events", "params:preprocessing"], "split_cutoffs",
                  name="split_by_time"),
-            node(nodes.fit_feature_spec, ["events", "split_cutoffs", "params:preprocessing"],
+            node(nodes.fit_feature_spec,
+                 {"events": "events", "cutoffs": "split_cutoffs", "params": "params:preprocessing",
+                  **tables},
                  "feature_spec", name="fit_feature_spec"),
             node(nodes.transform_train, ["events", "feature_spec"], "model_input_train",
                  name="transform_train"),
