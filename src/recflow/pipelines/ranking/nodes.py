@@ -192,6 +192,8 @@ def report_ranking(
     metrics["popularity"] = {
         **evaluate_scores(reference["label_click"].to_numpy(), pop,
                           reference["key_user"].to_numpy()),
+        **rare_item_metrics(reference.assign(score_ctr=pop), train,
+                            params.rare_item_impressions),
         "params": 0, "train_seconds": 0.0,
     }
     base_auc = metrics[params.baseline]["auc"]
