@@ -57,6 +57,7 @@ def test_ranking_run_writes_contract_metrics(ranked_project: Path) -> None:
         assert 0.5 < metrics["auc"] <= 1.0, (name, metrics["auc"])
         assert metrics["logloss"] > 0
     assert report["models"]["deepfm"]["params"] > report["models"]["lr"]["params"] > 0
+    assert all(report["models"][n]["samples_per_second"] > 0 for n in ("lr", "deepfm", "din"))
     assert "ctcvr_auc" in report["models"]["esmm"]
     assert report["baseline"] == "lr"
     assert report["models"]["lr"]["auc_lift_over_baseline"] == 0.0

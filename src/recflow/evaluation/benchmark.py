@@ -171,8 +171,14 @@ def run_grid(grid: BenchmarkGrid, project: Path, name: str = "grid",
                     metrics = json.loads((out / spec["metrics"].format(name=model)).read_text())
                     rows.append({"dataset": label, "protocol": protocol, "model": model,
                                  **cost, "metrics": metrics})
+                    _write_result(grid, rows, output)  # a long grid keeps its finished rows
             finally:
                 shutil.rmtree(project / "conf" / env_name, ignore_errors=True)
+    return _write_result(grid, rows, output)
+
+
+def _write_result(grid: BenchmarkGrid, rows: list[dict[str, Any]], output: Path
+                  ) -> dict[str, Any]:
     result = {"pipeline": grid.pipeline, "seeds": grid.seeds, "rows": rows,
               "markdown": markdown_table(grid.pipeline, rows)}
     output.mkdir(parents=True, exist_ok=True)

@@ -159,7 +159,7 @@ def evaluate_model(test_scores: pd.DataFrame, history: dict[str, Any],
     metrics.update(
         params=history["params"],
         train_seconds=history["train_seconds"],
-        samples_per_second=last.get("samples_per_second"),
+        samples_per_second=last.get("samples_per_s"),  # the trainer's history key
         best_epoch=history["best_epoch"],
     )
     return metrics
