@@ -8,12 +8,14 @@ import os
 
 from recflow.hints import MissingInputsHook
 from recflow.hooks import AtomicRunHooks, ConfigCaptureHooks
+from recflow.spark_hooks import SparkHooks
 from recflow.tracking import MlflowArtifactsHook
 
 os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 
-HOOKS = (ConfigCaptureHooks(), AtomicRunHooks(), MissingInputsHook(), MlflowArtifactsHook())
+HOOKS = (ConfigCaptureHooks(), AtomicRunHooks(), MissingInputsHook(), MlflowArtifactsHook(),
+         SparkHooks())
 DISABLE_HOOKS_FOR_PLUGINS = ("kedro-telemetry",)
 
 CONFIG_LOADER_ARGS = {
@@ -21,6 +23,7 @@ CONFIG_LOADER_ARGS = {
     "default_run_env": "local",
     "config_patterns": {
         "parameters": ["parameters*", "parameters*/**", "**/parameters*"],
+        "spark": ["spark*", "spark*/**"],  # conf/spark/spark.yml: recflow.spark_hooks
     },
 }
 

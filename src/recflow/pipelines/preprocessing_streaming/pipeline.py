@@ -1,0 +1,24 @@
+"""Wiring of the streaming preprocessing pipeline; datasets are declared in conf/*/catalog.yml."""
+
+from kedro.pipeline import Pipeline, node
+
+from recflow.pipelines.preprocessing_streaming import nodes
+
+
+def create_pipeline(**kwargs) -> Pipeline:
+    return Pipeline(
+        [
+            node(nodes.split_shards, ["raw_interaction_timestamps", "params:preprocessing"],
+                 ["split_cutoffs", "interaction_shard_stats"], name="split_shards"),
+            node(nodes.fit_feature_spec_streaming,
+                 ["raw_interaction_shards", "raw_users", "raw_items", "split_cutoffs",
+                  "interaction_shard_stats", "params:preprocessing",
+                  "params:preprocessing_streaming"],
+                 "feature_spec", name="fit_feature_spec_streaming"),
+            node(nodes.transform_shards_node,
+                 ["raw_interaction_shards", "raw_users", "raw_items", "feature_spec"],
+                 ["model_input_train_shards", "model_input_valid_shards",
+                  "model_input_test_shards"],
+                 name="transform_shards"),
+        ]
+    )
