@@ -20,14 +20,16 @@ def write_section(doc: Path, title: str, section: str) -> None:
     doc.write_text(text.rstrip("\n") + "\n")
 
 
-def machine_note() -> str:
-    """CPU model, cores and the 1-minute load average (shared machines inflate timings)."""
-    cpu = platform.processor() or platform.machine()
+def cpu_name() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+                return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return f"{cpu}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at start"
+    return platform.processor() or platform.machine()
+
+
+def machine_note() -> str:
+    """CPU model, cores and the 1-minute load average (shared machines inflate timings)."""
+    return f"{cpu_name()}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at start"

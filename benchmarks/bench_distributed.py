@@ -17,11 +17,12 @@ import argparse
 import datetime
 import json
 import os
-import re
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from _docs import write_section
 
 RESULTS = Path(__file__).parent / "results"
 DOC = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
@@ -111,14 +112,6 @@ def markdown(result: dict) -> str:
     return "\n".join(lines)
 
 
-def write_doc(doc: Path, section: str) -> None:
-    text = doc.read_text() if doc.exists() else "# Benchmarks\n\n"
-    pattern = re.compile(rf"^## {re.escape(SECTION)}\n.*?(?=^## |\Z)", re.S | re.M)
-    text = pattern.sub(lambda _: section + "\n", text) if pattern.search(text) \
-        else text.rstrip("\n") + "\n\n" + section + "\n"
-    doc.write_text(text)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--impressions", type=int, default=200_000)
@@ -132,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="rewrite the doc section from results/distributed.json")
     args = parser.parse_args(argv)
     if args.doc_only:
-        write_doc(DOC, markdown(json.loads((RESULTS / "distributed.json").read_text())))
+        write_section(DOC, SECTION, markdown(json.loads((RESULTS / "distributed.json").read_text())))
         return 0
 
     sys.path.insert(0, str(Path(__file__).parent))
@@ -147,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     (RESULTS / "distributed.json").write_text(json.dumps(result, indent=2))
     section = markdown(result)
     if not args.no_doc:
-        write_doc(DOC, section)
+        write_section(DOC, SECTION, section)
     print(section)
     return 0
 

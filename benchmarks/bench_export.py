@@ -43,6 +43,8 @@ from typing import Any
 
 import numpy as np
 
+from _docs import cpu_name, write_section
+
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks/results/export.json"
 DOC = REPO / "docs/benchmarks.md"
@@ -269,25 +271,6 @@ def markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def write_doc(doc: Path, section: str) -> None:
-    text = doc.read_text() if doc.exists() else "# Benchmarks\n\n"
-    pattern = re.compile(rf"^## {re.escape(SECTION)}\n.*?(?=^## |\Z)", re.S | re.M)
-    text = pattern.sub(lambda _: section + "\n", text) if pattern.search(text) \
-        else text.rstrip("\n") + "\n\n" + section + "\n"
-    doc.parent.mkdir(parents=True, exist_ok=True)
-    doc.write_text(text)
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--project", type=Path, help="a project with trained ranking models")
@@ -337,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     results = {
-        "machine": {"cpu": _cpu_name(), "cores": os.cpu_count(),
+        "machine": {"cpu": cpu_name(), "cores": os.cpu_count(),
                     "python": platform.python_version(), "torch": torch.__version__,
                     "onnxruntime": onnxruntime.__version__},
         "threads": args.threads, "batches": args.batches, "rows": len(records),
@@ -347,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(results, indent=2))
     section = markdown(results)
-    write_doc(args.doc, section)
+    write_section(args.doc, SECTION, section)
     print(section)
     return 0
 

@@ -37,7 +37,6 @@ import hashlib
 import json
 import os
 import platform
-import re
 import shutil
 import subprocess
 import sys
@@ -45,6 +44,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from _docs import write_section
 
 REPO = Path(__file__).resolve().parents[1]
 PARAMS = REPO / "conf/base/parameters_preprocessing.yml"
@@ -504,18 +505,6 @@ def _load_note(report: dict) -> list[str]:
     ]
 
 
-def write_doc(section: str, path: Path = DOC) -> None:
-    """Replace (or append) the `## Preprocessing` section, keeping every other section."""
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    pattern = re.compile(r"^## Preprocessing\n.*?(?=^## |\Z)", re.S | re.M)
-    if pattern.search(text):
-        text = pattern.sub(lambda _: section + "\n", text, count=1)
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text.rstrip("\n") + "\n")
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--impressions", type=int, nargs="+", default=[1_000_000])
@@ -553,7 +542,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     if args.render:
-        write_doc(markdown(json.loads(args.json.read_text())), args.doc)
+        write_section(args.doc, "Preprocessing", markdown(json.loads(args.json.read_text())))
         return 0
 
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="recflow-bench-"))
@@ -574,7 +563,7 @@ def main(argv: list[str] | None = None) -> int:
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(report, indent=2) + "\n")
     section = markdown(report)
-    write_doc(section, args.doc)
+    write_section(args.doc, "Preprocessing", section)
     print(section)
     return 0
 

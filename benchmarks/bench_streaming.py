@@ -27,7 +27,6 @@ import argparse
 import json
 import os
 import platform
-import re
 import shutil
 import subprocess
 import sys
@@ -36,11 +35,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+from _docs import write_section
+
 REPO = Path(__file__).resolve().parents[1]
 PARAMS = REPO / "conf/base/parameters_preprocessing.yml"
 RESULTS = REPO / "benchmarks/results/streaming.json"
 DOC = REPO / "docs/benchmarks.md"
-SECTION = "## Streaming and Spark preprocessing"
+SECTION = "Streaming and Spark preprocessing"
 SPLITS = ("train", "valid", "test")
 MODES = ("in_memory", "streaming", "spark")
 
@@ -203,7 +204,7 @@ def _gib(mib: float) -> str:
 
 def markdown(report: dict) -> str:
     lines = [
-        SECTION, "",
+        f"## {SECTION}", "",
         f"`{report['command']}` on {report['machine']['cpus']} CPU cores (shared with other "
         f"jobs: timings are upper bounds), Python {report['machine']['python']} "
         f"({report['date']}). Raw JSON: `benchmarks/results/streaming.json`.",
@@ -250,17 +251,6 @@ def markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_doc(section: str, path: Path = DOC) -> None:
-    """Replace (or append) this benchmark's section, keeping every other section."""
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.S | re.M)
-    if pattern.search(text):
-        text = pattern.sub(lambda _: section + "\n", text, count=1)
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    path.write_text(text.rstrip("\n") + "\n")
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--impressions", type=int, nargs="+", default=[1_000_000])
@@ -283,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     if args.render:
-        write_doc(markdown(json.loads(args.json.read_text())), args.doc)
+        write_section(args.doc, SECTION, markdown(json.loads(args.json.read_text())))
         return 0
     if args.worker:
         import logging
@@ -313,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
         report["command"] = old["command"] + "; " + report["command"]
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(report, indent=1))
-    write_doc(markdown(report), args.doc)
+    write_section(args.doc, SECTION, markdown(report))
     if args.workdir is None:
         shutil.rmtree(workdir, ignore_errors=True)
     return 0
