@@ -8,7 +8,13 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["MovieLensDataset", "OnnxModelDataset", "ServingBundleDataset", "TorchModelDataset"]
+__all__ = [
+    "MovieLensDataset",
+    "NumpyArrayDataset",
+    "OnnxModelDataset",
+    "ServingBundleDataset",
+    "TorchModelDataset",
+]
 
 
 def __getattr__(name: str) -> Any:
@@ -20,6 +26,10 @@ def __getattr__(name: str) -> Any:
         from recflow.datasets.torch_model import TorchModelDataset
 
         return TorchModelDataset
+    if name == "NumpyArrayDataset":
+        from recflow.datasets.numpy_array import NumpyArrayDataset
+
+        return NumpyArrayDataset
     if name in ("OnnxModelDataset", "ServingBundleDataset"):
         from recflow.datasets import onnx_model
 

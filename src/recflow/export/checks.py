@@ -43,10 +43,23 @@ def parity(model: RankingModel, sess: ort.InferenceSession, feeds: dict[str, np.
     """
     want = torch_scores(model, feeds) if expected is None else expected
     got = run(sess, feeds, batch_size)
+    return compare(got, want, tolerance=tolerance, name=name)
+
+
+def compare(got: np.ndarray, want: np.ndarray, *, tolerance: float, name: str = "model",
+            what: str = "scores", rows_label: str = "test rows") -> dict[str, Any]:
+    """Max |got − want| (onnxruntime vs torch) over every element; ParityError above `tolerance`.
+
+    Arrays are (rows, ...); the error names the worst row and position and both values.
+    """
+    got, want = np.asarray(got), np.asarray(want)
     if got.shape != want.shape:
-        raise ParityError(f"model '{name}': onnxruntime returned {got.shape}, torch {want.shape}")
+        raise ParityError(f"model '{name}': onnxruntime returned {what} of shape {got.shape}, "
+                          f"torch {want.shape}")
+    got2 = got.reshape(len(got), -1) if got.ndim != 2 else got
+    want2 = want.reshape(len(want), -1) if want.ndim != 2 else want
     rows = int(want.shape[0])
-    diff = np.abs(got.astype(np.float64) - want.astype(np.float64))
+    diff = np.abs(got2.astype(np.float64) - want2.astype(np.float64))
     worst = np.unravel_index(int(np.nanargmax(np.where(np.isfinite(diff), diff, np.inf))),
                              diff.shape) if diff.size else (0, 0)
     max_diff = float(diff[worst]) if diff.size else 0.0
@@ -55,9 +68,9 @@ def parity(model: RankingModel, sess: ort.InferenceSession, feeds: dict[str, np.
     if not np.isfinite(max_diff) or max_diff > tolerance:
         r, c = (int(i) for i in worst)
         raise ParityError(
-            f"model '{name}': onnxruntime scores differ from torch by {max_diff:.3g} "
-            f"(> export.parity_tolerance {tolerance:g}) on {rows} test rows; worst at row {r}, "
-            f"output {c}: torch {want[r, c]:.8f} vs onnxruntime {got[r, c]:.8f}. The exported "
+            f"model '{name}': onnxruntime {what} differ from torch by {max_diff:.3g} "
+            f"(> export.parity_tolerance {tolerance:g}) on {rows} {rows_label}; worst at row {r}, "
+            f"output {c}: torch {want2[r, c]:.8f} vs onnxruntime {got2[r, c]:.8f}. The exported "
             "graph is not faithful; no ONNX file was written")
     return result
 

@@ -168,14 +168,8 @@ def fit_spec(events: DataFrame, cutoffs: dict[str, Any], config: FeaturesConfig,
             _fit_standardize(train, f, transform)
         elif f.transform == "quantile_bucket":
             _fit_quantiles(train, f, transform, max_distinct)
-        f.state = transform.state()
-        if f.kind == "categorical":
-            f.vocab_size = int(transform.size)
-        else:
-            f.stats = {"mean": transform.mean, "std": transform.std}
-    for f in spec.fields:
-        if f.kind == "sequence":
-            f.vocab_size = spec[f.shares_vocab_with].vocab_size
+        spec.record_fit(f, transform)
+    spec.link_sequence_vocabs()
     train.unpersist()
     spec.split = {k: v for k, v in cutoffs.items() if k != "rows"}
     spec.rows = dict(cutoffs["rows"])

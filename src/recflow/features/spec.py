@@ -195,15 +195,23 @@ class FeatureSpec:
                 transform.fit(train[f.columns])
             else:
                 transform.fit(train[f.columns[0]])
-            f.state = transform.state()
-            if f.kind == "categorical":
-                f.vocab_size = int(transform.size)
-            else:
-                f.stats = {"mean": transform.mean, "std": transform.std}
+            self.record_fit(f, transform)
+        self.link_sequence_vocabs()
+        return self
+
+    def record_fit(self, f: FieldSpec, transform: Any) -> None:
+        """Store a fitted transform on its field (the engines that fit elsewhere call it too)."""
+        f.state = transform.state()
+        if f.kind == "categorical":
+            f.vocab_size = int(transform.size)
+        else:
+            f.stats = {"mean": transform.mean, "std": transform.std}
+
+    def link_sequence_vocabs(self) -> None:
+        """Sequence fields index their item field's vocabulary."""
         for f in self.fields:
             if f.kind == "sequence":
                 f.vocab_size = self[f.shares_vocab_with].vocab_size
-        return self
 
     # ---- application -----------------------------------------------------------------
     def __getitem__(self, name: str) -> FieldSpec:

@@ -306,14 +306,8 @@ def fit_spec_streaming(
             _fit_standardize(transform, state.moments.get(f.name, _Moments()))
         elif f.transform == "quantile_bucket":
             _fit_quantiles(transform, state.quantiles.get(f.name))
-        f.state = transform.state()
-        if f.kind == "categorical":
-            f.vocab_size = int(transform.size)
-        else:
-            f.stats = {"mean": transform.mean, "std": transform.std}
-    for f in spec.fields:
-        if f.kind == "sequence":
-            f.vocab_size = spec[f.shares_vocab_with].vocab_size
+        spec.record_fit(f, transform)
+    spec.link_sequence_vocabs()
     spec.split = {k: v for k, v in cutoffs.items() if k != "rows"}
     spec.rows = dict(cutoffs["rows"])
     return spec.to_dict()

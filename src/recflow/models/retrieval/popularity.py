@@ -37,3 +37,12 @@ class Popularity(Retriever):
 
     def state(self) -> dict[str, Any]:
         return {"counts": torch.as_tensor(self.counts)}
+
+    @classmethod
+    def from_state(cls, params: PopularityParams | dict[str, Any] | None,
+                   state: dict[str, Any]) -> Popularity:
+        """Rebuild a fitted baseline from `state()`."""
+        model = cls(params if isinstance(params, PopularityParams)
+                    else PopularityParams.model_validate(dict(params or {})))
+        model.counts = np.asarray(state["counts"], dtype=np.float64)
+        return model

@@ -61,6 +61,29 @@ def _semantic_id_matrix(semantic_ids: pd.DataFrame, item_ids: np.ndarray) -> np.
     return sids
 
 
+def item_feature_codes(items: pd.DataFrame, item_ids: np.ndarray,
+                       columns: list[str] | None) -> dict[str, np.ndarray]:
+    """(n_items + 1,) int codes per item column, 0 = padding / missing (two-tower features).
+
+    Default columns: the text/categorical columns of raw_items with at most n_items / 4
+    distinct values (category, brand, genres; not titles or ids).
+    """
+    frame = items.drop_duplicates("item_id").set_index("item_id").loc[item_ids]
+    if columns is None:
+        columns = [c for c in frame.columns
+                   if not pd.api.types.is_numeric_dtype(frame[c])
+                   and frame[c].nunique() <= max(len(frame) // 4, 1)]
+    missing = sorted(set(columns) - set(frame.columns))
+    if missing:
+        raise KeyError(f"parameters_retrieval.yml: retrieval.item_features {missing} are not "
+                       f"columns of raw_items ({sorted(frame.columns)})")
+    out = {}
+    for column in columns:
+        codes, _ = pd.factorize(frame[column])
+        out[column] = np.concatenate([[0], codes + 1]).astype(np.int64)  # NaN: -1 + 1 = 0
+    return out
+
+
 def _sequences(events: pd.DataFrame) -> dict[Any, np.ndarray]:
     """Per user, time-ordered item indices (events are already sorted by user, time)."""
     users = events["user_id"].to_numpy()
@@ -105,6 +128,7 @@ def build_data(interactions: pd.DataFrame, items: pd.DataFrame, cutoffs: dict[st
     data = RetrievalData(
         n_items=len(item_ids), train_sequences=list(history.values()),
         semantic_ids=None if semantic_ids is None else _semantic_id_matrix(semantic_ids, item_ids),
+        item_features=item_feature_codes(items, item_ids, params.item_features),
         cold_items=cold_items, seed=params.seed if seed is None else seed)
     names = np.array(["dropped", "train", "valid", "test"], dtype=object)[codes + 1]
     stats = dataset_statistics(events, split=names, time_col="timestamp")

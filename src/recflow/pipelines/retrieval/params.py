@@ -48,6 +48,9 @@ class RetrievalParams(BaseModel):
         default_factory=SplitConfig,
         description="Evaluation protocol: `temporal` (default; the preprocessing test cut-off) "
                     "or `leave_one_out` (per user: last click = target).")
+    item_features: list[str] | None = Field(
+        None, description="raw_items columns the feature-aware models (two_tower) embed; "
+        "default: text/categorical columns with at most n_items / 4 distinct values.")
     models: dict[str, RetrievalEntry] = Field(min_length=1)
 
     @model_validator(mode="after")

@@ -1,4 +1,15 @@
-"""retrieval: one train+evaluate node per YAML model entry, then one shared report."""
+"""retrieval: per YAML entry a train+evaluate node and (sasrec, two_tower, tiger) an export node.
+
+Each entry's nodes carry the entry's name as their namespace, so
+``kedro run --pipeline=retrieval --namespaces=two_tower`` trains and exports one
+entry (split_cutoffs, and semantic IDs for tiger, must already be on disk). The
+shared report node collects every entry's metrics.
+
+Export (`export_nodes.py`) reads ``retrieval_model_{name}`` and writes, under
+``07_model_output/retrieval/{name}/`` (catalog_retrieval.yml), the ONNX graph(s),
+the item-vector matrix (``.npy``, for an ANN index) and ``export_report.json``
+(parity numbers).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +18,8 @@ from typing import Any
 import pandas as pd
 from kedro.pipeline import Pipeline, node
 
-from recflow.pipelines.retrieval import nodes
+from recflow.pipelines.export.params import ExportParams
+from recflow.pipelines.retrieval import export_nodes, nodes
 from recflow.pipelines.retrieval.params import RetrievalParams
 
 
@@ -26,6 +38,19 @@ def _train_for(name: str, with_sids: bool):
     return train
 
 
+def _export_for(name: str):
+    """Export node function bound to one entry (annotated: Kedro validates both params)."""
+
+    def export(payload: dict, interactions: pd.DataFrame, items: pd.DataFrame, cutoffs: dict,
+               params: RetrievalParams, export: ExportParams):
+        return export_nodes.export_retrieval_model(payload, interactions, items, cutoffs,
+                                                   params, export, name)
+
+    export.__name__ = export.__qualname__ = f"export_retrieval_{name}"
+    export.__doc__ = export_nodes.export_retrieval_model.__doc__
+    return export
+
+
 def create_pipeline(models: dict[str, Any] | None = None, **kwargs) -> Pipeline:
     """`models` is the `retrieval.models` mapping of parameters_retrieval.yml (raw YAML).
 
@@ -40,7 +65,15 @@ def create_pipeline(models: dict[str, Any] | None = None, **kwargs) -> Pipeline:
             inputs.append(f"semantic_ids_{tokenizer}")
         nodes_.append(node(_train_for(name, bool(tokenizer)), inputs,
                            [f"retrieval_model_{name}", f"retrieval_metrics_{name}"],
-                           name=f"train_retrieval_{name}"))
+                           name=f"train_retrieval_{name}", namespace=name))
+        kind = (entry or {}).get("model")
+        if kind in export_nodes.OUTPUTS:
+            nodes_.append(node(
+                _export_for(name),
+                [f"retrieval_model_{name}", "raw_interactions", "raw_items", "split_cutoffs",
+                 "params:retrieval", "params:export"],
+                [f"retrieval_{name}_{key}" for key in export_nodes.OUTPUTS[kind]],
+                name=f"export_retrieval_{name}", namespace=name))
     if models:
         nodes_.append(node(nodes.report_retrieval,
                            {"params": "params:retrieval",
