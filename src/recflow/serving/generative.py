@@ -39,57 +39,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-
-class TrieTable:
-    """Prefix tree of valid IDs as ``next_node[node, token]`` (-1 = none); root 0.
-
-    numpy twin of `recflow.models.retrieval.tiger.Trie` (which uses torch), built the
-    same way so node numbers match.
-    """
-
-    def __init__(self, ids: np.ndarray, item_index: np.ndarray, vocab: int) -> None:
-        ids = np.asarray(ids, dtype=np.int64)
-        self.depth = ids.shape[1]
-        children: list[dict[int, int]] = [{}]
-        leaf: dict[int, int] = {}
-        for row, item in zip(ids.tolist(), np.asarray(item_index).tolist(), strict=True):
-            node = 0
-            for token in row:
-                nxt = children[node].get(token)
-                if nxt is None:
-                    nxt = len(children)
-                    children[node][token] = nxt
-                    children.append({})
-                node = nxt
-            leaf[node] = item
-        self.next_node = np.full((len(children), vocab), -1, dtype=np.int64)
-        for node, kids in enumerate(children):
-            for token, nxt in kids.items():
-                self.next_node[node, token] = nxt
-        self.leaf_item = np.full(len(children), -1, dtype=np.int64)
-        for node, item in leaf.items():
-            self.leaf_item[node] = item
-
-
-def merge_cold(warm: np.ndarray, cold: np.ndarray, k: int, share: float) -> np.ndarray:
-    """Top-k lists where every prefix K holds floor(share * K) cold candidates (when available).
-
-    numpy copy of `recflow.models.retrieval.tiger.merge_cold` (that module imports torch).
-    """
-    position = np.arange(1, k + 1)
-    cold_slot = np.floor(position * share) > np.floor((position - 1) * share)
-    dup = (cold[:, :, None] == warm[:, None, :k]).any(axis=2)
-    valid = (cold > 0) & ~dup
-    cold = np.take_along_axis(cold, np.argsort(~valid, axis=1, kind="stable"), axis=1)
-    n_cold = valid.sum(axis=1, keepdims=True)
-    cold_rank = np.cumsum(cold_slot) - 1
-    is_cold = cold_slot[None, :] & (cold_rank[None, :] < n_cold)
-    warm_rank = np.cumsum(~is_cold, axis=1) - 1
-    pick_cold = np.take_along_axis(cold, np.clip(np.broadcast_to(cold_rank, is_cold.shape), 0,
-                                                 max(cold.shape[1] - 1, 0)), axis=1) \
-        if cold.shape[1] else np.full(is_cold.shape, -1)
-    pick_warm = np.take_along_axis(warm, np.minimum(warm_rank, warm.shape[1] - 1), axis=1)
-    return np.where(is_cold, pick_cold, pick_warm)
+from recflow.serving.trie import TrieTable, merge_cold
 
 
 def _log_softmax(x: np.ndarray) -> np.ndarray:

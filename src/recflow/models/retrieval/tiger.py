@@ -41,42 +41,14 @@ from recflow.models.retrieval.base import (
     train_next_token,
     windows,
 )
+from recflow.serving.trie import TrieTable, merge_cold
 
 
-class Trie:
-    """Prefix tree of valid semantic IDs as a dense table ``next_node[node, token]`` (-1 = none).
-
-    Node 0 is the root; after T tokens a node is a leaf and ``leaf_item[node]`` is the
-    item index. Depth is fixed (the disambiguation digit is always present).
-    """
+class Trie(TrieTable):
+    """`TrieTable` with torch lookups for the batched beam search."""
 
     def __init__(self, ids: np.ndarray, item_index: np.ndarray, vocab: int) -> None:
-        ids = np.asarray(ids, dtype=np.int64)
-        self.depth = ids.shape[1]
-        if len(np.unique(ids, axis=0)) != len(ids):
-            raise ValueError("semantic IDs are not unique; disambiguate them before building a trie")
-        if ids.size and (ids.min() < 0 or ids.max() >= vocab):
-            raise ValueError(f"semantic-ID tokens must lie in [0, {vocab}); got "
-                             f"[{ids.min()}, {ids.max()}]")
-        children: list[dict[int, int]] = [{}]
-        leaf: dict[int, int] = {}
-        for row, item in zip(ids.tolist(), np.asarray(item_index).tolist(), strict=True):
-            node = 0
-            for token in row:
-                nxt = children[node].get(token)
-                if nxt is None:
-                    nxt = len(children)
-                    children[node][token] = nxt
-                    children.append({})
-                node = nxt
-            leaf[node] = item
-        self.next_node = np.full((len(children), vocab), -1, dtype=np.int64)
-        for node, kids in enumerate(children):
-            for token, nxt in kids.items():
-                self.next_node[node, token] = nxt
-        self.leaf_item = np.full(len(children), -1, dtype=np.int64)
-        for node, item in leaf.items():
-            self.leaf_item[node] = item
+        super().__init__(ids, item_index, vocab)
         self._next = torch.as_tensor(self.next_node)
 
     def allowed(self, nodes: torch.Tensor) -> torch.Tensor:
@@ -88,12 +60,6 @@ class Trie:
 
     def items(self, nodes: np.ndarray) -> np.ndarray:
         return self.leaf_item[np.asarray(nodes)]
-
-    def contains(self, ids: np.ndarray) -> np.ndarray:
-        node = np.zeros(len(ids), dtype=np.int64)
-        for t in range(self.depth):
-            node = np.where(node >= 0, self.next_node[np.maximum(node, 0), ids[:, t]], -1)
-        return (node >= 0) & (self.leaf_item[np.maximum(node, 0)] >= 0)
 
 
 class TigerParams(BaseModel):
@@ -250,29 +216,6 @@ def constrained_beam_search(module: TigerModule, trie: Trie, prefix: torch.Tenso
     items = trie.items(nodes.numpy())
     items[torch.isinf(scores).numpy()] = -1
     return items, scores.numpy()
-
-
-def merge_cold(warm: np.ndarray, cold: np.ndarray, k: int, share: float) -> np.ndarray:
-    """Top-k lists where every prefix K holds floor(share * K) cold candidates (when available).
-
-    `warm` (B, >= k) and `cold` (B, C) are ranked item indices (-1 = none); cold
-    candidates already in the warm top-k are dropped, and slots without a cold
-    candidate go back to the next warm items.
-    """
-    position = np.arange(1, k + 1)
-    cold_slot = np.floor(position * share) > np.floor((position - 1) * share)
-    dup = (cold[:, :, None] == warm[:, None, :k]).any(axis=2)
-    valid = (cold > 0) & ~dup
-    cold = np.take_along_axis(cold, np.argsort(~valid, axis=1, kind="stable"), axis=1)
-    n_cold = valid.sum(axis=1, keepdims=True)
-    cold_rank = np.cumsum(cold_slot) - 1
-    is_cold = cold_slot[None, :] & (cold_rank[None, :] < n_cold)
-    warm_rank = np.cumsum(~is_cold, axis=1) - 1
-    pick_cold = np.take_along_axis(cold, np.clip(np.broadcast_to(cold_rank, is_cold.shape), 0,
-                                                 max(cold.shape[1] - 1, 0)), axis=1) \
-        if cold.shape[1] else np.full(is_cold.shape, -1)
-    pick_warm = np.take_along_axis(warm, np.minimum(warm_rank, warm.shape[1] - 1), axis=1)
-    return np.where(is_cold, pick_cold, pick_warm)
 
 
 @RETRIEVAL_MODELS.register("tiger", params=TigerParams)

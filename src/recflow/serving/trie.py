@@ -1,0 +1,75 @@
+"""The semantic-ID trie and TIGER's cold-item merge: numpy only.
+
+Shared by the torch model (`recflow.models.retrieval.tiger`) and the onnxruntime
+runtime (`recflow.serving.generative`), which must not import torch; building
+both from this one class keeps their node numbers, and so their beams, equal.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+class TrieTable:
+    """Prefix tree of valid IDs as a dense table ``next_node[node, token]`` (-1 = none).
+
+    Node 0 is the root; after T tokens a node is a leaf and ``leaf_item[node]`` is the
+    item index. Depth is fixed (the disambiguation digit is always present).
+    """
+
+    def __init__(self, ids: np.ndarray, item_index: np.ndarray, vocab: int) -> None:
+        ids = np.asarray(ids, dtype=np.int64)
+        self.depth = ids.shape[1]
+        if len(np.unique(ids, axis=0)) != len(ids):
+            raise ValueError("semantic IDs are not unique; disambiguate them before building a trie")
+        if ids.size and (ids.min() < 0 or ids.max() >= vocab):
+            raise ValueError(f"semantic-ID tokens must lie in [0, {vocab}); got "
+                             f"[{ids.min()}, {ids.max()}]")
+        children: list[dict[int, int]] = [{}]
+        leaf: dict[int, int] = {}
+        for row, item in zip(ids.tolist(), np.asarray(item_index).tolist(), strict=True):
+            node = 0
+            for token in row:
+                nxt = children[node].get(token)
+                if nxt is None:
+                    nxt = len(children)
+                    children[node][token] = nxt
+                    children.append({})
+                node = nxt
+            leaf[node] = item
+        self.next_node = np.full((len(children), vocab), -1, dtype=np.int64)
+        for node, kids in enumerate(children):
+            for token, nxt in kids.items():
+                self.next_node[node, token] = nxt
+        self.leaf_item = np.full(len(children), -1, dtype=np.int64)
+        for node, item in leaf.items():
+            self.leaf_item[node] = item
+
+    def contains(self, ids: np.ndarray) -> np.ndarray:
+        node = np.zeros(len(ids), dtype=np.int64)
+        for t in range(self.depth):
+            node = np.where(node >= 0, self.next_node[np.maximum(node, 0), ids[:, t]], -1)
+        return (node >= 0) & (self.leaf_item[np.maximum(node, 0)] >= 0)
+
+
+def merge_cold(warm: np.ndarray, cold: np.ndarray, k: int, share: float) -> np.ndarray:
+    """Top-k lists where every prefix K holds floor(share * K) cold candidates (when available).
+
+    `warm` (B, >= k) and `cold` (B, C) are ranked item indices (-1 = none); cold
+    candidates already in the warm top-k are dropped, and slots without a cold
+    candidate go back to the next warm items.
+    """
+    position = np.arange(1, k + 1)
+    cold_slot = np.floor(position * share) > np.floor((position - 1) * share)
+    dup = (cold[:, :, None] == warm[:, None, :k]).any(axis=2)
+    valid = (cold > 0) & ~dup
+    cold = np.take_along_axis(cold, np.argsort(~valid, axis=1, kind="stable"), axis=1)
+    n_cold = valid.sum(axis=1, keepdims=True)
+    cold_rank = np.cumsum(cold_slot) - 1
+    is_cold = cold_slot[None, :] & (cold_rank[None, :] < n_cold)
+    warm_rank = np.cumsum(~is_cold, axis=1) - 1
+    pick_cold = np.take_along_axis(cold, np.clip(np.broadcast_to(cold_rank, is_cold.shape), 0,
+                                                 max(cold.shape[1] - 1, 0)), axis=1) \
+        if cold.shape[1] else np.full(is_cold.shape, -1)
+    pick_warm = np.take_along_axis(warm, np.minimum(warm_rank, warm.shape[1] - 1), axis=1)
+    return np.where(is_cold, pick_cold, pick_warm)
