@@ -17,7 +17,8 @@ class RetrievalEntry(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    model: str = Field(description=f"Registered retrieval model: {sorted(['popularity', 'sasrec', 'tiger'])}.")
+    model: str = Field(description="Registered retrieval model (RETRIEVAL_MODELS): popularity, "
+                       "sasrec, two_tower, tiger.")
     params: dict[str, Any] = Field(default_factory=dict)
     tokenizer: str | None = Field(
         None, description="Entry of semantic_ids.tokenizers whose IDs the model decodes (tiger).")
