@@ -68,6 +68,19 @@ def _missing_columns(events: pd.DataFrame, params: FeaturesConfig) -> dict[str, 
     return {k: c for k, c in needed.items() if c not in events.columns}
 
 
+def check_columns(events: pd.DataFrame, params: FeaturesConfig,
+                  log: str = "raw_interactions") -> None:
+    """Every column the YAML names exists in the joined raw data (`log` + users + items)."""
+    missing = _missing_columns(events, params)
+    if missing:
+        listed = "; ".join(f"{key} -> column '{column}'" for key, column in missing.items())
+        raise KeyError(
+            f"parameters_preprocessing.yml names column(s) that the joined raw data "
+            f"({log} + raw_users + raw_items) does not have: {listed}; "
+            f"available: {sorted(events.columns)}"
+        )
+
+
 def fit_feature_spec(
     events: pd.DataFrame, cutoffs: dict[str, Any], params: FeaturesConfig,
     **semantic_ids: pd.DataFrame,
@@ -77,14 +90,7 @@ def fit_feature_spec(
     `semantic_ids`: `sid__<tokenizer>` -> that tokenizer's semantic-ID table, for
     `semantic_prefix` fields (the pipeline passes exactly the tables they name).
     """
-    missing = _missing_columns(events, params)
-    if missing:
-        listed = "; ".join(f"{key} -> column '{column}'" for key, column in missing.items())
-        raise KeyError(
-            f"parameters_preprocessing.yml names column(s) that the joined raw data "
-            f"(raw_interactions + raw_users + raw_items) does not have: {listed}; "
-            f"available: {sorted(events.columns)}"
-        )
+    check_columns(events, params)
     train = events.loc[recorded_splits(events, cutoffs) == SPLIT_CODES["train"]]
     tables = {key.removeprefix(SID_INPUT_PREFIX): SemanticIdTable.from_frame(frame)
               for key, frame in semantic_ids.items()}

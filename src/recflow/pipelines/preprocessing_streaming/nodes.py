@@ -15,7 +15,7 @@ import pandas as pd
 
 from recflow.features import FeaturesConfig
 from recflow.features.streaming import fit_spec_streaming, shard_cutoffs, transform_shards
-from recflow.pipelines.preprocessing.nodes import _missing_columns, join_events
+from recflow.pipelines.preprocessing.nodes import check_columns, join_events
 from recflow.pipelines.preprocessing_streaming.params import PreprocessingStreamingParams
 
 Loaders = dict[str, Callable[[], pd.DataFrame]]
@@ -26,17 +26,6 @@ def split_shards(
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Global temporal cut-offs (exact, as `split_by_time`) and per-shard time bounds."""
     return shard_cutoffs(interaction_timestamps, params)
-
-
-def _check_columns(events: pd.DataFrame, params: FeaturesConfig) -> None:
-    missing = _missing_columns(events, params)
-    if missing:
-        listed = "; ".join(f"{key} -> column '{column}'" for key, column in missing.items())
-        raise KeyError(
-            f"parameters_preprocessing.yml names column(s) that the joined raw data "
-            f"(raw_interaction_shards + raw_users + raw_items) does not have: {listed}; "
-            f"available: {sorted(events.columns)}"
-        )
 
 
 def fit_feature_spec_streaming(
@@ -52,7 +41,7 @@ def fit_feature_spec_streaming(
     return fit_spec_streaming(
         interactions, partial(join_events, users=users, items=items), cutoffs, shard_stats,
         params, quantile_max_distinct=streaming.quantile_max_distinct,
-        check_columns=partial(_check_columns, params=params),
+        check_columns=partial(check_columns, params=params, log="raw_interaction_shards"),
     )
 
 
