@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from kedro.framework.project import settings
-from kedro.pipeline import Pipeline
+from kedro.pipeline import Pipeline, pipeline
 from kedro.utils import find_kedro_project
 
 from recflow.hooks import active_config_loader
@@ -52,9 +52,10 @@ def register_pipelines() -> dict[str, Pipeline]:
     if sid_tables:  # semantic_prefix fields read semantic-ID tables: fit those tokenizers first
         prep = sem.to_outputs(*sid_tables) + prep
     exporting = export.create_pipeline(**export.pipeline_kwargs(params))
+    ranked = ranking.create_pipeline(model_names=model_names) + exporting
     pipelines = {
         "preprocessing": prep,
-        "ranking": prep + ranking.create_pipeline(model_names=model_names) + exporting,
+        "ranking": prep + ranked,
         "export": exporting,
     }
     retrieval_models = (params.get("retrieval") or {}).get("models") or {}
@@ -67,6 +68,11 @@ def register_pipelines() -> dict[str, Pipeline]:
     )
     pipelines["__default__"] = sum(pipelines.values(), Pipeline([]))
     # Alternatives to `preprocessing` writing the same outputs, so not in __default__.
-    pipelines["preprocessing_streaming"] = preprocessing_streaming.create_pipeline()
+    streaming = preprocessing_streaming.create_pipeline()
+    pipelines["preprocessing_streaming"] = streaming
     pipelines["preprocessing_spark"] = preprocessing_spark.create_pipeline()
+    # `ranking` on splits larger than memory: the same nodes read the parquet parts.
+    shards = {f"model_input_{s}": f"model_input_{s}_shards" for s in ("train", "valid", "test")
+              if f"model_input_{s}" in ranked.inputs()}
+    pipelines["ranking_streaming"] = streaming + pipeline(ranked, inputs=shards)
     return pipelines

@@ -117,3 +117,28 @@ def test_unknown_split_names_are_rejected() -> None:
     with pytest.raises(ValueError, match="split names") as info:
         dataset_statistics(_log(), split=np.array(["train"] * 8 + ["holdout"], dtype=object))
     assert "holdout" in str(info.value)
+
+
+def test_split_statistics_read_parquet_parts_chunk_by_chunk(tmp_path, monkeypatch) -> None:
+    """A split too big to load (parquet parts, read in chunks) gives the frames' numbers."""
+    from recflow.datasets.sharded import ParquetParts
+    from recflow.evaluation import stats
+
+    rng = np.random.default_rng(0)
+    n = 5_000
+    log = pd.DataFrame({"user_id": rng.integers(0, 300, n), "item_id": rng.integers(0, 900, n),
+                        "timestamp": np.arange(n), "click": rng.integers(0, 2, n)})
+    frames = {"train": log.iloc[:3000], "valid": log.iloc[3000:4000], "test": log.iloc[4000:]}
+    parts = {}
+    for name, frame in frames.items():
+        files = []
+        for k, rows in enumerate(np.array_split(np.arange(len(frame)), 3)):
+            files.append(tmp_path / f"{name}-{k}.parquet")
+            frame.iloc[rows].to_parquet(files[-1], index=False)
+        parts[name] = ParquetParts(tuple(files))
+    expected = split_statistics(frames, label_col="click")
+    assert expected["density"] < 1 and expected["cold_items_test"]["rows"] > 0
+    # several chunks per part, and the distinct-pair set merged whenever it doubles
+    monkeypatch.setattr(stats, "CHUNK_ROWS", 300)
+    monkeypatch.setattr(stats, "PAIR_MERGE_ROWS", 0)
+    assert split_statistics(parts, label_col="click") == expected

@@ -22,7 +22,7 @@ from recflow.features import FeaturesConfig, FeatureSpec
 from recflow.features.semantic import SemanticPrefix
 from recflow.features.transforms import OOV, PAD
 from recflow.pipelines.preprocessing import pipeline_kwargs
-from recflow.pipelines.ranking.nodes import rare_item_metrics
+from recflow.pipelines.ranking.nodes import item_train_stats, rare_item_metrics
 from recflow.tokenization.semantic_ids import SemanticIdTable
 
 REPO = Path(__file__).resolve().parents[2]
@@ -170,7 +170,9 @@ def test_semantic_env_is_the_base_preprocessing_plus_the_prefix_field() -> None:
 
 # ---- rare-item AUC ----------------------------------------------------------------------------
 def test_rare_item_auc_covers_only_items_below_the_threshold() -> None:
-    train = pd.DataFrame({"key_item": [1] * 5 + [2] * 2 + [3]})
+    train = item_train_stats(pd.DataFrame({"key_item": [1] * 5 + [2] * 2 + [3],
+                                           "label_click": [0, 1] * 4}))
+    assert train["impressions"].to_dict() == {1: 5, 2: 2, 3: 1}
     test = pd.DataFrame({"key_item": [1, 1, 2, 2, 3, 4, 4],
                          "label_click": [0, 1, 1, 0, 0, 1, 0],
                          "score_ctr": [0.9, 0.1, 0.8, 0.3, 0.2, 0.1, 0.6]})

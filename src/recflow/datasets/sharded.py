@@ -2,29 +2,86 @@
 
 Kedro saves every chunk a generator node yields; this dataset writes each
 non-empty chunk as the next ``part-NNNNN.parquet``, so a node can stream an
-output far larger than memory. Readers take the parts in name order
-(``part-*.parquet``), which is the order they were written in.
+output far larger than memory. Loading gives a `ParquetParts` handle, which
+reads nothing until a node asks for columns, a chunk at a time, in part-name
+order (the order the parts were written in).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 from kedro.io import AbstractDataset, DatasetError
 
 
-class ShardedParquetDataset(AbstractDataset[pd.DataFrame, dict[str, Callable[[], pd.DataFrame]]]):
-    """``path/part-NNNNN.parquet``; load gives part name -> loader, lazily, in order."""
+@dataclass(frozen=True)
+class ParquetParts:
+    """A split too big to load: its parquet files, read lazily by column and by chunk.
+
+    What a node receives for a sharded split instead of a DataFrame, the way
+    `PartitionedDataset` hands over loaders: the node chooses what to read and
+    when, so its memory is one chunk plus whatever it accumulates.
+    """
+
+    files: tuple[Path, ...]
+    name: str = "parts"
+
+    def __post_init__(self) -> None:
+        if not self.files:
+            raise DatasetError(f"{self.name}: no parquet parts")
+
+    @property
+    def num_rows(self) -> int:
+        return sum(pq.ParquetFile(f).metadata.num_rows for f in self.files)
+
+    @property
+    def columns(self) -> list[str]:
+        return pq.ParquetFile(self.files[0]).schema_arrow.names
+
+    def __len__(self) -> int:
+        return self.num_rows
+
+    def iter_frames(self, columns: Sequence[str] | None = None,
+                    rows: int = 65_536) -> Iterator[pd.DataFrame]:
+        """Consecutive chunks of at most `rows` rows, in part order (never across parts)."""
+        if columns is not None:
+            missing = [c for c in columns if c not in self.columns]
+            if missing:
+                raise KeyError(f"{self.name}: no column(s) {missing[:5]} in {self.files[0]}")
+        for path in self.files:
+            with pq.ParquetFile(path) as parquet:
+                for batch in parquet.iter_batches(batch_size=rows, columns=columns):
+                    yield batch.to_pandas(split_blocks=True)
+
+    def read(self, columns: Sequence[str] | None = None) -> pd.DataFrame:
+        """All rows of `columns` as one frame: for narrow reads (a key, a label)."""
+        tables = [pq.read_table(f, columns=columns) for f in self.files]
+        return pa.concat_tables(tables).to_pandas()
+
+    def head(self, n: int) -> pd.DataFrame:
+        """The first `n` rows (all columns), reading only as many chunks as needed."""
+        chunks, held = [], 0
+        for chunk in self.iter_frames(rows=max(1, min(n, 65_536))):
+            chunks.append(chunk.head(n - held))
+            held += len(chunks[-1])
+            if held >= n:
+                break
+        return pd.concat(chunks, ignore_index=True) if chunks else pd.DataFrame()
+
+
+class ShardedParquetDataset(AbstractDataset[pd.DataFrame, ParquetParts]):
+    """``path/part-NNNNN.parquet``; load gives a lazy `ParquetParts` over them, in order."""
 
     def __init__(self, path: str, save_args: dict[str, Any] | None = None,
-                 load_args: dict[str, Any] | None = None,
                  metadata: dict[str, Any] | None = None) -> None:
         self._filepath = Path(path)
         self._save_args = {"index": False, "compression": "zstd", **(save_args or {})}
-        self._load_args = load_args or {}
         self._next_part: int | None = None
         self.metadata = metadata
 
@@ -42,11 +99,12 @@ class ShardedParquetDataset(AbstractDataset[pd.DataFrame, dict[str, Callable[[],
         data.to_parquet(self._filepath / f"part-{self._next_part:05d}.parquet", **self._save_args)
         self._next_part += 1
 
-    def load(self) -> dict[str, Callable[[], pd.DataFrame]]:
+    def load(self) -> ParquetParts:
         parts = sorted(self._filepath.glob("part-*.parquet"))
         if not parts:
-            raise DatasetError(f"{self._filepath}: no part-*.parquet files")
-        return {p.stem: (lambda p=p: pd.read_parquet(p, **self._load_args)) for p in parts}
+            raise DatasetError(f"{self._filepath}: no part-*.parquet files (run the "
+                               "preprocessing_streaming pipeline first)")
+        return ParquetParts(tuple(parts), name=str(self._filepath))
 
     def _exists(self) -> bool:
         return any(self._filepath.glob("part-*.parquet"))

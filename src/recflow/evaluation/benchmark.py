@@ -42,7 +42,7 @@ from recflow.evaluation.aggregate import format_mean_std, mean_std
 
 PIPELINES: dict[str, dict[str, Any]] = {
     # prerequisites: (pipeline, --to-outputs) runs before the per-model runs
-    "ranking": {"prepare": [("preprocessing", None)], "block": "ranking",
+    "ranking": {"prepare": [("ranking", "ranking_item_stats")], "block": "ranking",
                 "split_key": ("preprocessing", "split"),
                 "metrics": "08_reporting/ranking/{name}_seed_runs.json",
                 "to_outputs": "{name}.seed_runs",

@@ -1,7 +1,8 @@
 """Dataset statistics for reports: size, density, per-user length, label rate, cold items.
 
-Vectorised over columns (factorize + bincount), so the same function describes an
-impression log of millions of rows or a handful of click events.
+Vectorised over columns (value counts per chunk), so the same code describes a handful
+of click events, an impression log of millions of rows, or a split in parquet parts
+that never fits in memory.
 """
 
 from __future__ import annotations
@@ -12,8 +13,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from recflow.datasets.sharded import ParquetParts
+
 SPLIT_NAMES = ("train", "valid", "test")
 _CODES = {0: "train", 1: "valid", 2: "test", -1: "dropped"}
+CHUNK_ROWS = 1_000_000  # rows of a sharded split read at a time
+PAIR_MERGE_ROWS = 1_000_000  # pending (user, item) hashes that trigger a dedup merge
 
 
 def _split_codes(events: pd.DataFrame, split: str | np.ndarray | pd.Series | None) -> np.ndarray:
@@ -40,11 +45,6 @@ def _split_codes(events: pd.DataFrame, split: str | np.ndarray | pd.Series | Non
     return codes.to_numpy(np.int8)
 
 
-def _distinct(codes: np.ndarray, size: int) -> int:
-    """Number of distinct values among non-negative integer codes below `size`."""
-    return int(np.count_nonzero(np.bincount(codes, minlength=size)))
-
-
 def _distribution(counts: np.ndarray) -> dict[str, float]:
     if counts.size == 0:
         return {}
@@ -54,10 +54,102 @@ def _distribution(counts: np.ndarray) -> dict[str, float]:
             "mean": float(counts.mean())}
 
 
-def _rate(labels: np.ndarray | None, mask: np.ndarray) -> float | None:
-    if labels is None or not mask.any():
-        return None
-    return float(labels[mask].mean())
+def _add_counts(total: pd.Series | None, values: pd.Series) -> pd.Series:
+    counts = values.value_counts(sort=False)
+    return counts if total is None else total.add(counts, fill_value=0).astype(np.int64)
+
+
+class _Accumulator:
+    """Counts per split (user and item value counts, rows, label sums, time range) and
+    the distinct (user, item) pairs, added one chunk at a time.
+
+    Memory is O(users + items + distinct pairs), never O(rows): a split read as parquet
+    parts (`ParquetParts.iter_frames`) is described without ever being held whole.
+    Pairs are kept as 64-bit hashes of (user, item), so `density` is exact unless two
+    pairs collide (p < 1e-5 at 10^7 pairs).
+    """
+
+    def __init__(self, user_col: str, item_col: str, time_col: str | None,
+                 label_col: str | None) -> None:
+        self.user_col, self.item_col = user_col, item_col
+        self.time_col, self.label_col = time_col, label_col
+        self.users: dict[int, pd.Series] = {}
+        self.items: dict[int, pd.Series] = {}
+        self.rows = dict.fromkeys(range(3), 0)
+        self.label_sums = dict.fromkeys(range(3), 0.0)
+        self.dropped = 0
+        self.times: list[Any] = []
+        self.pairs: list[np.ndarray] = []
+        self.pair_rows = 0
+
+    def add(self, events: pd.DataFrame, codes: np.ndarray) -> None:
+        kept = codes != -1
+        self.dropped += int((~kept).sum())
+        events, codes = events[kept], codes[kept]
+        for code in np.unique(codes).tolist():
+            rows = events[codes == code]
+            self.users[code] = _add_counts(self.users.get(code), rows[self.user_col])
+            self.items[code] = _add_counts(self.items.get(code), rows[self.item_col])
+            self.rows[code] += len(rows)
+            if self.label_col is not None:
+                self.label_sums[code] += float(rows[self.label_col].to_numpy(np.float64).sum())
+        if self.time_col is not None and len(events):
+            times = events[self.time_col].to_numpy()
+            self.times += [times.min(), times.max()]
+        pairs = pd.util.hash_pandas_object(events[[self.user_col, self.item_col]], index=False)
+        self.pairs.append(np.unique(pairs.to_numpy()))
+        self.pair_rows += len(self.pairs[-1])
+        if len(self.pairs) > 1 and self.pair_rows > 2 * len(self.pairs[0]) + PAIR_MERGE_ROWS:
+            self._merge_pairs()
+
+    def _merge_pairs(self) -> None:
+        self.pairs = [np.unique(np.concatenate(self.pairs))]
+        self.pair_rows = len(self.pairs[0])
+
+    def result(self, with_splits: bool) -> dict[str, Any]:
+        if self.pairs:
+            self._merge_pairs()
+        per_user = pd.concat(self.users.values()).groupby(level=0).sum() \
+            if self.users else pd.Series(dtype=np.int64)
+        n_items = pd.concat([s.index.to_series() for s in self.items.values()]).nunique() \
+            if self.items else 0
+        n = sum(self.rows.values())
+        n_users = len(per_user)
+        pairs = len(self.pairs[0]) if self.pairs else 0
+        labels = sum(self.label_sums.values())
+        stats: dict[str, Any] = {
+            "users": n_users,
+            "items": n_items,
+            "interactions": n,
+            "dropped_rows": self.dropped,
+            "density": pairs / (n_users * n_items) if n_users and n_items else None,
+            "sequence_length": _distribution(per_user.to_numpy()),
+            "label_rate": labels / n if self.label_col is not None and n else None,
+        }
+        if self.times:
+            low, high = min(self.times), max(self.times)
+            plain = np.issubdtype(np.asarray(low).dtype, np.number)  # datetimes: ISO strings
+            stats["time_range"] = [low.item(), high.item()] if plain else [str(low), str(high)]
+        if not with_splits:
+            stats["cold_items_test"] = None
+            return stats
+        stats["splits"] = {
+            name: {"interactions": self.rows[code],
+                   "users": len(self.users.get(code, ())),
+                   "items": len(self.items.get(code, ())),
+                   "label_rate": self.label_sums[code] / self.rows[code]
+                   if self.label_col is not None and self.rows[code] else None}
+            for code, name in enumerate(SPLIT_NAMES)
+        }
+        test = self.items.get(2)
+        if test is None or not len(test):
+            stats["cold_items_test"] = {"rows": None, "items": None}
+            return stats
+        train = self.items.get(0, pd.Series(dtype=np.int64))
+        cold = ~test.index.isin(train.index)
+        stats["cold_items_test"] = {"rows": float(test[cold].sum() / test.sum()),
+                                    "items": float(cold.mean())}
+        return stats
 
 
 def dataset_statistics(
@@ -79,64 +171,31 @@ def dataset_statistics(
     - `cold_items_test`: share of test rows (`rows`) and of distinct test items (`items`)
       whose item has no train interaction; None without a split.
     """
-    codes = _split_codes(events, split)
-    kept = codes != -1
-    users, _ = pd.factorize(events[user_col], use_na_sentinel=False)
-    items, _ = pd.factorize(events[item_col], use_na_sentinel=False)
-    n_user_codes, n_item_codes = int(users.max(initial=-1)) + 1, int(items.max(initial=-1)) + 1
-    users, items, codes = users[kept], items[kept], codes[kept]
-    labels = events[label_col].to_numpy(np.float64)[kept] if label_col else None
-    n = int(kept.sum())
-    per_user = np.bincount(users, minlength=n_user_codes)
-    n_users, n_items = int(np.count_nonzero(per_user)), _distinct(items, n_item_codes)
-    pairs = pd.unique(users.astype(np.int64) * max(n_item_codes, 1) + items).size
-    stats: dict[str, Any] = {
-        "users": n_users,
-        "items": n_items,
-        "interactions": n,
-        "dropped_rows": int((~kept).sum()),
-        "density": pairs / (n_users * n_items) if n_users and n_items else None,
-        "sequence_length": _distribution(per_user[per_user > 0]),
-        "label_rate": _rate(labels, np.ones(n, dtype=bool)),
-    }
-    if time_col is not None and n:
-        times = events[time_col].to_numpy()[kept]
-        low, high = times.min(), times.max()
-        plain = np.issubdtype(times.dtype, np.number)  # datetimes as ISO strings (JSON)
-        stats["time_range"] = [low.item(), high.item()] if plain else [str(low), str(high)]
-    if split is None:
-        stats["cold_items_test"] = None
-        return stats
-    stats["splits"] = {
-        name: {"interactions": int(mask.sum()), "users": _distinct(users[mask], n_user_codes),
-               "items": _distinct(items[mask], n_item_codes), "label_rate": _rate(labels, mask)}
-        for code, name in enumerate(SPLIT_NAMES)
-        for mask in [codes == code]
-    }
-    test = codes == 2
-    in_train = np.bincount(items[codes == 0], minlength=n_item_codes) > 0
-    test_items = np.bincount(items[test], minlength=n_item_codes) > 0
-    stats["cold_items_test"] = {
-        "rows": float((~in_train[items[test]]).mean()) if test.any() else None,
-        "items": float((test_items & ~in_train).sum() / test_items.sum()) if test.any() else None,
-    }
-    return stats
+    acc = _Accumulator(user_col, item_col, time_col, label_col)
+    acc.add(events, _split_codes(events, split))
+    return acc.result(with_splits=split is not None)
 
 
 def split_statistics(
-    splits: Mapping[str, pd.DataFrame],
+    splits: Mapping[str, pd.DataFrame | ParquetParts],
     *,
     user_col: str = "user_id",
     item_col: str = "item_id",
     time_col: str | None = "timestamp",
     label_col: str | None = None,
 ) -> dict[str, Any]:
-    """`dataset_statistics` of already-split frames, e.g. {"train": ..., "test": ...}."""
+    """`dataset_statistics` of already-split frames, e.g. {"train": ..., "test": ...}.
+
+    A split given as `ParquetParts` is read chunk by chunk, only these columns.
+    """
     unknown = set(splits) - set(SPLIT_NAMES)
     if unknown:
         raise ValueError(f"split names must be among {SPLIT_NAMES}; got {sorted(unknown)}")
     columns = [c for c in (user_col, item_col, time_col, label_col) if c is not None]
-    events = pd.concat([frame[columns] for frame in splits.values()], ignore_index=True)
-    names = np.repeat(np.array(list(splits), dtype=object), [len(f) for f in splits.values()])
-    return dataset_statistics(events, user_col=user_col, item_col=item_col, time_col=time_col,
-                              label_col=label_col, split=names)
+    acc = _Accumulator(user_col, item_col, time_col, label_col)
+    for name, split in splits.items():
+        chunks = split.iter_frames(columns, rows=CHUNK_ROWS) \
+            if isinstance(split, ParquetParts) else [split[columns]]
+        for chunk in chunks:
+            acc.add(chunk, np.full(len(chunk), SPLIT_NAMES.index(name), dtype=np.int8))
+    return acc.result(with_splits=True)

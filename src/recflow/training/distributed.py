@@ -62,6 +62,7 @@ from recflow.training.trainer import (
     _State,
     _to,
     predict,
+    split_labels,
 )
 
 logger = logging.getLogger(__name__)
@@ -75,7 +76,7 @@ class _Job:
     config: TrainerConfig
     backend: str
     train: Path | ParquetShards  # a tensor file (global-batch slices) or a file-sharded stream
-    valid: Path
+    valid: Path | ParquetShards  # a tensor file or a stream rank 0 scores in order
     result: Path
 
 
@@ -95,8 +96,8 @@ def resolve_backend(config: TrainerConfig, model: RankingModel) -> str:
 
 
 def fit_distributed(
-    model: RankingModel, train: TensorBatch | ParquetShards, valid: TensorBatch,
-    config: TrainerConfig,
+    model: RankingModel, train: TensorBatch | ParquetShards,
+    valid: TensorBatch | ParquetShards, config: TrainerConfig,
 ) -> TrainResult:
     """`fit` with `config.workers` DDP processes; `model` ends with rank 0's final weights."""
     world = config.workers
@@ -122,10 +123,12 @@ def fit_distributed(
         if isinstance(train, TensorBatch):
             torch.save({"inputs": train.inputs, "labels": train.labels}, tmp_dir / "train.pt")
             train = tmp_dir / "train.pt"
-        torch.save({"inputs": valid.inputs, "labels": valid.labels}, tmp_dir / "valid.pt")
+        if isinstance(valid, TensorBatch):
+            torch.save({"inputs": valid.inputs, "labels": valid.labels}, tmp_dir / "valid.pt")
+            valid = tmp_dir / "valid.pt"
         # torch.multiprocessing pickles tensors into shared memory: hand over a copy.
         job = _Job(model=copy.deepcopy(model).cpu(), config=config, backend=backend, train=train,
-                   valid=tmp_dir / "valid.pt", result=tmp_dir / "result.pt")
+                   valid=valid, result=tmp_dir / "result.pt")
         launch = LaunchConfig(
             min_nodes=1, max_nodes=1, nproc_per_node=world,
             run_id=f"recflow-{uuid.uuid4().hex[:8]}",
@@ -207,7 +210,9 @@ def _train(job: _Job, rank: int, world: int, device: torch.device) -> None:
         else _load(job.train)
     )
     valid = None
-    if rank == 0:
+    if rank == 0 and isinstance(job.valid, ParquetShards):
+        valid = job.valid
+    elif rank == 0:
         parts = _load(job.valid)
         n_valid = len(next(iter(parts["labels"].values())))
         valid = TensorBatch(parts["inputs"], parts["labels"], np.zeros(n_valid, np.int8))
@@ -309,13 +314,13 @@ def _stream_epoch(
 
 def _validate_and_checkpoint(
     model: RankingModel, optimizer: torch.optim.Optimizer, generator: torch.Generator,
-    state: _State, config: TrainerConfig, valid: TensorBatch | None, epoch: int,
+    state: _State, config: TrainerConfig, valid: TensorBatch | ParquetShards | None, epoch: int,
     totals: list[float], train_s: float, start: float, rank_rng: list[Any] | None,
     ckpt_dir: Path | None,
 ) -> None:
     """Rank 0: the single-process epoch bookkeeping (history, best weights, patience)."""
     assert valid is not None
-    y_valid = valid.labels[model.tasks[0]].numpy()
+    y_valid = split_labels(valid, model.tasks[0])
     p_valid = predict(model, valid, config.eval_batch_size)[:, 0]
     loss_sum, seen = totals
     row = {

@@ -28,6 +28,7 @@ import pyarrow.parquet as pq
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
+from recflow.datasets.sharded import ParquetParts
 from recflow.features.spec import LABEL_PREFIX, FeatureSpec
 from recflow.training.data import TensorBatch, frame_to_tensors, iterate_batches
 
@@ -41,7 +42,7 @@ class ParquetShards(IterableDataset):
 
     def __init__(
         self,
-        path: str | Path,
+        path: str | Path | ParquetParts,
         spec: FeatureSpec,
         batch_size: int = 4096,
         shuffle_buffer: int = 262_144,
@@ -51,15 +52,18 @@ class ParquetShards(IterableDataset):
         world_size: int = 1,
     ) -> None:
         super().__init__()
-        self.path = Path(path)
-        if not self.path.is_dir():
-            raise FileNotFoundError(
-                f"train shards: {self.path} is not a directory of parquet parts "
-                "(expected e.g. model_input_train/part-*.parquet)"
-            )
-        self.files = sorted(self.path.glob("*.parquet"))
-        if not self.files:
-            raise FileNotFoundError(f"train shards: no *.parquet file in {self.path}")
+        if isinstance(path, ParquetParts):  # what the catalog's ShardedParquetDataset loads
+            self.files, self.path = list(path.files), Path(path.files[0]).parent
+        else:
+            self.path = Path(path)
+            if not self.path.is_dir():
+                raise FileNotFoundError(
+                    f"train shards: {self.path} is not a directory of parquet parts "
+                    "(expected e.g. model_input_train/part-*.parquet)"
+                )
+            self.files = sorted(self.path.glob("*.parquet"))
+            if not self.files:
+                raise FileNotFoundError(f"train shards: no *.parquet file in {self.path}")
         if min(batch_size, shuffle_buffer, read_rows) < 1:
             raise ValueError("ParquetShards: batch_size, shuffle_buffer, read_rows must be >= 1")
         if not 0 <= rank < world_size:
@@ -124,10 +128,23 @@ class ParquetShards(IterableDataset):
     def __iter__(self) -> Iterator[TensorBatch]:
         return self.iter_batches(self.batch_size, self.seed + self.epoch)
 
-    def _chunks(self, files: list[Path]) -> Iterator[TensorBatch]:
+    def in_order(self, batch_size: int) -> Iterator[TensorBatch]:
+        """Every row of every file (whatever the rank), in file order, unshuffled: for
+        scoring a split that does not fit in memory (validation, test)."""
+        return self._chunks(self.files, batch_size)
+
+    def label(self, name: str) -> np.ndarray:
+        """One label column of every file, in `in_order` order (a narrow read)."""
+        column = LABEL_PREFIX + name
+        if column not in self.columns:
+            raise KeyError(f"shards in {self.path}: no label column '{column}'")
+        return np.concatenate([pq.read_table(f, columns=[column]).column(0).to_numpy()
+                               for f in self.files]).astype(np.float32)
+
+    def _chunks(self, files: list[Path], rows: int | None = None) -> Iterator[TensorBatch]:
         for path in files:
             with pq.ParquetFile(path) as parquet:
-                for record_batch in parquet.iter_batches(batch_size=self.read_rows,
+                for record_batch in parquet.iter_batches(batch_size=rows or self.read_rows,
                                                          columns=self.columns):
                     frame = record_batch.to_pandas(split_blocks=True)
                     yield frame_to_tensors(frame, self.spec)
@@ -184,11 +201,12 @@ def train_batches(
 
 
 def train_input(
-    train: pd.DataFrame | str | Path | ParquetShards, spec: FeatureSpec, shuffle_buffer: int
+    train: pd.DataFrame | str | Path | ParquetParts | ParquetShards, spec: FeatureSpec,
+    shuffle_buffer: int = 262_144,
 ) -> TensorBatch | ParquetShards:
-    """What `fit` trains on: a frame becomes column tensors, a shard directory a stream."""
+    """What `fit` trains (or validates) on: a frame becomes column tensors, shards a stream."""
     if isinstance(train, ParquetShards):
         return train
-    if isinstance(train, str | Path):
+    if isinstance(train, str | Path | ParquetParts):
         return ParquetShards(train, spec, shuffle_buffer=shuffle_buffer)
     return frame_to_tensors(train, spec)

@@ -121,18 +121,23 @@ def _device(model: nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
-def predict(model: RankingModel, batch: TensorBatch, batch_size: int = 16384) -> np.ndarray:
-    """Probabilities (N, n_scores) in eval mode; the model's train/eval mode is restored."""
+def predict(model: RankingModel, batch: TensorBatch | ParquetShards,
+            batch_size: int = 16384) -> np.ndarray:
+    """Probabilities (N, n_scores) in eval mode; the model's train/eval mode is restored.
+
+    A `ParquetShards` split is scored chunk by chunk in file order (`in_order`), so
+    only the scores are ever held whole.
+    """
     was_training = model.training
     model.eval()
     device = _device(model)
     batch = batch.select(model.input_names)
+    batches = (batch.in_order(batch_size) if isinstance(batch, ParquetShards)
+               else iterate_batches(batch, batch_size))
     try:
         with torch.inference_mode():
-            scores = [
-                model.predict(model(_to(mb.inputs, device))).float().cpu()
-                for mb in iterate_batches(batch, batch_size)
-            ]
+            scores = [model.predict(model(_to(mb.inputs, device))).float().cpu()
+                      for mb in batches]
     finally:
         model.train(was_training)
     if not scores:
@@ -141,6 +146,13 @@ def predict(model: RankingModel, batch: TensorBatch, batch_size: int = 16384) ->
 
 
 # ---- checkpoints -------------------------------------------------------------------------
+def split_labels(batch: TensorBatch | ParquetShards, task: str) -> np.ndarray:
+    """The `task` label of every row, in `predict`'s order."""
+    if isinstance(batch, ParquetShards):
+        return batch.label(task)
+    return batch.labels[task].numpy()
+
+
 def _latest_checkpoint(directory: Path) -> Path | None:
     found = [(int(m.group(1)), p) for p in directory.glob("epoch_*.pt")
              if (m := _CHECKPOINT.fullmatch(p.name))]
@@ -229,14 +241,15 @@ def _train_epoch(
 
 
 def fit(
-    model: RankingModel, train: TensorBatch | ParquetShards, valid: TensorBatch,
-    config: TrainerConfig,
+    model: RankingModel, train: TensorBatch | ParquetShards,
+    valid: TensorBatch | ParquetShards, config: TrainerConfig,
 ) -> TrainResult:
     """Train `model` in place, validating pCTR (score 0) AUC/logloss after each epoch.
 
     With early stopping on, the best-AUC weights are restored at the end; with
     `checkpoint_dir` set, every epoch is checkpointed and `resume` picks up the latest.
-    `train` may stream parquet shards (`stream.ParquetShards`); `workers > 1` runs DDP.
+    `train` and `valid` may stream parquet shards (`stream.ParquetShards`: shuffled for
+    training, in order for validation); `workers > 1` runs DDP.
     """
     if config.workers > 1:
         from recflow.training.distributed import fit_distributed  # imports the launcher
@@ -244,7 +257,7 @@ def fit(
         return fit_distributed(model, train, valid, config)
     train = train.select(model.input_names)
     valid = valid.select(model.input_names)
-    y_valid = valid.labels[model.tasks[0]].numpy()
+    y_valid = split_labels(valid, model.tasks[0])
     ckpt_dir = Path(config.checkpoint_dir) if config.checkpoint_dir else None
     patience = config.early_stopping_patience
 

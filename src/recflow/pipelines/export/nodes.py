@@ -3,7 +3,7 @@
 Pure functions over payloads, frames and ModelProtos; the catalog does the I/O.
 Per model: export (torch.onnx, legacy exporter, dynamic batch) -> onnx.checker ->
 parity of the exported and of the onnxruntime-optimised graph against torch on
-the whole test split (fails the run above `parity_tolerance`) -> optional int8
+the test split's first `parity_rows` rows (fails the run above `parity_tolerance`) -> optional int8
 quantisation and its AUC cost -> latency of torch / ORT fp32 / ORT int8 -> bundle.
 """
 
@@ -19,6 +19,7 @@ import onnx
 import pandas as pd
 
 import recflow
+from recflow.datasets.sharded import ParquetParts
 from recflow.export.checks import latency_table, parity, torch_scores
 from recflow.export.onnx_export import export_onnx, model_input_schema, set_metadata
 from recflow.export.runtime import optimize_graph, quantize_int8, run, session
@@ -35,7 +36,8 @@ logger = logging.getLogger(__name__)
 CONTRACT_KEYS = ("max_abs_diff", "opset", "p50_ms_b1", "p50_ms_b1_torch", "quantized_auc_delta")
 
 
-def export_model(payload: dict[str, Any], feature_spec: dict[str, Any], test: pd.DataFrame,
+def export_model(payload: dict[str, Any], feature_spec: dict[str, Any],
+                 test: pd.DataFrame | ParquetParts,
                  test_metrics: dict[str, Any], params: ExportParams, name: str | None = None
                  ) -> tuple[onnx.ModelProto, dict[str, Any], dict[str, Any]]:
     """fp32 only: (ONNX model, serving bundle, summary for the report).
@@ -47,7 +49,8 @@ def export_model(payload: dict[str, Any], feature_spec: dict[str, Any], test: pd
     return out["onnx"], out["bundle"], out["summary"]
 
 
-def export_model_int8(payload: dict[str, Any], feature_spec: dict[str, Any], test: pd.DataFrame,
+def export_model_int8(payload: dict[str, Any], feature_spec: dict[str, Any],
+                      test: pd.DataFrame | ParquetParts,
                       test_metrics: dict[str, Any], params: ExportParams, name: str | None = None
                       ) -> tuple[onnx.ModelProto, onnx.ModelProto, dict[str, Any], dict[str, Any]]:
     """fp32 + dynamic int8: (ONNX model, int8 ONNX model, serving bundle, summary)."""
@@ -65,10 +68,12 @@ def _check_shape(params: ExportParams, quantize: bool) -> None:
             "change them there rather than with --params")
 
 
-def _export(payload: dict[str, Any], feature_spec: dict[str, Any], test: pd.DataFrame,
+def _export(payload: dict[str, Any], feature_spec: dict[str, Any],
+            test: pd.DataFrame | ParquetParts,
             test_metrics: dict[str, Any], params: ExportParams, quantize: bool,
             name: str | None) -> dict[str, Any]:
     started = time.perf_counter()
+    test = test.head(params.parity_rows)  # a frame, or ParquetParts read up to that row
     spec = FeatureSpec.from_dict(feature_spec)
     name = name or payload.get("name") or payload["model"]
     model = from_payload(payload, spec)

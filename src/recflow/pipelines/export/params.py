@@ -34,6 +34,9 @@ class ExportParams(BaseModel):
     graph_optimization: Literal["disabled", "basic", "extended", "all"] = Field(
         "basic", description="onnxruntime offline optimisation level of the saved graph.")
     parity_tolerance: float = Field(1e-5, ge=0, description="Max |onnx - torch| on the test split.")
+    parity_rows: PositiveInt = Field(
+        200_000, description="Parity, int8 AUC cost and latency use the first this many test "
+                             "rows (a sharded test split is never loaded whole).")
     parity_batch_size: PositiveInt = 8192
     quantize: bool = Field(True, description="Also write a dynamic int8 variant and its AUC cost.")
     quantize_per_channel: bool = False

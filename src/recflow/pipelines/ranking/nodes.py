@@ -1,6 +1,9 @@
 """Ranking nodes: train one registered model, score the test split, evaluate, report.
 
-Pure functions over DataFrames / plain payloads; the catalog does all I/O.
+Pure functions over DataFrames / plain payloads; the catalog does all I/O. A split may
+also arrive as `ParquetParts` (the `ranking_streaming` pipeline): training streams it
+through a shuffle buffer, scoring and statistics read it chunk by chunk, so no node
+holds more than the scores and per-item counts of a split that does not fit in memory.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import pandas as pd
 import torch
 from matplotlib.figure import Figure
 
+from recflow.datasets.sharded import ParquetParts
 from recflow.evaluation import mean_std, split_statistics
 from recflow.evaluation.aggregate import STD_KIND, format_mean_std
 from recflow.features import FeatureSpec
@@ -23,13 +27,15 @@ from recflow.features.spec import LABEL_PREFIX
 from recflow.models.payload import from_payload, to_payload
 from recflow.pipelines.ranking.params import ModelEntry, RankingParams
 from recflow.registry import MODELS
-from recflow.training.data import frame_to_tensors
 from recflow.training.metrics import auc, evaluate_scores
 from recflow.training.plots import calibration_figure, learning_curves_figure, roc_figure
+from recflow.training.stream import train_input
 from recflow.training.trainer import TrainerConfig, fit, predict
 
 logger = logging.getLogger(__name__)
 SCORE_PREFIX = "score_"
+SCORE_CHUNK_ROWS = 262_144  # rows of a sharded split scored at a time
+Split = pd.DataFrame | ParquetParts
 
 
 def _run_key(entry: ModelEntry, trainer: TrainerConfig, spec: FeatureSpec) -> str:
@@ -65,9 +71,9 @@ def _fit_one(
 
 
 def train_model(
-    train: pd.DataFrame,
-    valid: pd.DataFrame,
-    test: pd.DataFrame,
+    train: Split,
+    valid: Split,
+    test: Split,
     feature_spec: dict[str, Any],
     entry: ModelEntry,
     trainer: TrainerConfig,
@@ -78,10 +84,12 @@ def train_model(
     `ranking.seeds` (default: the trainer seed, once) repeats training; only the first
     seed's model is saved and exported, so downstream nodes see what one seed gives.
     `history["runs"]` keeps each run's seed, epochs and cost for `evaluate_seeds`.
+    Sharded splits (`ParquetParts`) stream: train through `trainer.shuffle_buffer`.
     """
     spec = FeatureSpec.from_dict(feature_spec)
     base = entry.trainer_config(trainer)
-    tensors = frame_to_tensors(train, spec), frame_to_tensors(valid, spec)
+    tensors = (train_input(train, spec, base.shuffle_buffer),
+               train_input(valid, spec, base.shuffle_buffer))
     first: tuple[dict[str, Any], dict[str, Any]] | None = None
     runs, scores = [], []
     for seed in seeds or [base.seed]:
@@ -95,24 +103,35 @@ def train_model(
 
 
 def evaluate_seeds(
-    seed_scores: list[pd.DataFrame], history: dict[str, Any], train: pd.DataFrame,
+    seed_scores: list[pd.DataFrame], history: dict[str, Any], item_stats: pd.DataFrame,
     params: RankingParams,
 ) -> list[dict[str, Any]]:
     """`evaluate_model` of every seed's run: [{seed, auc, logloss, gauc, ...}, ...]."""
     runs = []
     for scores, run in zip(seed_scores, history["runs"], strict=True):
-        runs.append({"seed": run["seed"], **evaluate_model(scores, run, train, params)})
+        runs.append({"seed": run["seed"], **evaluate_model(scores, run, item_stats, params)})
         logger.info("%s seed %d: test auc=%.5f", run["model"], run["seed"], runs[-1]["auc"])
     return runs
 
 
 def score_split(
-    payload: dict[str, Any], frame: pd.DataFrame, feature_spec: dict[str, Any]
+    payload: dict[str, Any], frame: Split, feature_spec: dict[str, Any]
 ) -> pd.DataFrame:
     """Keys, labels and one score column per model output, for the given split."""
     spec = FeatureSpec.from_dict(feature_spec)
     model = from_payload(payload, spec)
-    scores = predict(model, frame_to_tensors(frame, spec))
+    if isinstance(frame, ParquetParts):
+        columns = ["key_user", "key_item",
+                   *(c for f in spec.fields if f.name in model.input_names
+                     for c in f.output_columns()),
+                   *(c for c in frame.columns if c.startswith(LABEL_PREFIX))]
+        chunks = frame.iter_frames(columns, rows=SCORE_CHUNK_ROWS)
+        return pd.concat([_scored(model, spec, chunk) for chunk in chunks], ignore_index=True)
+    return _scored(model, spec, frame)
+
+
+def _scored(model: Any, spec: FeatureSpec, frame: pd.DataFrame) -> pd.DataFrame:
+    scores = predict(model, train_input(frame, spec))
     out = frame[["key_user", "key_item", *[c for c in frame if c.startswith(LABEL_PREFIX)]]]
     out = out.copy()
     for i, name in enumerate(model.score_names):
@@ -120,19 +139,29 @@ def score_split(
     return out
 
 
-def rare_item_mask(test_items: pd.Series, train_items: pd.Series, threshold: int) -> np.ndarray:
+def item_train_stats(train: Split) -> pd.DataFrame:
+    """Train impressions and clicks per item (index `key_item`): all the rare-item and
+    popularity figures need of the train split, computed once for every model."""
+    chunks = (train.iter_frames(["key_item", "label_click"], rows=4_000_000)
+              if isinstance(train, ParquetParts) else [train[["key_item", "label_click"]]])
+    parts = [chunk.groupby("key_item")["label_click"].agg(impressions="count", clicks="sum")
+             for chunk in chunks]
+    stats = pd.concat(parts).groupby(level=0).sum()
+    return stats.astype({"impressions": np.int64, "clicks": np.float64})
+
+
+def rare_item_mask(test_items: pd.Series, item_stats: pd.DataFrame, threshold: int) -> np.ndarray:
     """Test rows whose item has fewer than `threshold` train impressions (unseen ones too)."""
-    counts = train_items.value_counts()
-    return test_items.map(counts).fillna(0).to_numpy() < threshold
+    return test_items.map(item_stats["impressions"]).fillna(0).to_numpy() < threshold
 
 
-def rare_item_metrics(test_scores: pd.DataFrame, train: pd.DataFrame,
+def rare_item_metrics(test_scores: pd.DataFrame, item_stats: pd.DataFrame,
                       threshold: int) -> dict[str, Any]:
     """pCTR AUC on the long tail, where id embeddings saw (almost) no training signal.
 
     `auc_rare_items` is None when those rows hold a single class (AUC undefined).
     """
-    rare = rare_item_mask(test_scores["key_item"], train["key_item"], threshold)
+    rare = rare_item_mask(test_scores["key_item"], item_stats, threshold)
     value = auc(test_scores["label_click"].to_numpy()[rare],
                 test_scores["score_ctr"].to_numpy()[rare])
     return {"auc_rare_items": None if np.isnan(value) else value,
@@ -140,14 +169,14 @@ def rare_item_metrics(test_scores: pd.DataFrame, train: pd.DataFrame,
 
 
 def evaluate_model(test_scores: pd.DataFrame, history: dict[str, Any],
-                   train: pd.DataFrame, params: RankingParams) -> dict[str, Any]:
+                   item_stats: pd.DataFrame, params: RankingParams) -> dict[str, Any]:
     """Test metrics on pCTR (overall and on rare items), plus size and training cost."""
     metrics = evaluate_scores(
         test_scores["label_click"].to_numpy(),
         test_scores["score_ctr"].to_numpy(),
         test_scores["key_user"].to_numpy(),
     )
-    metrics.update(rare_item_metrics(test_scores, train, params.rare_item_impressions))
+    metrics.update(rare_item_metrics(test_scores, item_stats, params.rare_item_impressions))
     if "score_ctcvr" in test_scores and "label_purchase" in test_scores:
         ctcvr = evaluate_scores(
             test_scores["label_purchase"].to_numpy(),
@@ -165,16 +194,16 @@ def evaluate_model(test_scores: pd.DataFrame, history: dict[str, Any],
     return metrics
 
 
-def popularity_scores(train: pd.DataFrame, test: pd.DataFrame, prior: float = 20.0) -> np.ndarray:
+def popularity_scores(item_stats: pd.DataFrame, test: pd.DataFrame,
+                      prior: float = 20.0) -> np.ndarray:
     """The popularity baseline: each item's smoothed train CTR."""
-    rate = train["label_click"].mean()
-    stats = train.groupby("key_item")["label_click"].agg(["sum", "count"])
-    smoothed = (stats["sum"] + prior * rate) / (stats["count"] + prior)
+    rate = item_stats["clicks"].sum() / item_stats["impressions"].sum()
+    smoothed = (item_stats["clicks"] + prior * rate) / (item_stats["impressions"] + prior)
     return test["key_item"].map(smoothed).fillna(rate).to_numpy(np.float64)
 
 
 def report_ranking(
-    params: RankingParams, train: pd.DataFrame, valid: pd.DataFrame, test: pd.DataFrame,
+    params: RankingParams, item_stats: pd.DataFrame, train: Split, valid: Split, test: Split,
     feature_spec: dict[str, Any], **outputs: Any
 ) -> tuple[dict[str, Any], Figure, Figure, Figure]:
     """ranking_metrics.json (every model beside the baselines) and the comparison plots.
@@ -188,11 +217,11 @@ def report_ranking(
     histories = {n: outputs[f"history__{n}"]["epochs"] for n in names}
 
     reference = scores[names[0]]
-    pop = popularity_scores(train, reference)
+    pop = popularity_scores(item_stats, reference)
     metrics["popularity"] = {
         **evaluate_scores(reference["label_click"].to_numpy(), pop,
                           reference["key_user"].to_numpy()),
-        **rare_item_metrics(reference.assign(score_ctr=pop), train,
+        **rare_item_metrics(reference.assign(score_ctr=pop), item_stats,
                             params.rare_item_impressions),
         "params": 0, "train_seconds": 0.0,
     }

@@ -1,6 +1,8 @@
 """Ranking: one namespaced sub-pipeline per YAML model entry, then one shared report.
 
 kedro-viz shows the entries side by side, and `--namespaces deepfm` runs one.
+The `ranking_streaming` pipeline maps the three splits to the parquet parts
+`preprocessing_streaming` writes (`model_input_{split}_shards`); the nodes take both.
 """
 
 from __future__ import annotations
@@ -9,7 +11,8 @@ from kedro.pipeline import Pipeline, node, pipeline
 
 from recflow.pipelines.ranking import nodes
 
-SHARED_INPUTS = {"model_input_train", "model_input_valid", "model_input_test", "feature_spec"}
+SHARED_INPUTS = {"model_input_train", "model_input_valid", "model_input_test", "feature_spec",
+                 "ranking_item_stats"}
 
 
 def _model_template() -> Pipeline:
@@ -20,12 +23,12 @@ def _model_template() -> Pipeline:
                   "params:entry", "params:ranking.trainer", "params:ranking.seeds"],
                  ["model", "history", "seed_scores"], name="train"),
             node(nodes.evaluate_seeds,
-                 ["seed_scores", "history", "model_input_train", "params:ranking"], "seed_runs",
+                 ["seed_scores", "history", "ranking_item_stats", "params:ranking"], "seed_runs",
                  name="evaluate_seeds"),
             node(nodes.score_split, ["model", "model_input_test", "feature_spec"], "test_scores",
                  name="score_test"),
             node(nodes.evaluate_model,
-                 ["test_scores", "history", "model_input_train", "params:ranking"], "metrics",
+                 ["test_scores", "history", "ranking_item_stats", "params:ranking"], "metrics",
                  name="evaluate"),
         ]
     )
@@ -34,6 +37,8 @@ def _model_template() -> Pipeline:
 def create_pipeline(model_names: list[str] | None = None, **kwargs) -> Pipeline:
     """`model_names` are the keys of `ranking.models` in parameters_ranking.yml."""
     model_names = list(model_names or [])
+    if not model_names:
+        return Pipeline([])
     per_model = [
         pipeline(
             _model_template(),
@@ -46,7 +51,8 @@ def create_pipeline(model_names: list[str] | None = None, **kwargs) -> Pipeline:
         )
         for name in model_names
     ]
-    report_inputs = {"params": "params:ranking", "train": "model_input_train",
+    report_inputs = {"params": "params:ranking", "item_stats": "ranking_item_stats",
+                     "train": "model_input_train",
                      "valid": "model_input_valid", "test": "model_input_test",
                      "feature_spec": "feature_spec"}
     for name in model_names:
@@ -54,9 +60,11 @@ def create_pipeline(model_names: list[str] | None = None, **kwargs) -> Pipeline:
                               f"scores__{name}": f"{name}.test_scores",
                               f"history__{name}": f"{name}.history",
                               f"seed_runs__{name}": f"{name}.seed_runs"})
-    report = Pipeline(
-        [node(nodes.report_ranking, report_inputs,
-              ["ranking_metrics", "ranking_roc_plot", "ranking_calibration_plot",
-               "ranking_learning_curves"], name="report_ranking")]
-    ) if model_names else Pipeline([])
-    return sum(per_model, Pipeline([])) + report
+    shared = Pipeline([
+        node(nodes.item_train_stats, "model_input_train", "ranking_item_stats",
+             name="item_train_stats"),
+        node(nodes.report_ranking, report_inputs,
+             ["ranking_metrics", "ranking_roc_plot", "ranking_calibration_plot",
+              "ranking_learning_curves"], name="report_ranking"),
+    ])
+    return sum(per_model, Pipeline([])) + shared
