@@ -27,6 +27,7 @@ from recflow.features.spec import LABEL_PREFIX
 from recflow.models.payload import from_payload, to_payload
 from recflow.pipelines.ranking.params import ModelEntry, RankingParams
 from recflow.registry import MODELS
+from recflow.training.data import frame_to_tensors
 from recflow.training.metrics import auc, evaluate_scores
 from recflow.training.plots import calibration_figure, learning_curves_figure, roc_figure
 from recflow.training.stream import train_input
@@ -84,7 +85,8 @@ def train_model(
     `ranking.seeds` (default: the trainer seed, once) repeats training; only the first
     seed's model is saved and exported, so downstream nodes see what one seed gives.
     `history["runs"]` keeps each run's seed, epochs and cost for `evaluate_seeds`.
-    Sharded splits (`ParquetParts`) stream: train through `trainer.shuffle_buffer`.
+    Sharded splits (`ParquetParts`) stream: train through `trainer.shuffle_buffer`,
+    valid and test in order.
     """
     spec = FeatureSpec.from_dict(feature_spec)
     base = entry.trainer_config(trainer)
@@ -131,7 +133,7 @@ def score_split(
 
 
 def _scored(model: Any, spec: FeatureSpec, frame: pd.DataFrame) -> pd.DataFrame:
-    scores = predict(model, train_input(frame, spec))
+    scores = predict(model, frame_to_tensors(frame, spec))
     out = frame[["key_user", "key_item", *[c for c in frame if c.startswith(LABEL_PREFIX)]]]
     out = out.copy()
     for i, name in enumerate(model.score_names):
