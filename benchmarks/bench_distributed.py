@@ -87,26 +87,30 @@ def markdown(result: dict) -> str:
                      f"{r['samples_per_s_1']:,.0f} | {r['samples_per_s_2']:,.0f} | "
                      f"{r['speedup']:.2f}x | {r['wall_s_1']:.0f} / {r['wall_s_2']:.0f} |")
     vs_one_thread = [r["samples_per_s_2"] / r["samples_per_s_1t"] for r in result["models"]]
+    speedups = [r["speedup"] for r in result["models"]]
     lines += [
         "",
-        f"2 processes reached {min(vs_one_thread):.2f}x-{max(vs_one_thread):.2f}x of one "
+        f"2 processes reached {min(speedups):.2f}x-{max(speedups):.2f}x of one 2-thread "
+        f"process and {min(vs_one_thread):.2f}x-{max(vs_one_thread):.2f}x of one "
         "single-threaded process in this run.",
         "",
-        "**Scaling argument.** On 2 cores the comparison is 1 process x 2 threads against "
-        "2 processes x 1 thread: the arithmetic is the same, so the best case is the part of "
-        "a step that does not parallelise well inside one process (Python overhead, "
-        "embedding gathers, small GEMMs), so ~1x-1.6x over the 2-thread process is the "
-        "expected range on a quiet 2-core machine (small models, whose steps are mostly "
-        "overhead, at the top); each step also pays one gradient all-reduce "
-        "(2 x parameter bytes through gloo/TCP loopback), which grows with the embedding "
-        "tables and eats into the gain for the larger models. With N cores or GPUs the "
-        "compute per process shrinks as 1/N while the all-reduce volume per step stays "
-        "~2 x parameters (ring all-reduce), so scaling is near-linear while the step's "
-        "compute dominates the all-reduce time: on GPUs with NCCL (NVLink / InfiniBand) "
-        "this holds for large global batches; with embedding tables of 10^8+ rows the "
-        "dense all-reduce of the tables dominates and model-parallel / sharded embeddings "
-        "(e.g. TorchRec) become the next step. Start-up (spawn + imports, ~10-30 s here) is "
-        "a fixed cost that only long trainings amortise.",
+        "**Scaling argument.** On 2 cores the fair comparison is 1 process x 2 threads "
+        "against 2 processes x 1 thread: the same arithmetic on the same cores. DDP can only "
+        "win the part of a step that one process does not spread over its threads (Python "
+        "overhead, embedding gathers, small GEMMs) and pays, every step, one gradient "
+        "all-reduce (2 x parameter bytes through gloo over TCP loopback) and a barrier. So "
+        "about break-even is what to expect on one 2-core machine, and it is what was "
+        "measured: the smallest model (lr, a few ms per step) loses to the sync, the "
+        "mid-size ones are within ~10% either way. On one box DDP is the path that must be "
+        "*correct* (tested: 2 processes match 1 within 1e-5), not a speed-up. The unit that "
+        "scales is one worker per core group or GPU: compute per worker shrinks as 1/N of "
+        "the global batch while the ring all-reduce moves ~2 x parameter bytes per step "
+        "whatever N is, so scaling is near-linear while a worker's step compute is large "
+        "against that transfer (large batches, NCCL over NVLink / InfiniBand; the "
+        "single-thread column is that per-worker baseline here). With embedding tables of "
+        "10^8+ rows the dense all-reduce of the tables dominates, and model-parallel / "
+        "sharded embeddings (e.g. TorchRec) are the next step. Start-up (spawn + imports, "
+        "~8 s here on a quiet machine) is a fixed cost that only long trainings amortise.",
         "",
     ]
     return "\n".join(lines)
