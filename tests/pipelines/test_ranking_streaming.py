@@ -9,6 +9,7 @@ agree exactly; the trained models must be as good within noise.
 from __future__ import annotations
 
 import json
+import logging
 
 import pandas as pd
 import pyarrow.parquet as pq
@@ -54,6 +55,7 @@ def reports(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
         if pipeline_name == "ranking_streaming":
             train_parts = sorted((out / "05_model_input/model_input_train").glob("part-*"))
             found[pipeline_name]["train_parts"] = len(train_parts)
+    found["project"] = project
     return found
 
 
@@ -86,3 +88,18 @@ def test_streaming_and_in_memory_agree(reports: dict[str, dict]) -> None:
     for name in ("lr", "din"):  # different shuffles, same data: close, not equal
         assert a["models"][name]["auc"] == pytest.approx(b["models"][name]["auc"], abs=0.03)
         assert a["models"][name]["rare_items_rows"] == b["models"][name]["rare_items_rows"]
+
+
+def test_two_ddp_workers_stream_their_own_parts(reports: dict, caplog) -> None:
+    """`trainer.workers: 2` from YAML: each rank streams its own train parts (DDP, gloo);
+    the checkpointed result is written once and exported like any other."""
+    project = reports["project"]
+    with caplog.at_level(logging.INFO, logger="recflow.training.distributed"):
+        run_kedro(project, "ranking_streaming",
+                  extra_params={"ranking": {"trainer": {"workers": 2}}}, namespaces=["lr"])
+    assert "training on 2 gloo workers" in caplog.text
+    metrics = json.loads((project / "data/08_reporting/ranking/lr_metrics.json").read_text())
+    single = reports["ranking_streaming"]["ranking_metrics"]["models"]["lr"]
+    assert metrics["auc"] == pytest.approx(single["auc"], abs=0.03)
+    history = json.loads((project / "data/08_reporting/ranking/lr_history.json").read_text())
+    assert len(history["epochs"]) == TRAINER["epochs"] and history["epochs"][-1]["samples_per_s"] > 0
