@@ -72,7 +72,7 @@ def register_pipelines() -> dict[str, Pipeline]:
     pipelines["preprocessing_streaming"] = streaming
     pipelines["preprocessing_spark"] = preprocessing_spark.create_pipeline()
     # `ranking` on splits larger than memory: the same nodes read the parquet parts.
-    shards = {f"model_input_{s}": f"model_input_{s}_shards" for s in ("train", "valid", "test")
+    shards = {f"model_input_{s}": f"model_input_shards@{s}" for s in ("train", "valid", "test")
               if f"model_input_{s}" in ranked.inputs()}
     pipelines["ranking_streaming"] = streaming + pipeline(ranked, inputs=shards)
     return pipelines

@@ -47,6 +47,6 @@ def test_streaming_env_keeps_its_raw_data_and_outputs_apart(tmp_path: Path,
             assert path.parts[-3:-1] == ("streaming", "01_raw"), (name, path)
         shards = catalog.get("raw_interaction_shards")
         assert Path(str(shards._path)).parts[-3:] == ("streaming", "01_raw", "interactions")
-        for name in ("feature_spec", "model_input_train_shards", "ranking_item_stats"):
+        for name in ("feature_spec", "model_input_shards@train", "ranking_item_stats"):
             path = Path(str(catalog.get(name)._filepath))
             assert "streaming" in path.parts, (name, path)

@@ -17,7 +17,7 @@ import torch
 from kedro.io import DatasetError
 from torch.utils.data import DataLoader
 
-from recflow.datasets.sharded import ParquetParts, ShardedParquetDataset
+from recflow.datasets.sharded import ParquetParts, ShardedParquetDataset, ShardedSplitsDataset
 from recflow.registry import MODELS
 from recflow.training import TrainerConfig, fit, frame_to_tensors, predict
 from recflow.training.stream import ParquetShards, train_input
@@ -226,3 +226,25 @@ def test_sharded_dataset_loads_a_lazy_handle(shards, tmp_path) -> None:
     pd.testing.assert_frame_equal(parts.read(["price"]), frame[["price"]])
     with pytest.raises(KeyError, match="no column\\(s\\) \\['nope'\\]"):
         next(parts.iter_frames(["nope"]))
+
+
+def test_split_parts_are_written_through_one_dataset(tmp_path) -> None:
+    """One output per chunk ({split: frame}); each split read back as its own parts."""
+    frame = make_frame(900, 0)
+    for _ in range(2):  # a second run replaces the first run's parts
+        writer = ShardedSplitsDataset(path=str(tmp_path))
+        for rows in np.array_split(np.arange(900), 3):
+            chunk = frame.iloc[rows]
+            writer.save({"train": chunk.iloc[:200], "valid": chunk.iloc[200:250],
+                         "test": chunk.iloc[250:]})
+        writer.save({"train": frame.iloc[:0]})  # an empty split writes nothing
+    splits = writer.load()
+    assert {s: len(p.files) for s, p in splits.items()} == {"train": 3, "valid": 3, "test": 3}
+    assert (len(splits["train"]), len(splits["valid"]), len(splits["test"])) == (600, 150, 150)
+    reader = ShardedParquetDataset(path=str(tmp_path / "model_input_valid")).load()
+    assert reader.files == splits["valid"].files
+    with pytest.raises(DatasetError, match="splits among \\['train', 'valid', 'test'\\].*"
+                                            "keys \\['holdout'\\]"):
+        writer.save({"holdout": frame})
+    with pytest.raises(DatasetError, match="got DataFrame"):
+        writer.save(frame)

@@ -48,8 +48,10 @@ def fit_feature_spec_streaming(
 def transform_shards_node(
     interactions: Loaders, users: pd.DataFrame, items: pd.DataFrame,
     feature_spec: dict[str, Any],
-) -> Iterator[tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]]:
-    """Per shard, its (train, valid, test) rows; Kedro saves each as the next part."""
-    for out in transform_shards(interactions, partial(join_events, users=users, items=items),
-                                feature_spec):
-        yield out["train"], out["valid"], out["test"]
+) -> Iterator[dict[str, pd.DataFrame]]:
+    """Per shard, its {train, valid, test} rows; Kedro saves each as the next parts.
+
+    One output per chunk (a dict), not three: see `ShardedSplitsDataset` for why.
+    """
+    yield from transform_shards(interactions, partial(join_events, users=users, items=items),
+                                feature_spec)

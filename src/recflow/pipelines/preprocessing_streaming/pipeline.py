@@ -15,10 +15,9 @@ def create_pipeline(**kwargs) -> Pipeline:
                   "interaction_shard_stats", "params:preprocessing",
                   "params:preprocessing_streaming"],
                  "feature_spec", name="fit_feature_spec_streaming"),
+            # one output, read back per split as model_input_shards@{train,valid,test}
             node(nodes.transform_shards_node,
                  ["raw_interaction_shards", "raw_users", "raw_items", "feature_spec"],
-                 ["model_input_train_shards", "model_input_valid_shards",
-                  "model_input_test_shards"],
-                 name="transform_shards"),
+                 "model_input_shards@splits", name="transform_shards"),
         ]
     )

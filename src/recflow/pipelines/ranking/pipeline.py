@@ -2,7 +2,7 @@
 
 kedro-viz shows the entries side by side, and `--namespaces deepfm` runs one.
 The `ranking_streaming` pipeline maps the three splits to the parquet parts
-`preprocessing_streaming` writes (`model_input_{split}_shards`); the nodes take both.
+`preprocessing_streaming` writes (`model_input_shards@{split}`); the nodes take both.
 """
 
 from __future__ import annotations
