@@ -138,16 +138,15 @@ class ParquetShards(IterableDataset):
         column = LABEL_PREFIX + name
         if column not in self.columns:
             raise KeyError(f"shards in {self.path}: no label column '{column}'")
-        return np.concatenate([pq.read_table(f, columns=[column]).column(0).to_numpy()
-                               for f in self.files]).astype(np.float32)
+        values = ParquetParts(tuple(self.files), name=str(self.path)).read([column])[column]
+        return values.to_numpy(np.float32)
 
     def _chunks(self, files: list[Path], rows: int | None = None) -> Iterator[TensorBatch]:
-        for path in files:
-            with pq.ParquetFile(path) as parquet:
-                for record_batch in parquet.iter_batches(batch_size=rows or self.read_rows,
-                                                         columns=self.columns):
-                    frame = record_batch.to_pandas(split_blocks=True)
-                    yield frame_to_tensors(frame, self.spec)
+        if not files:  # more readers than files: this one has none this epoch
+            return
+        parts = ParquetParts(tuple(files), name=str(self.path))
+        for frame in parts.iter_frames(self.columns, rows or self.read_rows):
+            yield frame_to_tensors(frame, self.spec)
 
 
 def concat(batches: list[TensorBatch]) -> TensorBatch:
