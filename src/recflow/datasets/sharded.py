@@ -51,7 +51,8 @@ class ParquetParts:
                     rows: int = 65_536) -> Iterator[pd.DataFrame]:
         """Consecutive chunks of at most `rows` rows, in part order (never across parts)."""
         if columns is not None:
-            missing = [c for c in columns if c not in self.columns]
+            present = set(self.columns)
+            missing = [c for c in columns if c not in present]
             if missing:
                 raise KeyError(f"{self.name}: no column(s) {missing[:5]} in {self.files[0]}")
         for path in self.files:
