@@ -16,10 +16,11 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
+from pydantic import BaseModel
 
 from recflow.registry import Registry
 
@@ -67,6 +68,14 @@ class Retriever:
     def n_params(self) -> int:
         module = getattr(self, "module", None)
         return int(sum(p.numel() for p in module.parameters())) if module is not None else 0
+
+
+P = TypeVar("P", bound=BaseModel)
+
+
+def coerce_params(kind: type[P], params: P | dict[str, Any] | None) -> P:
+    """Typed params from a model, a dict (e.g. a saved payload) or None (defaults)."""
+    return params if isinstance(params, kind) else kind.model_validate(dict(params or {}))
 
 
 def windows(sequences: list[np.ndarray], length: int, min_length: int = 2) -> list[np.ndarray]:

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict
 
-from recflow.models.retrieval.base import RETRIEVAL_MODELS, RetrievalData, Retriever
+from recflow.models.retrieval.base import RETRIEVAL_MODELS, RetrievalData, Retriever, coerce_params
 
 
 class PopularityParams(BaseModel):
@@ -42,7 +42,6 @@ class Popularity(Retriever):
     def from_state(cls, params: PopularityParams | dict[str, Any] | None,
                    state: dict[str, Any]) -> Popularity:
         """Rebuild a fitted baseline from `state()`."""
-        model = cls(params if isinstance(params, PopularityParams)
-                    else PopularityParams.model_validate(dict(params or {})))
+        model = cls(coerce_params(PopularityParams, params))
         model.counts = np.asarray(state["counts"], dtype=np.float64)
         return model

@@ -32,6 +32,7 @@ from recflow.models.retrieval.base import (
     RetrievalData,
     Retriever,
     causal_pad_mask,
+    coerce_params,
     left_pad,
     train_next_token,
     windows,
@@ -193,8 +194,7 @@ class SASRec(Retriever):
     def from_state(cls, params: SASRecParams | dict[str, Any] | None, state: dict[str, Any]
                    ) -> SASRec:
         """Rebuild a fitted retriever from `state()` (n_items from the embedding table)."""
-        p = params if isinstance(params, SASRecParams) else SASRecParams.model_validate(
-            dict(params or {}))
+        p = coerce_params(SASRecParams, params)
         sd = state["state_dict"]
         model = cls(p)
         model.module = SASRecModule(int(sd["item.weight"].shape[0]) - 1, p)

@@ -37,6 +37,7 @@ from recflow.models.retrieval.base import (
     RetrievalData,
     Retriever,
     causal_pad_mask,
+    coerce_params,
     left_pad,
     train_next_token,
     windows,
@@ -308,8 +309,7 @@ class Tiger(Retriever):
     def from_state(cls, params: TigerParams | dict[str, Any] | None, state: dict[str, Any]
                    ) -> Tiger:
         """Rebuild a fitted retriever from `state()`: trie and module from the semantic IDs."""
-        p = params if isinstance(params, TigerParams) else TigerParams.model_validate(
-            dict(params or {}))
+        p = coerce_params(TigerParams, params)
         model = cls(p)
         model._setup(np.asarray(state["semantic_ids"]))
         model.module.load_state_dict(state["state_dict"])

@@ -45,6 +45,7 @@ from recflow.models.retrieval.base import (
     Retriever,
     Timer,
     batches,
+    coerce_params,
     left_pad,
 )
 
@@ -298,8 +299,7 @@ class TwoTower(Retriever):
     def from_state(cls, params: TwoTowerParams | dict[str, Any] | None, state: dict[str, Any]
                    ) -> TwoTower:
         """Rebuild a fitted retriever from `state()` (shapes come from the state dict)."""
-        p = params if isinstance(params, TwoTowerParams) else TwoTowerParams.model_validate(
-            dict(params or {}))
+        p = coerce_params(TwoTowerParams, params)
         sd = state["state_dict"]
         names = list(state.get("feature_names") or [])
         vocab = [int(sd[f"feat_emb.{f}.weight"].shape[0]) for f in range(len(names))]
