@@ -35,6 +35,19 @@ def dataset_filepath(catalog: Any, name: str) -> Path | None:
     return Path(str(filepath))
 
 
+def dataset_filepaths(catalog: Any, name: str) -> list[Path]:
+    """Every local path a dataset writes to: its `filepaths` if it writes several
+    (e.g. `ShardedSplitsDataset`, one directory per split), else `dataset_filepath`."""
+    try:
+        many = getattr(catalog.get(name), "filepaths", None)
+    except Exception:  # noqa: BLE001 - as in dataset_filepath
+        many = None
+    if many is not None:
+        return [Path(str(p)) for p in many]
+    one = dataset_filepath(catalog, name)
+    return [] if one is None else [one]
+
+
 class ConfigCaptureHooks:
     """Remember the active context's config loader (with its `--env`).
 
@@ -65,16 +78,17 @@ class AtomicRunHooks:
 
     @hook_impl
     def before_dataset_saved(self, dataset_name: str) -> None:
-        path = dataset_filepath(self._catalog, dataset_name) if self._catalog else None
-        if path is None or path in self._written:
-            return
-        if path.exists() and path not in self._backups:
-            backup = path.with_name(path.name + _BACKUP_SUFFIX)
-            if backup.exists():
-                _remove(backup)
-            shutil.move(path, backup)
-            self._backups[path] = backup
-        self._written.append(path)
+        paths = dataset_filepaths(self._catalog, dataset_name) if self._catalog else []
+        for path in paths:
+            if path in self._written:
+                continue
+            if path.exists() and path not in self._backups:
+                backup = path.with_name(path.name + _BACKUP_SUFFIX)
+                if backup.exists():
+                    _remove(backup)
+                shutil.move(path, backup)
+                self._backups[path] = backup
+            self._written.append(path)
 
     @hook_impl
     def after_pipeline_run(self) -> None:

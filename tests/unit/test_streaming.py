@@ -133,6 +133,32 @@ def test_streaming_run_equals_in_memory(tmp_path: Path) -> None:
     assert (first_test_shard.filter(like="hist_item_id__").to_numpy() > 0).any()
 
 
+def test_failed_streaming_run_restores_the_previous_parts(tmp_path: Path) -> None:
+    """The transform fails on the last shard after writing parts of every split: the
+    run must leave the previous run's parts, not a mix (AtomicRunHooks, all three
+    directories of the one `model_input_shards@splits` output)."""
+    from recflow.hooks import _BACKUP_SUFFIX
+
+    project = make_project(tmp_path / "project", n_impressions=1_000)
+    raw = project / "data/01_raw"
+    write_shards(GeneratorConfig(n_users=300, n_items=400, n_impressions=20_000, seed=7,
+                                 days=10), raw, days_per_shard=2)
+    run_kedro(project, "preprocessing_streaming")
+    out = project / "data/05_model_input"
+
+    def snapshot() -> dict[str, bytes]:
+        return {str(p.relative_to(out)): p.read_bytes() for p in out.rglob("part-*.parquet")}
+
+    before = snapshot()
+    assert {k.split("/")[0] for k in before} == {f"model_input_{s}" for s in SPLITS}
+    last = sorted((raw / "interactions").glob("*.parquet"))[-1]  # test period: not fitted on
+    pd.read_parquet(last).drop(columns=["click"]).to_parquet(last)
+    with pytest.raises(Exception, match="click"):
+        run_kedro(project, "preprocessing_streaming")
+    assert snapshot() == before
+    assert not list(out.rglob(f"*{_BACKUP_SUFFIX}"))
+
+
 # ---- bounded memory: small vs 10x larger input, through a real `kedro run` ----------------
 def _peak(project: Path) -> dict:
     """Peak RSS (KiB) of `kedro run --pipeline=preprocessing_streaming` in its own process.

@@ -133,6 +133,11 @@ class ShardedSplitsDataset(AbstractDataset[Mapping[str, pd.DataFrame], dict[str,
                                                 save_args=save_args) for s in splits}
         self.metadata = metadata
 
+    @property
+    def filepaths(self) -> list[Path]:
+        """The split directories (what a failed run's rollback restores)."""
+        return [parts._filepath for parts in self._parts.values()]
+
     def save(self, data: Mapping[str, pd.DataFrame]) -> None:
         if not isinstance(data, Mapping) or set(data) - set(self._parts):
             raise DatasetError(f"{self._path}: expected a chunk {{split: DataFrame}} with "
