@@ -69,7 +69,7 @@ class _Accumulator:
     pairs collide (p < 1e-5 at 10^7 pairs).
     """
 
-    def __init__(self, user_col: str, item_col: str, time_col: str | None,
+    def __init__(self, user_col: str | None, item_col: str | None, time_col: str | None,
                  label_col: str | None) -> None:
         self.user_col, self.item_col = user_col, item_col
         self.time_col, self.label_col = time_col, label_col
@@ -88,14 +88,18 @@ class _Accumulator:
         events, codes = events[kept], codes[kept]
         for code in np.unique(codes).tolist():
             rows = events[codes == code]
-            self.users[code] = _add_counts(self.users.get(code), rows[self.user_col])
-            self.items[code] = _add_counts(self.items.get(code), rows[self.item_col])
+            if self.user_col is not None:
+                self.users[code] = _add_counts(self.users.get(code), rows[self.user_col])
+            if self.item_col is not None:
+                self.items[code] = _add_counts(self.items.get(code), rows[self.item_col])
             self.rows[code] += len(rows)
             if self.label_col is not None:
                 self.label_sums[code] += float(rows[self.label_col].to_numpy(np.float64).sum())
         if self.time_col is not None and len(events):
             times = events[self.time_col].to_numpy()
             self.times += [times.min(), times.max()]
+        if self.user_col is None or self.item_col is None:
+            return  # density needs both keys
         pairs = pd.util.hash_pandas_object(events[[self.user_col, self.item_col]], index=False)
         self.pairs.append(np.unique(pairs.to_numpy()))
         self.pair_rows += len(self.pairs[-1])
@@ -117,9 +121,9 @@ class _Accumulator:
         n_users = len(per_user)
         pairs = len(self.pairs[0]) if self.pairs else 0
         labels = sum(self.label_sums.values())
-        stats: dict[str, Any] = {
-            "users": n_users,
-            "items": n_items,
+        stats: dict[str, Any] = {  # None: the data has no such key
+            "users": n_users if self.user_col is not None else None,
+            "items": n_items if self.item_col is not None else None,
             "interactions": n,
             "dropped_rows": self.dropped,
             "density": pairs / (n_users * n_items) if n_users and n_items else None,
@@ -135,8 +139,8 @@ class _Accumulator:
             return stats
         stats["splits"] = {
             name: {"interactions": self.rows[code],
-                   "users": len(self.users.get(code, ())),
-                   "items": len(self.items.get(code, ())),
+                   "users": len(self.users.get(code, ())) if self.user_col else None,
+                   "items": len(self.items.get(code, ())) if self.item_col else None,
                    "label_rate": self.label_sums[code] / self.rows[code]
                    if self.label_col is not None and self.rows[code] else None}
             for code, name in enumerate(SPLIT_NAMES)
@@ -155,8 +159,8 @@ class _Accumulator:
 def dataset_statistics(
     events: pd.DataFrame,
     *,
-    user_col: str = "user_id",
-    item_col: str = "item_id",
+    user_col: str | None = "user_id",
+    item_col: str | None = "item_id",
     time_col: str | None = "timestamp",
     label_col: str | None = None,
     split: str | np.ndarray | pd.Series | None = None,
@@ -179,8 +183,8 @@ def dataset_statistics(
 def split_statistics(
     splits: Mapping[str, pd.DataFrame | ParquetParts],
     *,
-    user_col: str = "user_id",
-    item_col: str = "item_id",
+    user_col: str | None = "user_id",
+    item_col: str | None = "item_id",
     time_col: str | None = "timestamp",
     label_col: str | None = None,
 ) -> dict[str, Any]:

@@ -92,13 +92,16 @@ FieldConfig = Annotated[
 ]
 
 
-SplitStrategy = Literal["temporal", "leave_one_out", "random"]
+SplitStrategy = Literal["temporal", "leave_one_out", "random", "given"]
 # The keys each strategy takes; a key of another strategy is a YAML error, not ignored.
 SPLIT_KEYS: dict[str, tuple[str, ...]] = {
     "temporal": ("valid_start", "test_start"),
     "leave_one_out": ("min_interactions", "short_users"),
     "random": ("valid_ratio", "test_ratio", "seed"),
+    "given": (),
 }
+#: strategies that order rows in time (they need `dataset.events.time`)
+TIMED_STRATEGIES = ("temporal", "leave_one_out")
 
 
 class SplitConfig(_Strict):
@@ -107,6 +110,8 @@ class SplitConfig(_Strict):
     `temporal` (default): global cut-offs at timestamp quantiles, no row sees the future.
     `leave_one_out`: per user by time, last row -> test, second-to-last -> valid.
     `random`: seeded row-level shuffle with exact ratios (CTR comparisons only).
+    `given`: the user's own split: `dataset.events.tables` (train / valid / test files)
+    or `dataset.events.split_column`.
     """
 
     strategy: SplitStrategy = "temporal"
@@ -153,7 +158,8 @@ class SplitConfig(_Strict):
 
     def parameters(self) -> dict[str, Any]:
         """The strategy and only its own keys: what split records and reports carry."""
-        return {"strategy": self.strategy, **{k: getattr(self, k) for k in SPLIT_KEYS[self.strategy]}}
+        return {"strategy": self.strategy,
+                **{k: getattr(self, k) for k in SPLIT_KEYS[self.strategy]}}
 
 
 class FeaturesConfig(_Strict):

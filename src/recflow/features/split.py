@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from recflow.features.config import SplitConfig
+from recflow.features.config import TIMED_STRATEGIES, SplitConfig
 
 
 def temporal_cutoffs(timestamps: pd.Series, config: SplitConfig) -> dict[str, int | str]:
@@ -58,6 +58,7 @@ def split_masks(timestamps: pd.Series, cutoffs: dict) -> dict[str, np.ndarray]:
 
 SPLIT_CODES = {"train": 0, "valid": 1, "test": 2}
 DROPPED = -1
+GIVEN_COLUMN = "split"  # the canonical split column of a `given` split (recflow.datasets)
 
 
 def assign_splits(
@@ -73,7 +74,17 @@ def assign_splits(
     """
     n = len(frame)
     codes = np.zeros(n, dtype=np.int8)
-    if config.strategy == "temporal":
+    if config.strategy in TIMED_STRATEGIES and time_col not in frame.columns:
+        raise ValueError(f"split.strategy '{config.strategy}' orders events in time, but the "
+                         "log has no event time (dataset.events.time is not declared); use "
+                         "strategy 'given' (your own split) or 'random'")
+    if config.strategy == "given":
+        if GIVEN_COLUMN not in frame.columns:
+            raise ValueError("split.strategy 'given' needs the split from the data: declare "
+                             "dataset.events.tables {train, valid, test} or "
+                             "dataset.events.split_column")
+        codes[:] = frame[GIVEN_COLUMN].map(SPLIT_CODES).to_numpy(np.int8)
+    elif config.strategy == "temporal":
         masks = split_masks(frame[time_col], temporal_cutoffs(frame[time_col], config))
         codes[masks["valid"]] = SPLIT_CODES["valid"]
         codes[masks["test"]] = SPLIT_CODES["test"]
@@ -113,6 +124,8 @@ def split_record(
     record: dict[str, Any] = config.parameters()
     if config.strategy == "temporal":
         record.update(temporal_cutoffs(frame[time_col], config))
+    elif config.strategy == "given":
+        record.update(column=GIVEN_COLUMN)
     else:
         record.update(column=time_col, user_column=user_col,
                       dropped_rows=int((codes == DROPPED).sum()))
@@ -140,5 +153,7 @@ def recorded_splits(
         return codes
     config = SplitConfig.model_validate({k: v for k, v in record.items()
                                          if k in SplitConfig.model_fields})
+    if strategy == "given":
+        return assign_splits(frame, config, user_col, time_col)
     return assign_splits(frame, config, record.get("user_column", user_col),
                          record.get("column", time_col))

@@ -8,6 +8,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from recflow.datasets.declaration import ITEM, TIME, USER, DatasetDeclaration
+from recflow.datasets.prepare import join_side, prepare_log, prepare_side
 from recflow.evaluation import split_statistics
 from recflow.features import FeaturesConfig, FeatureSpec
 from recflow.features.sequences import build_histories
@@ -20,27 +22,34 @@ from recflow.tokenization.semantic_ids import SemanticIdTable
 logger = logging.getLogger(__name__)
 SPLITS = ("train", "valid", "test")
 SID_INPUT_PREFIX = "sid__"
+ROLE_OF = {USER: "user", ITEM: "item", TIME: "time"}
+#: model-input key columns, written for the roles the data has
+KEYS = {"key_user": USER, "key_item": ITEM, "key_timestamp": TIME}
 
 
-def _check_references(log: pd.DataFrame, table: pd.DataFrame, key: str, dataset: str) -> None:
-    unknown = ~log[key].isin(table[key])
-    if unknown.any():
-        examples = log.loc[unknown, key].unique()[:5].tolist()
-        raise ValueError(
-            f"raw_interactions.{key}: {int(unknown.sum())} row(s) reference ids missing "
-            f"from {dataset}.{key}, e.g. {examples}"
-        )
+def prepare_interactions(dataset: DatasetDeclaration, **tables: pd.DataFrame) -> pd.DataFrame:
+    """The declared event log, validated and in canonical shape (`recflow.datasets.prepare`)."""
+    return prepare_log(dataset, tables)
+
+
+def prepare_users(dataset: DatasetDeclaration, raw: pd.DataFrame) -> pd.DataFrame:
+    return prepare_side(dataset, "users", raw)
+
+
+def prepare_items(dataset: DatasetDeclaration, raw: pd.DataFrame) -> pd.DataFrame:
+    return prepare_side(dataset, "items", raw)
 
 
 def join_events(
-    interactions: pd.DataFrame, users: pd.DataFrame, items: pd.DataFrame
+    interactions: pd.DataFrame, dataset: DatasetDeclaration, **side: pd.DataFrame
 ) -> pd.DataFrame:
-    """Impressions enriched with user and item attributes, in time order."""
-    _check_references(interactions, users, "user_id", "raw_users")
-    _check_references(interactions, items, "item_id", "raw_items")
-    events = interactions.merge(users, on="user_id", how="left", suffixes=("", "_user"))
-    events = events.merge(items, on="item_id", how="left", suffixes=("", "_item"))
-    return events.sort_values("timestamp", kind="stable").reset_index(drop=True)
+    """The log enriched with the declared side tables (`users`, `items`), in time order."""
+    events = interactions
+    for name, table in side.items():
+        events = join_side(events, table, dataset, name)
+    if TIME in events.columns:
+        events = events.sort_values(TIME, kind="stable")
+    return events.reset_index(drop=True)
 
 
 def split_by_time(events: pd.DataFrame, params: FeaturesConfig) -> dict[str, Any]:
@@ -72,12 +81,18 @@ def check_columns(events: pd.DataFrame, params: FeaturesConfig,
                   log: str = "raw_interactions") -> None:
     """Every column the YAML names exists in the joined raw data (`log` + users + items)."""
     missing = _missing_columns(events, params)
+    for name, cfg in params.fields.items():
+        if cfg.transform == "sequence":  # histories are per user, in time
+            missing.update({f"preprocessing.fields.{name} (a behaviour sequence)": c
+                            for c in (USER, TIME) if c not in events.columns})
     if missing:
-        listed = "; ".join(f"{key} -> column '{column}'" for key, column in missing.items())
+        listed = "; ".join(f"{key} -> column '{column}'" + (
+            f" (the {ROLE_OF[column]} role: dataset.events.{ROLE_OF[column]} is not declared)"
+            if column in ROLE_OF else "") for key, column in missing.items())
         raise KeyError(
             f"parameters_preprocessing.yml names column(s) that the joined raw data "
-            f"({log} + raw_users + raw_items) does not have: {listed}; "
-            f"available: {sorted(events.columns)}"
+            f"({log} + its declared side tables) does not have: {listed}; "
+            f"available: {sorted(map(str, events.columns))}"
         )
 
 
@@ -122,14 +137,8 @@ def transform_split(
     mask = recorded_splits(events, spec.split) == SPLIT_CODES[split]
     rows = events.loc[mask]
     features = spec.transform_frame(rows, history_ids=_history_ids(events, rows, spec))
-    keys = pd.DataFrame(
-        {
-            "key_user": rows["user_id"].to_numpy(),
-            "key_item": rows["item_id"].to_numpy(),
-            "key_timestamp": rows["timestamp"].to_numpy(np.int64),
-        },
-        index=rows.index,
-    )
+    keys = pd.DataFrame({key: rows[column].to_numpy() for key, column in KEYS.items()
+                         if column in rows.columns}, index=rows.index)
     labels = pd.DataFrame(
         {LABEL_PREFIX + label: rows[label].to_numpy(np.int64) for label in spec.labels},
         index=rows.index,
@@ -137,9 +146,9 @@ def transform_split(
     out = pd.concat([keys, features, labels], axis=1).reset_index(drop=True)
     # Only a temporal split has one time window per split (leave-one-out / random do not).
     window = {
-        "train": (int(events["timestamp"].min()), spec.split["train_end"]),
+        "train": (int(events[TIME].min()), spec.split["train_end"]),
         "valid": (spec.split["train_end"], spec.split["valid_end"]),
-        "test": (spec.split["valid_end"], int(events["timestamp"].max()) + 1),
+        "test": (spec.split["valid_end"], int(events[TIME].max()) + 1),
     }[split] if "train_end" in spec.split else None
     out.attrs[ATTRS_KEY] = {
         "split": split,
@@ -166,6 +175,15 @@ def transform_test(events: pd.DataFrame, feature_spec: dict[str, Any]) -> pd.Dat
     return transform_split(events, feature_spec, "test")
 
 
+def _key_columns(frame: pd.DataFrame) -> dict[str, str | None]:
+    """`split_statistics` column arguments for the keys this model input has."""
+    have = set(frame.columns)
+    return {"user_col": "key_user" if "key_user" in have else None,
+            "item_col": "key_item" if "key_item" in have else None,
+            "time_col": "key_timestamp" if "key_timestamp" in have else None,
+            "label_col": LABEL_PREFIX + "click" if LABEL_PREFIX + "click" in have else None}
+
+
 def report_data_quality(
     train: pd.DataFrame, valid: pd.DataFrame, test: pd.DataFrame
 ) -> dict[str, Any]:
@@ -174,9 +192,7 @@ def report_data_quality(
                for name, frame in zip(SPLITS, (train, valid, test), strict=True)}
     report = {"success": all(r["success"] for r in results.values()), "splits": results,
               "statistics": split_statistics(
-                  {"train": train, "valid": valid, "test": test}, user_col="key_user",
-                  item_col="key_item", time_col="key_timestamp",
-                  label_col=LABEL_PREFIX + "click" if LABEL_PREFIX + "click" in train else None)}
+                  {"train": train, "valid": valid, "test": test}, **_key_columns(train))}
     if not report["success"]:
         failed = {n: [f["expectation"] for f in r["failed"]] for n, r in results.items()}
         raise ValueError(f"data quality checks failed: {failed}")

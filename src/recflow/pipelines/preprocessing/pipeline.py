@@ -6,6 +6,7 @@ from typing import Any
 
 from kedro.pipeline import Pipeline, node
 
+from recflow.datasets.declaration import load_declaration
 from recflow.pipelines.preprocessing import nodes
 
 
@@ -15,6 +16,7 @@ def pipeline_kwargs(parameters: dict[str, Any]) -> dict[str, Any]:
     `semantic_prefix` fields name a tokenizer of another YAML file, so the cross-file
     reference is checked here, before any node runs.
     """
+    declaration = load_declaration(parameters)
     fields = (parameters.get("preprocessing") or {}).get("fields") or {}
     entries = list((parameters.get("semantic_ids") or {}).get("tokenizers") or {})
     names: list[str] = []
@@ -28,17 +30,38 @@ def pipeline_kwargs(parameters: dict[str, Any]) -> dict[str, Any]:
                 f"{tokenizer!r} is not an entry of semantic_ids.tokenizers "
                 f"(parameters_semantic_ids.yml); entries: {entries}")
         names.append(tokenizer)
-    return {"semantic_tokenizers": list(dict.fromkeys(names))}
+    return {"semantic_tokenizers": list(dict.fromkeys(names)),
+            "log_tables": declaration.events.catalog_entries(),
+            "side_tables": {name: getattr(declaration, name).table
+                            for name in ("users", "items") if getattr(declaration, name)}}
 
 
-def create_pipeline(semantic_tokenizers: list[str] | None = None, **kwargs) -> Pipeline:
-    """`semantic_tokenizers`: tables `semantic_ids_<name>` that `semantic_prefix` fields read."""
+def create_pipeline(semantic_tokenizers: list[str] | None = None,
+                    log_tables: list[str] | None = None,
+                    side_tables: dict[str, str] | None = None, **kwargs) -> Pipeline:
+    """The declared tables -> canonical `interactions` / `users` / `items` -> `events` -> splits.
+
+    `log_tables`: catalog entries of the event log (one, or train/valid/test);
+    `side_tables`: "users" / "items" -> catalog entry, for those the declaration has;
+    `semantic_tokenizers`: tables `semantic_ids_<name>` that `semantic_prefix` fields read.
+    """
+    log_tables = log_tables or ["raw_interactions"]
+    side_tables = {"users": "raw_users", "items": "raw_items"} if side_tables is None \
+        else side_tables
     tables = {f"{nodes.SID_INPUT_PREFIX}{name}": f"semantic_ids_{name}"
               for name in semantic_tokenizers or []}
+    prepare_side = {"users": nodes.prepare_users, "items": nodes.prepare_items}
     return Pipeline(
         [
-            node(nodes.join_events, ["raw_interactions", "raw_users", "raw_items"], "events",
-                 name="join_events"),
+            node(nodes.prepare_interactions,
+                 {"dataset": "params:dataset", **{t: t for t in log_tables}},
+                 "interactions", name="prepare_interactions"),
+            *(node(prepare_side[name], ["params:dataset", table], name,
+                   name=f"prepare_{name}") for name, table in side_tables.items()),
+            node(nodes.join_events,
+                 {"interactions": "interactions", "dataset": "params:dataset",
+                  **{name: name for name in side_tables}},
+                 "events", name="join_events"),
             node(nodes.split_by_time, ["events", "params:preprocessing"], "split_cutoffs",
                  name="split_by_time"),
             node(nodes.fit_feature_spec,

@@ -1,0 +1,182 @@
+"""Raw tables -> the canonical shape every pipeline reads, as the declaration says.
+
+The canonical log has `user_id` / `item_id` (when declared; strings stay strings),
+`timestamp` (int64 epoch seconds, when declared), one int64 0/1 column per label,
+`split` (train / valid / test, when the split is given) and every other column of the
+file under its own name. Side tables are keyed by `user_id` / `item_id`. Column-wise
+pandas throughout: no Python loop touches a row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import pandas as pd
+
+from recflow.datasets.declaration import (
+    ITEM,
+    SPLIT,
+    SPLIT_NAMES,
+    TIME,
+    USER,
+    DatasetDeclaration,
+    IdType,
+    TimeDecl,
+)
+from recflow.datasets.schema import DatasetError, table_schema, validate
+
+_EXAMPLES = 5
+
+
+def _examples(values: pd.Series) -> list:
+    return values.drop_duplicates().head(_EXAMPLES).tolist()
+
+
+def cast_ids(values: pd.Series, id_type: IdType, where: str) -> pd.Series:
+    """Ids as the declaration says: `auto` keeps strings and integers (integral floats -> int)."""
+    if id_type == "string" or (id_type == "auto" and not pd.api.types.is_numeric_dtype(values)):
+        if pd.api.types.is_float_dtype(values):
+            values = _integral(values, where)
+        return values.astype(str) if id_type == "string" else values
+    numbers = pd.to_numeric(values, errors="coerce")
+    bad = numbers.isna() & values.notna()
+    if bad.any():
+        raise DatasetError(f"{where}: ids must be integers (id_type: {id_type}); "
+                           f"{int(bad.sum())} value(s) are not, e.g. {_examples(values[bad])}")
+    return _integral(numbers, where) if pd.api.types.is_float_dtype(numbers) else numbers
+
+
+def _integral(values: pd.Series, where: str) -> pd.Series:
+    x = values.to_numpy(np.float64)
+    fractional = np.isfinite(x) & (np.floor(x) != x)
+    if fractional.any():
+        raise DatasetError(f"{where}: ids must be integral; got e.g. "
+                           f"{_examples(values[fractional])}")
+    return values.astype(np.int64)
+
+
+def to_epoch_seconds(values: pd.Series, decl: TimeDecl, where: str) -> pd.Series:
+    """Event times as int64 epoch seconds, from epoch numbers, ISO-8601 text or datetimes."""
+    fmt = decl.format
+    if fmt == "auto":
+        if pd.api.types.is_datetime64_any_dtype(values):
+            fmt = "datetime"
+        elif pd.api.types.is_numeric_dtype(values):
+            top = float(np.nanmax(np.abs(values.to_numpy(np.float64)))) if len(values) else 0.0
+            fmt = "epoch_us" if top > 1e14 else "epoch_ms" if top > 1e11 else "epoch_s"
+        else:
+            fmt = "iso8601"
+    if fmt.startswith("epoch"):
+        numbers = pd.to_numeric(values, errors="coerce")
+        bad = numbers.isna()
+        if bad.any():
+            raise DatasetError(f"{where}: '{decl.column}' must hold epoch numbers ({fmt}); "
+                               f"{int(bad.sum())} value(s) do not parse, e.g. "
+                               f"{_examples(values[bad])}")
+        scale = {"epoch_s": 1, "epoch_ms": 1_000, "epoch_us": 1_000_000}[fmt]
+        if pd.api.types.is_integer_dtype(numbers):
+            seconds = numbers.to_numpy(np.int64) // scale
+        else:
+            seconds = np.floor(numbers.to_numpy(np.float64) / scale).astype(np.int64)
+        return pd.Series(seconds, index=values.index, name=TIME)
+    parsed = values if fmt == "datetime" and pd.api.types.is_datetime64_any_dtype(values) else \
+        pd.to_datetime(values, format="ISO8601" if fmt == "iso8601" else None, utc=True,
+                       errors="coerce")
+    bad = parsed.isna()
+    if bad.any():
+        expected = "ISO-8601 text such as 2024-03-01T12:30:00Z" if fmt == "iso8601" \
+            else "datetimes"
+        raise DatasetError(f"{where}: '{decl.column}' must hold {expected}; "
+                           f"{int(bad.sum())} value(s) do not parse, e.g. "
+                           f"{_examples(values[bad])}")
+    if parsed.dt.tz is None:
+        parsed = parsed.dt.tz_localize("UTC")
+    seconds = parsed.dt.tz_convert("UTC").dt.tz_localize(None).astype("datetime64[s]")
+    return pd.Series(seconds.to_numpy().astype(np.int64), index=values.index, name=TIME)
+
+
+def _label(values: pd.Series, threshold: float | None) -> np.ndarray:
+    if threshold is None:
+        return values.to_numpy(np.int64)
+    return (values.to_numpy(np.float64) >= threshold).astype(np.int64)
+
+
+def prepare_log(decl: DatasetDeclaration, tables: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
+    """The event log in canonical shape; `tables`: catalog entry -> its frame.
+
+    A split given as files is concatenated train, valid, test with a `split` column.
+    """
+    ev = decl.events
+    parts = []
+    schema = table_schema(decl, "events")
+    for split in SPLIT_NAMES if ev.tables else [None]:
+        entry = ev.tables[split] if split else ev.table
+        if entry not in tables:
+            raise DatasetError(f"dataset.events: catalog entry '{entry}' was not loaded")
+        frame = validate(tables[entry], schema, entry)
+        parts.append(frame.assign(**{SPLIT: split}) if split else frame)
+    raw = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
+    where = ev.table or "+".join(ev.tables.values())
+    out = raw.drop(columns=[lab.column for lab in ev.labels.values() if lab.threshold is None])
+    renames = {c: n for n, c in ((SPLIT, ev.split_column), (USER, ev.user), (ITEM, ev.item))
+               if c}
+    clash = sorted(set(renames.values()) & (set(out.columns) - set(renames)))
+    if ev.time:
+        clash += [TIME] if TIME in out.columns and TIME != ev.time.column else []
+    if clash:
+        raise DatasetError(f"{where}: column(s) {clash} are reserved for role columns but hold "
+                           "something else; rename them in the file or declare them as roles")
+    out = out.rename(columns=renames)
+    for role, column in ((USER, ev.user), (ITEM, ev.item)):
+        if column:
+            out[role] = cast_ids(out[role], ev.id_type, f"{where}.{column} (dataset.events."
+                                 f"{'user' if role == USER else 'item'})")
+    if ev.time:
+        seconds = to_epoch_seconds(raw[ev.time.column], ev.time,
+                                   f"{where} (dataset.events.time)")
+        out = out.drop(columns=[ev.time.column]).assign(**{TIME: seconds})
+    for name, label in ev.labels.items():
+        out[name] = _label(raw[label.column], label.threshold)
+    return out
+
+
+def prepare_side(decl: DatasetDeclaration, table: str, frame: pd.DataFrame) -> pd.DataFrame:
+    """A users / items table validated (unique non-null keys) and keyed by `user_id` / `item_id`."""
+    side = getattr(decl, table)
+    frame = validate(frame, table_schema(decl, table), side.table)
+    key = USER if table == "users" else ITEM
+    if key in frame.columns and key != side.key:
+        raise DatasetError(f"{side.table}: column '{key}' is reserved for the key "
+                           f"(dataset.{table}.key: {side.key})")
+    out = frame.rename(columns={side.key: key})
+    out[key] = cast_ids(out[key], decl.events.id_type, f"{side.table}.{side.key} "
+                        f"(dataset.{table}.key)")
+    return out
+
+
+def _align_keys(log: pd.Series, table: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """Integer ids on one side and text on the other (CSV vs parquet) meet as text."""
+    if pd.api.types.is_numeric_dtype(log) == pd.api.types.is_numeric_dtype(table):
+        return log, table
+    return log.astype(str), table.astype(str)
+
+
+def join_side(log: pd.DataFrame, table: pd.DataFrame, decl: DatasetDeclaration,
+              name: str) -> pd.DataFrame:
+    """Left-join a side table; a log key with no row gets null attributes (or an error)."""
+    side = getattr(decl, name)
+    key = USER if name == "users" else ITEM
+    log_keys, table_keys = _align_keys(log[key], table[key])
+    known = log_keys.isin(table_keys)
+    if not known.all():
+        missing = log_keys[~known]
+        if side.on_missing == "error":
+            raise DatasetError(
+                f"{side.table}: {int((~known).sum())} log row(s) reference {key}s with no row "
+                f"here (dataset.{name}.on_missing: error), e.g. {_examples(missing)}")
+    table = table.assign(**{key: table_keys})
+    joined = log.assign(**{key: log_keys}).merge(
+        table, on=key, how="left", suffixes=("", f"_{name[:-1]}"))
+    joined[key] = log[key].to_numpy()  # the log's own ids (dtype) survive the join
+    return joined
