@@ -26,6 +26,10 @@ def main(argv: list[str] | None = None) -> int:
                    add_help=False)
     sub.add_parser("benchmark", help="run a grid (datasets x protocols x models x seeds) "
                    "into one table", add_help=False)
+    sub.add_parser("scaffold", help="write conf/ENV for your own data files (docs/byod.md)",
+                   add_help=False)
+    sub.add_parser("example-data", help="write a small criteo / reviews / retail dataset",
+                   add_help=False)
     args, rest = parser.parse_known_args(argv)
     if args.command == "list":
         return _list(args.kind, args.pattern)
@@ -39,6 +43,14 @@ def main(argv: list[str] | None = None) -> int:
         from recflow.evaluation.benchmark import main as benchmark
 
         return benchmark(rest)
+    if args.command == "scaffold":
+        from recflow.datasets.scaffold import main as scaffold
+
+        return scaffold(rest)
+    if args.command == "example-data":
+        from recflow.datasets.examples import main as example_data
+
+        return example_data(rest)
     if args.command == "generate":
         from recflow.datagen import main as generate
 

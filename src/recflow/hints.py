@@ -15,6 +15,13 @@ from kedro.framework.hooks import hook_impl
 
 from recflow.hooks import dataset_filepath
 
+#: canonical tables the preprocessing pipeline prepares when the declaration has them
+DECLARED_TABLES = {
+    "items": "an item catalogue (dataset.events.item, optionally a dataset.items table)",
+    "users": "a users table (dataset.users)",
+    "interactions": "the event log (dataset.events)",
+}
+
 
 class MissingInputError(FileNotFoundError):
     """A pipeline input file does not exist; the message says how to create it."""
@@ -40,6 +47,11 @@ class MissingInputsHook:
         missing = []
         for name in sorted(pipeline.inputs()):
             if name == "parameters" or name.startswith("params:"):
+                continue
+            if name in DECLARED_TABLES:  # made by prepare nodes, absent for this dataset
+                missing.append(f"  - dataset '{name}': this pipeline needs "
+                               f"{DECLARED_TABLES[name]}, which the dataset declaration "
+                               "(parameters_dataset.yml) does not provide")
                 continue
             path = dataset_filepath(catalog, name)
             if path is not None and not path.exists():

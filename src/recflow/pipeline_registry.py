@@ -59,9 +59,14 @@ def register_pipelines() -> dict[str, Pipeline]:
         "export": exporting,
     }
     retrieval_models = (params.get("retrieval") or {}).get("models") or {}
-    pipelines["semantic_ids"] = sem
+    # semantic IDs and retrieval read the canonical tables the declaration's nodes prepare
+    def prepared(*names: str) -> Pipeline:  # a dataset without item key has no `items`
+        return prep.to_outputs(*(n for n in names if n in prep.all_outputs()))
+
+    pipelines["semantic_ids"] = prepared("items") + sem
     pipelines["retrieval"] = (
-        prep.to_outputs("split_cutoffs") + sem + retrieval.create_pipeline(models=retrieval_models)
+        prepared("interactions", "items", "split_cutoffs") + sem
+        + retrieval.create_pipeline(models=retrieval_models)
     )
     pipelines["distillation"] = prep + distillation.create_pipeline(
         **distillation.pipeline_kwargs(params)

@@ -22,8 +22,6 @@ from pydantic import (
     model_validator,
 )
 
-from recflow.features.split import GIVEN_COLUMN as SPLIT
-
 #: canonical names of the role columns after `prepare` (and `SPLIT` for a given split)
 USER, ITEM, TIME = "user_id", "item_id", "timestamp"
 #: the primary target every ranking model predicts (column 0 of `predict`)

@@ -4,6 +4,6 @@ numpy / pandas only (no torch, no Kedro), so reports, benchmarks and notebooks r
 """
 
 from recflow.evaluation.aggregate import mean_std
-from recflow.evaluation.stats import dataset_statistics, split_statistics
+from recflow.evaluation.stats import dataset_statistics, key_columns, split_statistics
 
-__all__ = ["dataset_statistics", "mean_std", "split_statistics"]
+__all__ = ["dataset_statistics", "key_columns", "mean_std", "split_statistics"]

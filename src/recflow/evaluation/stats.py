@@ -180,6 +180,16 @@ def dataset_statistics(
     return acc.result(with_splits=split is not None)
 
 
+def key_columns(frame: pd.DataFrame | ParquetParts) -> dict[str, str | None]:
+    """`split_statistics` column arguments for the keys a model input has (roles vary by
+    dataset: a CTR log may have no user, item or time)."""
+    have = set(frame.columns)
+    return {"user_col": "key_user" if "key_user" in have else None,
+            "item_col": "key_item" if "key_item" in have else None,
+            "time_col": "key_timestamp" if "key_timestamp" in have else None,
+            "label_col": "label_click" if "label_click" in have else None}
+
+
 def split_statistics(
     splits: Mapping[str, pd.DataFrame | ParquetParts],
     *,

@@ -53,6 +53,7 @@ class Scorer:
 
     def __init__(self, model: str | Path | bytes, spec: str | Path | Mapping[str, Any] | FeatureSpec,
                  *, threads: int | None = None, manifest: Mapping[str, Any] | None = None) -> None:
+        self.aliases = _aliases(spec)  # canonical column -> the client's raw key
         self.spec = _load_spec(spec)
         options = ort.SessionOptions()
         if threads is not None:
@@ -82,7 +83,8 @@ class Scorer:
         self._spec = FeatureSpec(fields=[self.spec[n] for n in serving_fields(self.spec,
                                                                               self.input_names)],
                                  labels=[])
-        self.raw_schema = raw_schema(self.spec, self.input_names)
+        self.raw_schema = {self.aliases.get(k, k): v
+                           for k, v in raw_schema(self.spec, self.input_names).items()}
 
     # ---- construction -------------------------------------------------------------------
     @classmethod
@@ -122,6 +124,8 @@ class Scorer:
         return self._transform(self._validated_frame(records))
 
     def _transform(self, raw: pd.DataFrame) -> pd.DataFrame:
+        if self.aliases:  # the dataset's own column names -> the spec's canonical ones
+            raw = raw.rename(columns={v: k for k, v in self.aliases.items()})
         fill = {c: pd.Series([None] * len(raw), index=raw.index, dtype=object)
                 for f in self._spec.fields for c in f.columns if c not in raw}
         # vocabulary owners of sequences the model reads without their own column
@@ -204,6 +208,14 @@ def _load_spec(spec: str | Path | Mapping[str, Any] | FeatureSpec) -> FeatureSpe
     if isinstance(spec, str | Path):
         spec = json.loads(Path(spec).read_text())
     return FeatureSpec.from_dict(dict(spec))
+
+
+def _aliases(spec: str | Path | Mapping[str, Any] | FeatureSpec) -> dict[str, str]:
+    """`feature_spec.json`'s `raw_names` (canonical -> the user's column), if it has them."""
+    if isinstance(spec, str | Path):
+        spec = json.loads(Path(spec).read_text())
+    names = spec.get("raw_names", {}) if isinstance(spec, Mapping) else {}
+    return {k: v for k, v in names.items() if k != v}
 
 
 def _is_null(value: Any) -> bool:

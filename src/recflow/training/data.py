@@ -59,9 +59,11 @@ def _tensor(values: np.ndarray, dtype: type) -> torch.Tensor:
 
 
 def frame_to_tensors(frame: pd.DataFrame, spec: FeatureSpec) -> TensorBatch:
-    """A processed frame (spec columns + key_user + label_*) as column tensors."""
-    if "key_user" not in frame:
-        raise KeyError("processed frame has no 'key_user' column (needed for GAUC)")
+    """A processed frame (spec columns + key_user + label_*) as column tensors.
+
+    Without `key_user` (a log with no user key) every row is its own group, so GAUC
+    is undefined (NaN) rather than silently equal to AUC.
+    """
     inputs = {}
     for f in spec.fields:
         cols = f.output_columns()
@@ -75,7 +77,8 @@ def frame_to_tensors(frame: pd.DataFrame, spec: FeatureSpec) -> TensorBatch:
         for name in spec.labels
         if LABEL_PREFIX + name in frame
     }
-    return TensorBatch(inputs=inputs, labels=labels, users=frame["key_user"].to_numpy())
+    users = frame["key_user"].to_numpy() if "key_user" in frame else np.arange(len(frame))
+    return TensorBatch(inputs=inputs, labels=labels, users=users)
 
 
 def iterate_batches(

@@ -91,12 +91,16 @@ def ece(y: np.ndarray, p: np.ndarray, n_bins: int = 10) -> float:
     return float(np.sum(count[filled] * np.abs(mean_p[filled] - rate[filled])) / count.sum())
 
 
-def evaluate_scores(y: np.ndarray, p: np.ndarray, users: np.ndarray) -> dict[str, float]:
-    """All metrics of one score column, as the report and model comparison read them."""
+def evaluate_scores(y: np.ndarray, p: np.ndarray,
+                    users: np.ndarray | None) -> dict[str, float | None]:
+    """All metrics of one score column, as the report and model comparison read them.
+
+    `users` None (a log without a user key): `gauc` is None.
+    """
     return {
         "auc": auc(y, p),
         "logloss": logloss(y, p),
-        "gauc": gauc(y, p, users),
+        "gauc": None if users is None else gauc(y, p, users),
         "calibration": calibration(y, p),
         "ece": ece(y, p),
         "n": int(len(y)),

@@ -74,7 +74,8 @@ class ParquetShards(IterableDataset):
         metas = [pq.ParquetFile(f).metadata for f in self.files]
         self.file_rows = [m.num_rows for m in metas]
         names = set(metas[0].schema.names)
-        needed = ["key_user", *(c for f in spec.fields for c in f.output_columns())]
+        keys = ["key_user"] if "key_user" in names else []  # a log may have no user key
+        needed = [*keys, *(c for f in spec.fields for c in f.output_columns())]
         for f, meta in zip(self.files, metas, strict=True):
             missing = [c for c in needed if c not in meta.schema.names]
             if missing:

@@ -115,7 +115,7 @@ def cache_teacher_logits(teacher: dict[str, Any], train: pd.DataFrame,
     spec = FeatureSpec.from_dict(feature_spec)
     logits = teacher_logits(_members(teacher, spec), frame_to_tensors(train, spec),
                             teacher["tasks"])
-    out = train[list(ROW_KEYS)].reset_index(drop=True).copy()
+    out = train[[k for k in ROW_KEYS if k in train]].reset_index(drop=True).copy()
     for i, task in enumerate(teacher["tasks"]):
         out[LOGIT_PREFIX + task] = logits[:, i].astype(np.float32)
     return out
@@ -124,7 +124,8 @@ def cache_teacher_logits(teacher: dict[str, Any], train: pd.DataFrame,
 def _cached_logits(cache: pd.DataFrame, train: pd.DataFrame) -> tuple[np.ndarray, list[str]]:
     tasks = [c[len(LOGIT_PREFIX):] for c in cache if c.startswith(LOGIT_PREFIX)]
     same = len(cache) == len(train) and all(
-        np.array_equal(cache[k].to_numpy(), train[k].to_numpy()) for k in ROW_KEYS)
+        np.array_equal(cache[k].to_numpy(), train[k].to_numpy())
+        for k in ROW_KEYS if k in train)
     if not same:
         raise ValueError("distillation_teacher_logits does not line up with model_input_train "
                          "(rows or keys differ); re-run the distillation pipeline from the "
@@ -198,8 +199,8 @@ def train_student_plain(train: pd.DataFrame, valid: pd.DataFrame, feature_spec: 
 
 # ---- evaluation ------------------------------------------------------------------------
 def _metrics(test: pd.DataFrame, p_ctr: np.ndarray) -> dict[str, Any]:
-    return evaluate_scores(test[LABEL_PREFIX + "click"].to_numpy(), p_ctr,
-                           test["key_user"].to_numpy())
+    users = test["key_user"].to_numpy() if "key_user" in test else None
+    return evaluate_scores(test[LABEL_PREFIX + "click"].to_numpy(), p_ctr, users)
 
 
 def _latency(payload: dict[str, Any], feature_spec: dict[str, Any], test: pd.DataFrame,

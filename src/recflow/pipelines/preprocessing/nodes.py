@@ -10,7 +10,7 @@ import pandas as pd
 
 from recflow.datasets.declaration import ITEM, TIME, USER, DatasetDeclaration
 from recflow.datasets.prepare import join_side, prepare_log, prepare_side
-from recflow.evaluation import split_statistics
+from recflow.evaluation import key_columns, split_statistics
 from recflow.features import FeaturesConfig, FeatureSpec
 from recflow.features.sequences import build_histories
 from recflow.features.spec import LABEL_PREFIX
@@ -38,6 +38,11 @@ def prepare_users(dataset: DatasetDeclaration, raw: pd.DataFrame) -> pd.DataFram
 
 def prepare_items(dataset: DatasetDeclaration, raw: pd.DataFrame) -> pd.DataFrame:
     return prepare_side(dataset, "items", raw)
+
+
+def item_catalogue(interactions: pd.DataFrame) -> pd.DataFrame:
+    """The distinct items of the log: the catalogue when no items table is declared."""
+    return pd.DataFrame({ITEM: interactions[ITEM].drop_duplicates().sort_values().to_numpy()})
 
 
 def join_events(
@@ -98,10 +103,12 @@ def check_columns(events: pd.DataFrame, params: FeaturesConfig,
 
 def fit_feature_spec(
     events: pd.DataFrame, cutoffs: dict[str, Any], params: FeaturesConfig,
-    **semantic_ids: pd.DataFrame,
+    dataset: DatasetDeclaration, **semantic_ids: pd.DataFrame,
 ) -> dict[str, Any]:
     """Fit every transform on the train split only and return the spec as JSON data.
 
+    `raw_names` in the result maps canonical role columns to the dataset's own names,
+    so the serving bundle takes records as the user's files spell them.
     `semantic_ids`: `sid__<tokenizer>` -> that tokenizer's semantic-ID table, for
     `semantic_prefix` fields (the pipeline passes exactly the tables they name).
     """
@@ -112,7 +119,7 @@ def fit_feature_spec(
     spec = FeatureSpec.from_config(params, semantic_ids=tables).fit(train)
     spec.split = {k: v for k, v in cutoffs.items() if k != "rows"}
     spec.rows = dict(cutoffs["rows"])
-    return spec.to_dict()
+    return {**spec.to_dict(), "raw_names": dataset.raw_names()}
 
 
 def _history_ids(events: pd.DataFrame, rows: pd.DataFrame, spec: FeatureSpec) -> dict:
@@ -175,15 +182,6 @@ def transform_test(events: pd.DataFrame, feature_spec: dict[str, Any]) -> pd.Dat
     return transform_split(events, feature_spec, "test")
 
 
-def _key_columns(frame: pd.DataFrame) -> dict[str, str | None]:
-    """`split_statistics` column arguments for the keys this model input has."""
-    have = set(frame.columns)
-    return {"user_col": "key_user" if "key_user" in have else None,
-            "item_col": "key_item" if "key_item" in have else None,
-            "time_col": "key_timestamp" if "key_timestamp" in have else None,
-            "label_col": LABEL_PREFIX + "click" if LABEL_PREFIX + "click" in have else None}
-
-
 def report_data_quality(
     train: pd.DataFrame, valid: pd.DataFrame, test: pd.DataFrame
 ) -> dict[str, Any]:
@@ -192,7 +190,7 @@ def report_data_quality(
                for name, frame in zip(SPLITS, (train, valid, test), strict=True)}
     report = {"success": all(r["success"] for r in results.values()), "splits": results,
               "statistics": split_statistics(
-                  {"train": train, "valid": valid, "test": test}, **_key_columns(train))}
+                  {"train": train, "valid": valid, "test": test}, **key_columns(train))}
     if not report["success"]:
         failed = {n: [f["expectation"] for f in r["failed"]] for n, r in results.items()}
         raise ValueError(f"data quality checks failed: {failed}")

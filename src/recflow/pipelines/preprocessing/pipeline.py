@@ -33,16 +33,20 @@ def pipeline_kwargs(parameters: dict[str, Any]) -> dict[str, Any]:
     return {"semantic_tokenizers": list(dict.fromkeys(names)),
             "log_tables": declaration.events.catalog_entries(),
             "side_tables": {name: getattr(declaration, name).table
-                            for name in ("users", "items") if getattr(declaration, name)}}
+                            for name in ("users", "items") if getattr(declaration, name)},
+            "with_items": "item" in declaration.roles}
 
 
 def create_pipeline(semantic_tokenizers: list[str] | None = None,
                     log_tables: list[str] | None = None,
-                    side_tables: dict[str, str] | None = None, **kwargs) -> Pipeline:
+                    side_tables: dict[str, str] | None = None, with_items: bool = True,
+                    **kwargs) -> Pipeline:
     """The declared tables -> canonical `interactions` / `users` / `items` -> `events` -> splits.
 
     `log_tables`: catalog entries of the event log (one, or train/valid/test);
     `side_tables`: "users" / "items" -> catalog entry, for those the declaration has;
+    `with_items`: the log has an item key (without an items table, the catalogue is the
+    distinct items of the log);
     `semantic_tokenizers`: tables `semantic_ids_<name>` that `semantic_prefix` fields read.
     """
     log_tables = log_tables or ["raw_interactions"]
@@ -58,6 +62,8 @@ def create_pipeline(semantic_tokenizers: list[str] | None = None,
                  "interactions", name="prepare_interactions"),
             *(node(prepare_side[name], ["params:dataset", table], name,
                    name=f"prepare_{name}") for name, table in side_tables.items()),
+            *([node(nodes.item_catalogue, "interactions", "items", name="item_catalogue")]
+              if "items" not in side_tables and with_items else []),
             node(nodes.join_events,
                  {"interactions": "interactions", "dataset": "params:dataset",
                   **{name: name for name in side_tables}},
@@ -66,7 +72,7 @@ def create_pipeline(semantic_tokenizers: list[str] | None = None,
                  name="split_by_time"),
             node(nodes.fit_feature_spec,
                  {"events": "events", "cutoffs": "split_cutoffs", "params": "params:preprocessing",
-                  **tables},
+                  "dataset": "params:dataset", **tables},
                  "feature_spec", name="fit_feature_spec"),
             node(nodes.transform_train, ["events", "feature_spec"], "model_input_train",
                  name="transform_train"),

@@ -20,7 +20,7 @@ import torch
 from matplotlib.figure import Figure
 
 from recflow.datasets.sharded import ParquetParts
-from recflow.evaluation import mean_std, split_statistics
+from recflow.evaluation import key_columns, mean_std, split_statistics
 from recflow.evaluation.aggregate import STD_KIND, format_mean_std
 from recflow.features import FeatureSpec
 from recflow.features.spec import LABEL_PREFIX
@@ -71,6 +71,27 @@ def _fit_one(
     return to_payload(model, entry.model, params, spec), history
 
 
+def check_trainable(entry: ModelEntry, spec: FeatureSpec) -> None:
+    """Refuse, by name, a model whose inputs or tasks this dataset cannot provide
+    (DIN without a behaviour sequence, ESMM without a purchase label), before training."""
+    try:
+        model = MODELS.create(entry.model, spec, params=entry.typed_params())
+    except (KeyError, ValueError) as exc:
+        sequences = [f.name for f in spec.by_kind("sequence")]
+        hint = "" if sequences else (
+            " The feature spec has no behaviour sequence: sequences need the user and time "
+            "roles (dataset.events.user / .time) and a `sequence` field in "
+            "parameters_preprocessing.yml.")
+        raise ValueError(f"ranking model '{entry.model}' cannot train on this dataset: "
+                         f"{exc}.{hint} Remove the entry from ranking.models or give the "
+                         "data what it needs.") from None
+    missing = [t for t in model.tasks if t not in spec.labels]
+    if missing:
+        raise ValueError(f"ranking model '{entry.model}' predicts {list(model.tasks)}, but the "
+                         f"dataset's labels are {spec.labels}: declare {missing} under "
+                         "dataset.events.labels and preprocessing.labels, or remove the entry")
+
+
 def train_model(
     train: Split,
     valid: Split,
@@ -89,6 +110,7 @@ def train_model(
     valid and test in order.
     """
     spec = FeatureSpec.from_dict(feature_spec)
+    check_trainable(entry, spec)
     base = entry.trainer_config(trainer)
     tensors = (train_input(train, spec, base.shuffle_buffer),
                train_input(valid, spec, base.shuffle_buffer))
@@ -123,7 +145,7 @@ def score_split(
     spec = FeatureSpec.from_dict(feature_spec)
     model = from_payload(payload, spec)
     if isinstance(frame, ParquetParts):
-        columns = ["key_user", "key_item",
+        columns = [*_keys(frame),
                    *(c for f in spec.fields if f.name in model.input_names
                      for c in f.output_columns()),
                    *(c for c in frame.columns if c.startswith(LABEL_PREFIX))]
@@ -134,16 +156,26 @@ def score_split(
 
 def _scored(model: Any, spec: FeatureSpec, frame: pd.DataFrame) -> pd.DataFrame:
     scores = predict(model, frame_to_tensors(frame, spec))
-    out = frame[["key_user", "key_item", *[c for c in frame if c.startswith(LABEL_PREFIX)]]]
+    out = frame[[*_keys(frame), *[c for c in frame if c.startswith(LABEL_PREFIX)]]]
     out = out.copy()
     for i, name in enumerate(model.score_names):
         out[SCORE_PREFIX + name] = scores[:, i].astype(np.float64)
     return out
 
 
+def _keys(frame: Split) -> list[str]:
+    """The row keys a split has (a CTR log may have no user or item key)."""
+    return [k for k in ("key_user", "key_item") if k in frame.columns]
+
+
 def item_train_stats(train: Split) -> pd.DataFrame:
     """Train impressions and clicks per item (index `key_item`): all the rare-item and
-    popularity figures need of the train split, computed once for every model."""
+    popularity figures need of the train split, computed once for every model.
+    Empty when the log has no item key."""
+    if "key_item" not in train.columns:
+        return pd.DataFrame({"impressions": pd.Series(dtype=np.int64),
+                             "clicks": pd.Series(dtype=np.float64)},
+                            index=pd.Index([], name="key_item"))
     chunks = (train.iter_frames(["key_item", "label_click"], rows=4_000_000)
               if isinstance(train, ParquetParts) else [train[["key_item", "label_click"]]])
     parts = [chunk.groupby("key_item")["label_click"].agg(impressions="count", clicks="sum")
@@ -163,6 +195,9 @@ def rare_item_metrics(test_scores: pd.DataFrame, item_stats: pd.DataFrame,
 
     `auc_rare_items` is None when those rows hold a single class (AUC undefined).
     """
+    if "key_item" not in test_scores:
+        return {"auc_rare_items": None, "rare_items_rows": None,
+                "rare_items_threshold": threshold}
     rare = rare_item_mask(test_scores["key_item"], item_stats, threshold)
     value = auc(test_scores["label_click"].to_numpy()[rare],
                 test_scores["score_ctr"].to_numpy()[rare])
@@ -173,18 +208,14 @@ def rare_item_metrics(test_scores: pd.DataFrame, item_stats: pd.DataFrame,
 def evaluate_model(test_scores: pd.DataFrame, history: dict[str, Any],
                    item_stats: pd.DataFrame, params: RankingParams) -> dict[str, Any]:
     """Test metrics on pCTR (overall and on rare items), plus size and training cost."""
+    users = test_scores["key_user"].to_numpy() if "key_user" in test_scores else None
     metrics = evaluate_scores(
-        test_scores["label_click"].to_numpy(),
-        test_scores["score_ctr"].to_numpy(),
-        test_scores["key_user"].to_numpy(),
-    )
+        test_scores["label_click"].to_numpy(), test_scores["score_ctr"].to_numpy(), users)
     metrics.update(rare_item_metrics(test_scores, item_stats, params.rare_item_impressions))
     if "score_ctcvr" in test_scores and "label_purchase" in test_scores:
         ctcvr = evaluate_scores(
-            test_scores["label_purchase"].to_numpy(),
-            test_scores["score_ctcvr"].to_numpy(),
-            test_scores["key_user"].to_numpy(),
-        )
+            test_scores["label_purchase"].to_numpy(), test_scores["score_ctcvr"].to_numpy(),
+            users)
         metrics["ctcvr_auc"] = ctcvr["auc"]
     last = history["epochs"][-1] if history["epochs"] else {}
     metrics.update(
@@ -219,14 +250,17 @@ def report_ranking(
     histories = {n: outputs[f"history__{n}"]["epochs"] for n in names}
 
     reference = scores[names[0]]
-    pop = popularity_scores(item_stats, reference)
-    metrics["popularity"] = {
-        **evaluate_scores(reference["label_click"].to_numpy(), pop,
-                          reference["key_user"].to_numpy()),
-        **rare_item_metrics(reference.assign(score_ctr=pop), item_stats,
-                            params.rare_item_impressions),
-        "params": 0, "train_seconds": 0.0,
-    }
+    curves = {n: (s["label_click"].to_numpy(), s["score_ctr"].to_numpy()) for n, s in scores.items()}
+    if "key_item" in reference:  # the popularity baseline needs an item key
+        pop = popularity_scores(item_stats, reference)
+        users = reference["key_user"].to_numpy() if "key_user" in reference else None
+        metrics["popularity"] = {
+            **evaluate_scores(reference["label_click"].to_numpy(), pop, users),
+            **rare_item_metrics(reference.assign(score_ctr=pop), item_stats,
+                                params.rare_item_impressions),
+            "params": 0, "train_seconds": 0.0,
+        }
+        curves["popularity"] = (reference["label_click"].to_numpy(), pop)
     base_auc = metrics[params.baseline]["auc"]
     for m in metrics.values():
         m["auc_lift_over_baseline"] = m["auc"] - base_auc
@@ -240,13 +274,10 @@ def report_ranking(
         "baseline": params.baseline,
         "rows": len(reference),
         "statistics": split_statistics(
-            {"train": train, "valid": valid, "test": test}, user_col="key_user",
-            item_col="key_item", time_col="key_timestamp", label_col="label_click"),
+            {"train": train, "valid": valid, "test": test}, **key_columns(train)),
         "models": metrics,
         "best": max(names, key=lambda n: metrics[n]["auc"]),
     }
-    curves = {n: (s["label_click"].to_numpy(), s["score_ctr"].to_numpy()) for n, s in scores.items()}
-    curves["popularity"] = (reference["label_click"].to_numpy(), pop)
     logger.info("ranking test AUC: %s", {
         n: format_mean_std(m["seeds"], "auc") if "seeds" in m else f"{m['auc']:.4f}"
         for n, m in metrics.items()})

@@ -97,14 +97,23 @@ def build_data(interactions: pd.DataFrame, items: pd.DataFrame, cutoffs: dict[st
                params: RetrievalParams, semantic_ids: pd.DataFrame | None = None,
                seed: int | None = None) -> tuple[RetrievalData, EvalSet]:
     """Item indices, training sequences and the evaluation set of the configured protocol."""
+    lacking = [role for role, column in (("user", "user_id"), ("item", "item_id"),
+                                         ("time", "timestamp"))
+               if column not in interactions.columns]
+    if lacking:
+        raise ValueError(f"retrieval needs the user, item and time roles of the event log; "
+                         f"the dataset declares no {', '.join(lacking)} "
+                         f"(parameters_dataset.yml: dataset.events."
+                         f"{', dataset.events.'.join(lacking)})")
     if params.event not in interactions.columns:
         raise KeyError(f"parameters_retrieval.yml: retrieval.event '{params.event}' is not a "
-                       f"column of raw_interactions ({list(interactions.columns)})")
+                       f"label or column of the event log ({list(interactions.columns)})")
     item_ids = np.sort(items["item_id"].unique())
     unknown = ~np.isin(interactions["item_id"].to_numpy(), item_ids)
     if unknown.any():
-        raise ValueError(f"raw_interactions.item_id: {int(unknown.sum())} rows name items "
-                         "missing from raw_items")
+        raise ValueError(f"event log item_id: {int(unknown.sum())} rows name items missing "
+                         "from the items table, e.g. "
+                         f"{interactions.loc[unknown, 'item_id'].unique()[:5].tolist()}")
     events = interactions.loc[interactions[params.event] > 0, ["user_id", "item_id", "timestamp"]]
     events = events.sort_values(["user_id", "timestamp"], kind="stable", ignore_index=True)
     events["idx"] = np.searchsorted(item_ids, events["item_id"].to_numpy()) + 1

@@ -60,7 +60,7 @@ def create_pipeline(models: dict[str, Any] | None = None, **kwargs) -> Pipeline:
     nodes_ = []
     for name, entry in models.items():
         tokenizer = (entry or {}).get("tokenizer")
-        inputs = ["raw_interactions", "raw_items", "split_cutoffs", "params:retrieval"]
+        inputs = ["interactions", "items", "split_cutoffs", "params:retrieval"]
         if tokenizer:
             inputs.append(f"semantic_ids_{tokenizer}")
         nodes_.append(node(_train_for(name, bool(tokenizer)), inputs,
@@ -70,7 +70,7 @@ def create_pipeline(models: dict[str, Any] | None = None, **kwargs) -> Pipeline:
         if kind in export_nodes.OUTPUTS:
             nodes_.append(node(
                 _export_for(name),
-                [f"retrieval_model_{name}", "raw_interactions", "raw_items", "split_cutoffs",
+                [f"retrieval_model_{name}", "interactions", "items", "split_cutoffs",
                  "params:retrieval", "params:export"],
                 [f"retrieval_{name}_{key}" for key in export_nodes.OUTPUTS[kind]],
                 name=f"export_retrieval_{name}", namespace=name))

@@ -25,10 +25,10 @@ def _fit_for(name: str):
 def create_pipeline(tokenizer_names: list[str] | None = None, **kwargs) -> Pipeline:
     """`tokenizer_names` are the keys of `semantic_ids.tokenizers` in parameters_semantic_ids.yml."""
     names = list(tokenizer_names or [])
-    nodes_ = [node(nodes.encode_items, ["raw_items", "params:semantic_ids"], "item_embeddings",
+    nodes_ = [node(nodes.encode_items, ["items", "params:semantic_ids"], "item_embeddings",
                    name="encode_items")]
     for name in names:
-        nodes_.append(node(_fit_for(name), ["item_embeddings", "raw_items", "params:semantic_ids"],
+        nodes_.append(node(_fit_for(name), ["item_embeddings", "items", "params:semantic_ids"],
                            [f"tokenizer_{name}", f"semantic_ids_{name}", f"sid_metrics_{name}"],
                            name=f"fit_tokenizer_{name}"))
     if names:
