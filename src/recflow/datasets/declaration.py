@@ -22,8 +22,10 @@ from pydantic import (
     model_validator,
 )
 
+from recflow.features.split import GIVEN_COLUMN
+
 #: canonical names of the role columns after `prepare` (and `SPLIT` for a given split)
-USER, ITEM, TIME = "user_id", "item_id", "timestamp"
+USER, ITEM, TIME, SPLIT = "user_id", "item_id", "timestamp", GIVEN_COLUMN
 #: the primary target every ranking model predicts (column 0 of `predict`)
 PRIMARY_LABEL = "click"
 SPLIT_NAMES = ("train", "valid", "test")

@@ -144,8 +144,9 @@ def guess_kind(values: pd.Series, rows: int) -> str:
             (present == np.floor(present)).all())
         return "categorical" if integral and distinct <= 20 else "numeric"
     text = present.astype(str)
-    if len(text) and text.str.len().mean() > 25 and text.str.contains(" ").mean() > 0.5:
-        return "text"
+    if len(text) and text.str.contains(" ").mean() > 0.5 and (
+            text.str.len().mean() > 25 or text.nunique() > 0.5 * len(text)):
+        return "text"  # titles, descriptions: words, mostly distinct
     return "categorical"
 
 

@@ -91,10 +91,10 @@ def validate(frame: pd.DataFrame, schema: pa.DataFrameSchema, dataset: str) -> p
 
 def _describe(cases: pd.DataFrame, schema: pa.DataFrameSchema, dataset: str) -> str:
     lines = []
+    cases = cases.assign(column=cases["column"].where(  # frame-level rows name the schema
+        cases["schema_context"] != "DataFrameSchema", cases["failure_case"].astype(str)))
     for (column, check), group in cases.groupby(["column", "check"], dropna=False, sort=False):
         values = group["failure_case"].drop_duplicates().head(5).tolist()
-        if column is None or pd.isna(column):  # frame-level: a missing column names it
-            column = values[0] if check == "column_in_dataframe" else "<table>"
         key = schema.columns[column].description if column in schema.columns else None
         where = f"column '{column}'" + (f" ({key})" if key else "")
         if check == "column_in_dataframe":

@@ -1,0 +1,168 @@
+"""The dataset declaration, its pandera schemas and the canonical tables; every bad input
+names the table, column or YAML key, what was expected and a few offending values."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from recflow.datasets.declaration import DatasetDeclaration, load_declaration
+from recflow.datasets.prepare import join_side, prepare_log, prepare_side
+from recflow.datasets.scaffold import main as scaffold
+from recflow.datasets.schema import DatasetError, table_schema
+from recflow.features.config import SplitConfig
+from recflow.features.split import assign_splits
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _decl(**events) -> DatasetDeclaration:
+    base = {"table": "log", "user": "uid", "item": "iid", "time": "ts",
+            "labels": {"click": "clicked"}, "columns": {"price": {"kind": "numeric", "gt": 0}}}
+    return DatasetDeclaration.model_validate(
+        {"name": "t", "events": base | events,
+         "items": {"table": "items", "key": "iid", "columns": {"cat": "categorical"}}})
+
+
+def _log(n: int = 6) -> pd.DataFrame:
+    return pd.DataFrame({"uid": ["A1", "A2", "A1", "A3", "A2", "A1"][:n],
+                         "iid": ["B1", "B2", "B3", "B1", "B2", "B3"][:n],
+                         "ts": ["2024-03-01T10:00:00Z", "2024-03-01T11:00:00Z",
+                                "2024-03-02T10:00:00+01:00", "2024-03-03T00:00:00Z",
+                                "2024-03-04T00:00:00Z", "2024-03-05T00:00:00Z"][:n],
+                         "clicked": [1, 0, 1, 0, 0, 1][:n],
+                         "price": [1.0, 2.0, np.nan, 3.0, 4.0, 5.0][:n]})
+
+
+def test_base_and_movielens_declarations_load() -> None:
+    for env in ("base", "movielens"):
+        block = yaml.safe_load((REPO / "conf" / env / "parameters_dataset.yml").read_text())
+        decl = load_declaration(block)
+        assert {"user", "item", "time"} <= decl.roles
+        assert decl.labels[0] == "click"
+    ml = load_declaration(yaml.safe_load(
+        (REPO / "conf/movielens/parameters_dataset.yml").read_text()))
+    assert ml.events.labels["click"].threshold == 4
+
+
+def test_string_ids_iso_times_and_labels_become_canonical() -> None:
+    out = prepare_log(_decl(), {"log": _log()})
+    assert out["user_id"].tolist() == ["A1", "A2", "A1", "A3", "A2", "A1"]  # strings stay
+    assert out["timestamp"].dtype == np.int64
+    assert out["timestamp"].iloc[0] == int(pd.Timestamp("2024-03-01T10:00:00Z").timestamp())
+    assert out["timestamp"].iloc[2] == int(pd.Timestamp("2024-03-02T09:00:00Z").timestamp())
+    assert out["click"].tolist() == [1, 0, 1, 0, 0, 1] and "clicked" not in out
+
+
+def test_threshold_label_and_epoch_ms() -> None:
+    decl = _decl(labels={"click": {"column": "rating", "threshold": 4}},
+                 time={"column": "ts", "format": "epoch_ms"})
+    log = _log().assign(rating=[5, 3, 4, 1, 2, 4.5], ts=np.arange(6) * 1500 + 10**12)
+    out = prepare_log(decl, {"log": log})
+    assert out["click"].tolist() == [1, 0, 1, 0, 0, 1]
+    assert out["timestamp"].tolist() == [(10**12 + i * 1500) // 1000 for i in range(6)]
+
+
+def test_given_split_from_three_tables() -> None:
+    decl = _decl(table=None, tables={"train": "tr", "valid": "va", "test": "te"})
+    log = _log()
+    out = prepare_log(decl, {"tr": log.iloc[:4], "va": log.iloc[4:5], "te": log.iloc[5:]})
+    codes = assign_splits(out, SplitConfig(strategy="given"))
+    assert codes.tolist() == [0, 0, 0, 0, 1, 2]
+
+
+def test_missing_side_rows_become_null_or_error() -> None:
+    decl = _decl()
+    items = prepare_side(decl, "items", pd.DataFrame({"iid": ["B1", "B2"], "cat": ["x", "y"]}))
+    log = prepare_log(decl, {"log": _log()})
+    joined = join_side(log, items, decl, "items")
+    assert joined["cat"].isna().tolist() == [False, False, True, False, False, True]
+    strict = DatasetDeclaration.model_validate(
+        decl.model_dump() | {"items": decl.items.model_dump() | {"on_missing": "error"}})
+    with pytest.raises(DatasetError, match=r"items: 2 log row\(s\).*'B3'"):
+        join_side(log, items, strict, "items")
+
+
+@pytest.mark.parametrize(("change", "expected"), [
+    (lambda f: f.drop(columns=["price"]), r"column 'price' \(dataset.events.columns.price\): "
+                                          "missing"),
+    (lambda f: f.assign(clicked=[1, 2, 0, 3, 0, 1]),
+     r"column 'clicked' \(dataset.events.labels.click\): expected isin.*\[2, 3\]"),
+    (lambda f: f.assign(uid=["A1", None, "A1", None, "A2", "A1"]),
+     r"column 'uid' \(dataset.events.user\): 2 null"),
+    (lambda f: f.assign(price=[1.0, -2.0, 3.0, np.inf, 1.0, 1.0]),
+     r"column 'price'.*greater_than\(0\.0\).*\[-2\.0\].*finite.*\[inf\]"),
+    (lambda f: f.assign(ts=["2024-03-01", "yesterday", "2024-03-01", "soon", "x", "y"]),
+     r"'ts' must hold ISO-8601.*e\.g\. \['yesterday', 'soon', 'x', 'y'\]"),
+])
+def test_bad_log_values_are_named(change, expected) -> None:
+    with pytest.raises(DatasetError, match=expected) as info:
+        prepare_log(_decl(), {"log": change(_log())})
+    assert str(info.value).startswith("log")  # the catalog entry comes first
+
+
+def test_side_table_duplicate_keys_and_empty_table() -> None:
+    with pytest.raises(DatasetError, match=r"items.*'iid' \(dataset.items.key\).*duplicate.*B1"):
+        prepare_side(_decl(), "items", pd.DataFrame({"iid": ["B1", "B1"], "cat": ["x", "y"]}))
+    with pytest.raises(DatasetError, match="items: the table is empty"):
+        prepare_side(_decl(), "items", pd.DataFrame({"iid": [], "cat": []}))
+
+
+def test_declaration_errors_name_the_key() -> None:
+    with pytest.raises(ValueError, match=r"dataset.events: .*labels: needs the primary"):
+        load_declaration({"dataset": {"events": {"table": "x", "labels": {"buy": "b"}}}})
+    with pytest.raises(ValueError, match="tables: needs train, valid and test"):
+        load_declaration({"dataset": {"events": {"tables": {"train": "a", "test": "b"},
+                                                 "labels": ["click"]}}})
+    with pytest.raises(ValueError, match="dataset.events.colums: Extra inputs"):
+        load_declaration({"dataset": {"events": {"table": "x", "labels": ["click"],
+                                                 "colums": {}}}})
+    with pytest.raises(ValueError, match="items table is joined on the log's item column"):
+        load_declaration({"dataset": {"events": {"table": "x", "labels": ["click"]},
+                                      "items": {"table": "i", "key": "k"}}})
+
+
+def test_schema_is_pandera_and_round_trips_yaml() -> None:
+    schema = table_schema(_decl(), "items")
+    assert set(schema.columns) == {"iid", "cat"} and schema.columns["iid"].unique
+    assert "iid" in schema.to_yaml()
+
+
+def test_time_split_without_time_refuses() -> None:
+    frame = pd.DataFrame({"click": [0, 1]})
+    with pytest.raises(ValueError, match="no event time .*dataset.events.time"):
+        assign_splits(frame, SplitConfig(strategy="temporal"))
+
+
+# ---- scaffold: bad input ------------------------------------------------------------------
+def _scaffold(tmp_path: Path, *args: str) -> int:
+    return scaffold([*args, "--conf", str(tmp_path / "conf")])
+
+
+def test_scaffold_refuses_bad_files_and_flags(tmp_path: Path, capsys) -> None:
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    header_only = tmp_path / "header.csv"
+    header_only.write_text("label,x\n")
+    good = tmp_path / "log.csv"
+    pd.DataFrame({"label": [0, 1, 1], "x": ["a", "b", "c"]}).to_csv(good, index=False)
+    cases = [
+        (["e", "--events", str(empty)], "empty.csv: the file is empty"),
+        (["e", "--events", str(header_only)], "header.csv: the file has a header but no rows"),
+        (["e", "--events", str(tmp_path / "nope.csv")], "nope.csv: no such file"),
+        (["e", "--events", str(good), "--label", "clicks"], "--label clicks: no column"),
+        (["e", "--events", str(good), "--label", "x"], "--label x: values outside"),
+        (["e", "--train", str(good), "--valid", str(good)], "missing --test"),
+    ]
+    for args, message in cases:
+        assert _scaffold(tmp_path, *args) == 2
+        assert message in capsys.readouterr().err
+        assert not (tmp_path / "conf" / "e").exists()  # nothing half-written
+    assert _scaffold(tmp_path, "e", "--events", str(good)) == 0
+    assert (tmp_path / "conf/e/parameters_dataset.yml").is_file()
+    assert _scaffold(tmp_path, "e", "--events", str(good)) == 2
+    assert "exists; pass --force" in capsys.readouterr().err
