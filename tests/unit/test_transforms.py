@@ -101,6 +101,85 @@ def test_vocab_is_robust_to_id_dtypes() -> None:
     assert text.transform(pd.Series([7, 9])).tolist() == [2, OOV]
 
 
+def _token_column(n: int, seed: int) -> list:
+    """Zipf-like tokens with ties, rare values and missing (None / NaN) entries."""
+    rng = np.random.default_rng(seed)
+    ranks = np.minimum(rng.zipf(1.3, n), 400)
+    values: list = [f"t{r:03d}" for r in ranks]
+    for i in rng.choice(n, n // 20, replace=False):
+        values[i] = None if i % 2 else np.nan
+    return values
+
+
+@pytest.mark.parametrize("min_count", [1, 3, 10])
+@pytest.mark.parametrize("max_size", [None, 7])
+def test_vocab_fast_paths_equal_the_object_path(min_count: int, max_size: int | None) -> None:
+    """Categorical (codes) and arrow-string (pyarrow) input give the object path's vocabulary,
+    order (count desc, ties by value) and ids, including missing -> PAD and OOV."""
+    pytest.importorskip("pyarrow")
+    train, other = _token_column(5_000, 0), _token_column(3_000, 1) + ["unseen", None]
+    as_object = {"train": pd.Series(train, dtype=object), "other": pd.Series(other, dtype=object)}
+    reference = Vocabulary(min_count=min_count, max_size=max_size).fit(as_object["train"])
+    expected = reference.transform(as_object["other"])
+    assert {PAD, OOV} <= set(expected.tolist()) and len(reference.values) > 3
+    counts = as_object["train"].value_counts()
+    assert counts.duplicated().any()  # ties by value are exercised
+    flavours = {
+        "categorical": lambda s: s.astype("category"),
+        # categories in non-lexical order: ties must still be ordered by value
+        "categorical_reordered": lambda s: s.astype(pd.CategoricalDtype(
+            sorted(set(s.dropna()), reverse=True))),
+        "str (pyarrow)": lambda s: s.astype(pd.StringDtype("pyarrow")),
+        "ArrowDtype": lambda s: s.astype(pd.ArrowDtype(__import__("pyarrow").large_string())),
+    }
+    for name, cast in flavours.items():
+        vocab = Vocabulary(min_count=min_count, max_size=max_size).fit(cast(as_object["train"]))
+        assert vocab.values == reference.values, name
+        assert all(type(v) is str for v in vocab.values), name
+        for fitted in (reference, vocab):  # each path applies either vocabulary identically
+            out = fitted.transform(cast(as_object["other"]))
+            assert out.dtype == np.int64 and out.tolist() == expected.tolist(), name
+    # chunked arrow input (as read_csv builds it) and categories never seen in train
+    other_cat = pd.Series(pd.Categorical(other, categories=sorted({o for o in other if isinstance(o, str)}) +
+                                         ["never"]))
+    assert reference.transform(other_cat).tolist() == expected.tolist()
+    chunked = pd.concat([pd.Series(other[:1000], dtype="str"), pd.Series(other[1000:],
+                                                                          dtype="str")])
+    assert reference.transform(chunked).tolist() == expected.tolist()
+
+
+def test_vocab_fast_paths_edge_cases() -> None:
+    pytest.importorskip("pyarrow")
+    empty = Vocabulary(min_count=5).fit(pd.Series(["a", "b"], dtype="str"))
+    assert empty.values == []
+    assert empty.transform(pd.Series(["a", None], dtype="str")).tolist() == [OOV, PAD]
+    assert empty.transform(pd.Series(["a", None]).astype("category")).tolist() == [OOV, PAD]
+    all_missing = pd.Series([None, None], dtype="str")
+    assert Vocabulary().fit(pd.Series(["a"])).transform(all_missing).tolist() == [PAD, PAD]
+    assert Vocabulary().fit(all_missing.astype("category")).values == []
+    ints = Vocabulary().fit(pd.Series([3, 3, 2, None]).astype("category"))
+    assert ints.values == Vocabulary().fit(pd.Series([3, 3, 2, None])).values == [3.0, 2.0]
+    assert ints.transform(pd.Series(["3", "2", "9"], dtype="str")).tolist() == [2, 3, OOV]
+    text = Vocabulary().fit(pd.Series(["7", "7", "a"], dtype="str"))
+    assert text.transform(pd.Series([7, 9, None], dtype="Int64").astype("category")).tolist() \
+        == [2, OOV, PAD]
+
+
+def test_standardize_float64_path_is_bit_identical() -> None:
+    rng = np.random.default_rng(0)
+    x = np.floor(rng.pareto(1.2, 10_000) * 30)
+    x[rng.random(10_000) < 0.1] = np.nan
+    t = Standardize().fit(pd.Series(x))
+    mean, std = float(np.nanmean(x)), float(np.nanstd(x))
+    assert (t.mean, t.std) == (mean, std)
+    expected = np.clip((np.where(np.isfinite(x), x, mean) - mean) / std, -5, 5).astype(np.float32)
+    for column in (pd.Series(x), x, pd.Series(x).astype(object), pd.Series(x, dtype="Float64")):
+        assert np.array_equal(t.transform(column), expected)
+    before = x.copy()
+    t.transform(x)
+    assert np.array_equal(x, before, equal_nan=True)  # the input is never written to
+
+
 def test_vocab_state_round_trip() -> None:
     vocab = Vocabulary(min_count=1).fit(pd.Series(["x", "y", "y"]))
     state = json.loads(json.dumps(vocab.state()))

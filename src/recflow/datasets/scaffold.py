@@ -200,12 +200,21 @@ def _fields(decl: dict[str, Any], samples: dict[str, pd.DataFrame], rows: int) -
     return fields
 
 
+def _where(path: Path, root: Path) -> str:
+    path = path.resolve()
+    return str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
+
+
 def build(events: Path | None, splits: dict[str, Path] | None, users: Path | None,
           items: Path | None, labels: list[str], user_col: str | None, item_col: str | None,
-          time_col: str | None, env: str) -> tuple[dict[str, Any], Guess]:
-    """Every YAML block of conf/ENV as plain data, and what was guessed."""
+          time_col: str | None, env: str, root: Path) -> tuple[dict[str, Any], Guess]:
+    """Every YAML block of conf/ENV as plain data, and what was guessed.
+
+    `root`: the Kedro project; files inside it are written relative to it (portable).
+    """
     guess = Guess()
     files = {"events": events} if events else {f"events_{s}": p for s, p in splits.items()}
+    files = {k: p if p.is_absolute() else Path.cwd() / p for k, p in files.items()}
     log = pd.concat([read_sample(p) for p in files.values()], ignore_index=True)
     rows = len(log)
     label_decl = guess_labels(log, labels, guess)
@@ -231,7 +240,7 @@ def build(events: Path | None, splits: dict[str, Path] | None, users: Path | Non
     catalog = {}
     for name, path in files.items():
         kind, load_args = READERS[path.suffix.lower()]
-        catalog[f"raw_{env}_{name}"] = {"type": kind, "filepath": str(path)} | (
+        catalog[f"raw_{env}_{name}"] = {"type": kind, "filepath": _where(path, root)} | (
             {"load_args": dict(load_args)} if load_args else {})
     ev: dict[str, Any] = ({"table": f"raw_{env}_events"} if events else
                           {"tables": {s: f"raw_{env}_events_{s}" for s in splits}})
@@ -251,7 +260,7 @@ def build(events: Path | None, splits: dict[str, Path] | None, users: Path | Non
         frame = read_sample(path)
         key = _key(frame, roles[role], path)
         catalog[f"raw_{env}_{table}"] = {"type": READERS[path.suffix.lower()][0],
-                                         "filepath": str(path)} | (
+                                         "filepath": _where(path, root)} | (
             {"load_args": dict(READERS[path.suffix.lower()][1])} if READERS[path.suffix.lower()][1]
             else {})
         decl[table] = {"table": f"raw_{env}_{table}", "key": key, "on_missing": "null",
@@ -393,7 +402,7 @@ def main(argv: list[str] | None = None) -> int:
             raise ScaffoldError(f"{args.conf / args.env} exists; pass --force to replace it")
         plan, guess = build(args.events, None if args.events else splits, args.users,
                             args.items, args.label, args.user_col, args.item_col,
-                            args.time_col, args.env)
+                            args.time_col, args.env, args.conf.resolve().parent)
         target = write(args.conf, args.env, plan, args.force)
     except ScaffoldError as exc:
         sys.stderr.write(f"recflow scaffold: error: {exc}\n")

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -37,6 +40,21 @@ from recflow.features.transforms import (
 SPEC_VERSION = 1
 LABEL_PREFIX = "label_"
 KEY_COLUMNS = ("key_user", "key_item", "key_timestamp")
+#: frames with at least this many rows fit / transform their fields on several threads
+#: (the column kernels of numpy and pyarrow release the GIL); serving requests stay serial
+PARALLEL_MIN_ROWS = 100_000
+
+_T = TypeVar("_T")
+_R = TypeVar("_R")
+
+
+def _map_fields(fn: Callable[[_T], _R], items: Sequence[_T], rows: int) -> list[_R]:
+    """`[fn(x) for x in items]`, on a thread pool for large frames; results keep their order."""
+    workers = min(len(items), os.cpu_count() or 1)
+    if rows < PARALLEL_MIN_ROWS or workers < 2:
+        return [fn(x) for x in items]
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="recflow-features") as pool:
+        return list(pool.map(fn, items))
 
 
 def sequence_columns(name: str, length: int) -> list[str]:
@@ -184,10 +202,11 @@ class FeatureSpec:
 
     def fit(self, train: pd.DataFrame) -> FeatureSpec:
         """Fit every column transform on the train split only."""
-        for f in self.fields:
-            if f.kind == "sequence":
-                continue
+        fields = [f for f in self.fields if f.kind != "sequence"]
+        for f in fields:
             self._fitted.pop(f.name, None)
+
+        def fit_one(f: FieldSpec) -> Any:
             transform = _build_transform(f)
             if f.transform == "semantic_prefix":
                 transform.fit(train[f.columns[0]], self._tables[f.params["tokenizer"]])
@@ -195,6 +214,9 @@ class FeatureSpec:
                 transform.fit(train[f.columns])
             else:
                 transform.fit(train[f.columns[0]])
+            return transform
+
+        for f, transform in zip(fields, _map_fields(fit_one, fields, len(train)), strict=True):
             self.record_fit(f, transform)
         self.link_sequence_vocabs()
         return self
@@ -246,26 +268,37 @@ class FeatureSpec:
         matrix already mapped through the vocabulary (preprocessing builds it
         from the log, see `index_history_source`).
         """
-        out: dict[str, np.ndarray] = {}
-        for f in self.fields:
+        for f in self.fields:  # every input present before any work, errors in field order
             if f.kind == "sequence":
-                ids = (history_ids or {}).get(f.name)
-                if ids is None:
-                    if f.name not in raw:
-                        raise KeyError(f"missing sequence field '{f.name}' (a list of ids)")
-                    ids = self._map_histories(f, pad_sequences(raw[f.name].tolist(), f.length))
-                for i, col in enumerate(f.output_columns()):
-                    out[col] = ids[:, i]
+                if (history_ids or {}).get(f.name) is None and f.name not in raw:
+                    raise KeyError(f"missing sequence field '{f.name}' (a list of ids)")
                 continue
             missing = [c for c in f.columns if c not in raw.columns]
             if missing:
                 raise KeyError(
                     f"field '{f.name}' needs column(s) {missing}; got {list(raw.columns)}"
                 )
-            transform = self._transform(f)
+            self._transform(f)  # build (and cache) before the threads share it
+
+        def transform_one(f: FieldSpec) -> np.ndarray:
+            if f.kind == "sequence":
+                ids = (history_ids or {}).get(f.name)
+                if ids is None:
+                    ids = self._map_histories(f, pad_sequences(raw[f.name].tolist(), f.length))
+                return ids
             source = raw[f.columns] if f.transform == "hash_cross" else raw[f.columns[0]]
-            out[f.name] = transform.transform(source)
-        return pd.DataFrame(out, index=raw.index)
+            return self._transform(f).transform(source)
+
+        out: dict[str, np.ndarray] = {}
+        for f, values in zip(self.fields, _map_fields(transform_one, self.fields, len(raw)),
+                             strict=True):
+            if f.kind == "sequence":
+                for i, col in enumerate(f.output_columns()):
+                    out[col] = values[:, i].copy()  # contiguous, and not the caller's matrix
+            else:
+                out[f.name] = values
+        # the arrays are fresh: one block each, not copied into consolidated 2-D blocks
+        return pd.DataFrame(out, index=raw.index, copy=False)
 
     def index_history_source(self, field: str, log: pd.DataFrame) -> np.ndarray:
         """Vocabulary ids of the column a sequence field draws from, one per log row."""

@@ -29,7 +29,14 @@ class Vocabulary:
     kind: ClassVar[str] = "categorical"
 
     def fit(self, column: pd.Series) -> Vocabulary:
-        return self.fit_counts(column.dropna().value_counts(sort=False))
+        if isinstance(column.dtype, pd.CategoricalDtype):
+            # count the codes: no hashing of values (categories are distinct, never NaN)
+            codes = column.cat.codes.to_numpy()
+            categories = column.cat.categories
+            counts = np.bincount(codes[codes >= 0], minlength=len(categories))
+            return self.fit_counts(pd.Series(counts, index=pd.Index(categories)))
+        # arrow-backed strings count in pyarrow (no copy); the same counts as dropna() first
+        return self.fit_counts(column.value_counts(sort=False, dropna=True))
 
     def fit_counts(self, counts: pd.Series) -> Vocabulary:
         """Fit from value -> count (streaming and Spark merge counts, then call this)."""
@@ -39,7 +46,7 @@ class Vocabulary:
         if self.max_size is not None:
             frame = frame.head(self.max_size)
         self.values = frame["value"].tolist()
-        self._index = None
+        self._index = self._arrow_sets = None
         return self
 
     @property
@@ -51,12 +58,39 @@ class Vocabulary:
             self._index = pd.Index(self.values)
         return self._index
 
+    def _arrow_value_set(self, arrow_type: Any) -> Any:
+        """The values as a pyarrow array of `arrow_type`, built once per type."""
+        import pyarrow as pa
+
+        sets = getattr(self, "_arrow_sets", None)
+        if sets is None:
+            sets = self._arrow_sets = {}
+        key = str(arrow_type)
+        if key not in sets:
+            sets[key] = pa.array(self.values, type=arrow_type)
+        return sets[key]
+
     def transform(self, column: pd.Series | np.ndarray) -> np.ndarray:
         values = pd.Series(column) if not isinstance(column, pd.Series) else column
+        if isinstance(values.dtype, pd.CategoricalDtype):
+            # map each category once, then take by code (code -1 = missing -> PAD)
+            ids = self.transform(pd.Series(values.cat.categories))
+            table = np.append(ids, np.int64(PAD))
+            return table[values.cat.codes.to_numpy()]
+        index = self._lookup()
+        strings = _arrow_strings(values)
+        if strings is not None and index.inferred_type == "string":
+            # exact string match, as get_indexer does, but in pyarrow on the column's own buffers
+            import pyarrow.compute as pc
+
+            found = pc.index_in(strings, value_set=self._arrow_value_set(strings.type))
+            positions = found.fill_null(-1).to_numpy().astype(np.int64, copy=False)
+            out = np.where(positions >= 0, positions + _N_RESERVED, OOV)
+            out[values.isna().to_numpy()] = PAD
+            return out
         missing = values.isna().to_numpy()
         out = np.full(len(values), OOV, dtype=np.int64)
         out[missing] = PAD
-        index = self._lookup()
         if len(index) and not missing.all():
             present = values[~missing] if missing.any() else values
             positions = index.get_indexer(_align(present, index))
@@ -68,8 +102,23 @@ class Vocabulary:
 
     def load_state(self, state: dict[str, Any]) -> Vocabulary:
         self.values = list(state["values"])
-        self._index = None
+        self._index = self._arrow_sets = None
         return self
+
+
+def _arrow_strings(values: pd.Series) -> Any:
+    """The pyarrow (chunked) array behind an arrow-backed string column, else None (no copy)."""
+    dtype = values.dtype
+    if isinstance(dtype, pd.StringDtype):
+        arrow = dtype.storage == "pyarrow"
+    elif isinstance(dtype, pd.ArrowDtype):
+        import pyarrow as pa
+
+        arrow = pa.types.is_string(dtype.pyarrow_dtype) or pa.types.is_large_string(
+            dtype.pyarrow_dtype)
+    else:
+        arrow = False
+    return values.array.__arrow_array__() if arrow else None
 
 
 def _canonical_text(value: Any) -> str:
@@ -99,6 +148,13 @@ def _align(values: pd.Series, index: pd.Index) -> pd.Series | np.ndarray:
     return values.to_numpy()
 
 
+def _float64(column: pd.Series | np.ndarray) -> np.ndarray:
+    """A numeric column as float64 (non-numbers -> NaN); float64 input is used without a copy."""
+    if isinstance(column, pd.Series | np.ndarray) and column.dtype == np.float64:
+        return np.asarray(column)
+    return np.asarray(pd.to_numeric(pd.Series(column), errors="coerce"), dtype=np.float64)
+
+
 @dataclass
 class Standardize:
     """(x - mean) / std on train, optional log1p first; missing -> train mean."""
@@ -110,21 +166,25 @@ class Standardize:
     kind: ClassVar[str] = "numeric"
 
     def _prepare(self, column: pd.Series | np.ndarray) -> np.ndarray:
-        x = np.asarray(pd.to_numeric(pd.Series(column), errors="coerce"), dtype=np.float64)
+        x = _float64(column)
         return np.log1p(np.clip(x, 0, None)) if self.log else x
 
     def fit(self, column: pd.Series) -> Standardize:
         x = self._prepare(column)
-        self.mean = float(np.nanmean(x)) if np.isfinite(x).any() else 0.0
-        std = float(np.nanstd(x)) if np.isfinite(x).any() else 1.0
+        any_finite = bool(np.isfinite(x).any())
+        self.mean = float(np.nanmean(x)) if any_finite else 0.0
+        std = float(np.nanstd(x)) if any_finite else 1.0
         self.std = std if std > 1e-12 else 1.0
         return self
 
     def transform(self, column: pd.Series | np.ndarray) -> np.ndarray:
         x = self._prepare(column)
-        z = (np.where(np.isfinite(x), x, self.mean) - self.mean) / self.std
+        # (x - mean) / std in place on one fresh array: the same float64 operations, fewer copies
+        z = np.where(np.isfinite(x), x, self.mean)
+        z -= self.mean
+        z /= self.std
         if self.clip is not None:
-            z = np.clip(z, -self.clip, self.clip)
+            np.clip(z, -self.clip, self.clip, out=z)
         return z.astype(np.float32)
 
     def state(self) -> dict[str, Any]:
@@ -145,7 +205,7 @@ class QuantileBucket:
     kind: ClassVar[str] = "categorical"
 
     def _prepare(self, column: pd.Series | np.ndarray) -> np.ndarray:
-        x = np.asarray(pd.to_numeric(pd.Series(column), errors="coerce"), dtype=np.float64)
+        x = _float64(column)
         return np.log1p(np.clip(x, 0, None)) if self.log else x
 
     def fit(self, column: pd.Series) -> QuantileBucket:
