@@ -33,7 +33,8 @@ DOCS = Path(__file__).resolve().parent
 PAGES = ("parameters.md", "models.md")
 
 # Blocks whose model does not live in recflow.pipelines.<block>.params as <Block>Params.
-EXPLICIT_BLOCKS = {"preprocessing": "recflow.features.config:FeaturesConfig"}
+EXPLICIT_BLOCKS = {"dataset": "recflow.datasets.declaration:DatasetDeclaration",
+                   "preprocessing": "recflow.features.config:FeaturesConfig"}
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,6 @@
 # Clone -> green test suite, in one command (what CI runs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
+bash scripts/setup.sh dev
 .venv/bin/ruff check src tests benchmarks plugins
 .venv/bin/python -m pytest -q "$@"

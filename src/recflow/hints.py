@@ -8,11 +8,14 @@ each missing dataset, its path and the command that creates it.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
+import yaml
 from kedro.framework.hooks import hook_impl
 
+from recflow.datasets.declaration import DatasetDeclaration
 from recflow.hooks import dataset_filepath
 
 #: canonical tables the preprocessing pipeline prepares when the declaration has them
@@ -21,6 +24,20 @@ DECLARED_TABLES = {
     "users": "a users table (dataset.users)",
     "interactions": "the event log (dataset.events)",
 }
+
+
+def _declared(catalog: Any, table: str) -> bool:
+    """Whether the active dataset declaration provides a canonical table."""
+    try:
+        decl = DatasetDeclaration.model_validate(catalog.load("params:dataset"))
+    except Exception:  # noqa: BLE001 - no valid declaration: nothing to add here
+        return True
+    if table == "items":
+        return "item" in decl.roles
+    return table != "users" or decl.users is not None
+
+
+logger = logging.getLogger(__name__)
 
 
 class MissingInputError(FileNotFoundError):
@@ -34,26 +51,55 @@ def advice(path: Path) -> str:
     if "01_raw" in text:
         return ("the embedded raw data is missing: restore data/01_raw/ from git, or "
                 "regenerate it with `recflow generate` (docs/data.md)")
-    if "05_model_input" in text or "02_intermediate" in text:
+    if "05_model_input" in text or "02_intermediate" in text or "03_primary" in text:
         return "run preprocessing first: `kedro run --pipeline=preprocessing` (same --env)"
     if "06_models" in text:
         return "train first: `kedro run --pipeline=ranking` (same --env)"
     return "run the pipeline that writes it first (see `kedro registry describe`)"
 
 
+def partially_overridden(conf_source: Path, env: str, declared: list[str]) -> list[str]:
+    """Declared catalog entries an env leaves to conf/base while it redefines others."""
+    defined: set[str] = set()
+    for path in sorted((conf_source / env).glob("**/catalog*.yml")):
+        defined |= set(yaml.safe_load(path.read_text()) or {})
+    own = [d for d in declared if d in defined]
+    return [d for d in declared if d not in defined] if own else []
+
+
 class MissingInputsHook:
+    @hook_impl
+    def after_context_created(self, context: Any) -> None:
+        """Warn when an env swaps some raw tables but silently inherits the others."""
+        loader = context.config_loader
+        try:
+            decl = DatasetDeclaration.model_validate(context.params.get("dataset") or {})
+        except Exception:  # noqa: BLE001 - the pipelines report a bad declaration
+            return
+        if not loader.env or loader.env == loader.base_env:
+            return
+        entries = decl.events.catalog_entries() + [
+            t.table for t in (decl.users, decl.items) if t is not None]
+        inherited = partially_overridden(Path(loader.conf_source), loader.env, entries)
+        if inherited:
+            logger.warning(
+                "env '%s' redefines some of the dataset's catalog entries but not %s: those "
+                "still come from conf/%s (the embedded data); define them in conf/%s/ or "
+                "remove them from parameters_dataset.yml", loader.env, inherited,
+                loader.base_env, loader.env)
+
     @hook_impl
     def before_pipeline_run(self, pipeline: Any, catalog: Any) -> None:
         missing = []
         for name in sorted(pipeline.inputs()):
             if name == "parameters" or name.startswith("params:"):
                 continue
-            if name in DECLARED_TABLES:  # made by prepare nodes, absent for this dataset
+            path = dataset_filepath(catalog, name)
+            if name in DECLARED_TABLES and not _declared(catalog, name):
                 missing.append(f"  - dataset '{name}': this pipeline needs "
                                f"{DECLARED_TABLES[name]}, which the dataset declaration "
                                "(parameters_dataset.yml) does not provide")
                 continue
-            path = dataset_filepath(catalog, name)
             if path is not None and not path.exists():
                 missing.append(f"  - dataset '{name}': {path} does not exist; {advice(path)}")
         if missing:

@@ -73,7 +73,9 @@ def register_pipelines() -> dict[str, Pipeline]:
     )
     pipelines["__default__"] = sum(pipelines.values(), Pipeline([]))
     # Alternatives to `preprocessing` writing the same outputs, so not in __default__.
-    streaming = preprocessing_streaming.create_pipeline()
+    sides = list(prep_kwargs["side_tables"])
+    streaming = prep.only_nodes(*(f"prepare_{name}" for name in sides)) \
+        + preprocessing_streaming.create_pipeline(side_tables=sides)
     pipelines["preprocessing_streaming"] = streaming
     pipelines["preprocessing_spark"] = preprocessing_spark.create_pipeline()
     # `ranking` on splits larger than memory: the same nodes read the parquet parts.

@@ -50,3 +50,16 @@ def test_missing_inputs_are_named_with_what_to_do(tmp_path: Path) -> None:
 
 def test_nothing_missing_passes(tmp_path: Path) -> None:
     MissingInputsHook().before_pipeline_run(_Pipeline("params:x"), _Catalog())
+
+
+def test_env_that_swaps_only_some_raw_tables_is_named(tmp_path: Path) -> None:
+    from recflow.hints import partially_overridden
+
+    declared = ["raw_interactions", "raw_users", "raw_items"]
+    (tmp_path / "mine").mkdir()
+    assert partially_overridden(tmp_path, "mine", declared) == []  # nothing swapped: fine
+    (tmp_path / "mine" / "catalog.yml").write_text(
+        "raw_interactions:\n  type: pandas.CSVDataset\n  filepath: x.csv\n")
+    assert partially_overridden(tmp_path, "mine", declared) == ["raw_users", "raw_items"]
+    (tmp_path / "mine" / "catalog_side.yml").write_text("raw_users: {}\nraw_items: {}\n")
+    assert partially_overridden(tmp_path, "mine", declared) == []

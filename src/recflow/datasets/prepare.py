@@ -102,11 +102,16 @@ def _label(values: pd.Series, threshold: float | None) -> np.ndarray:
     return (values.to_numpy(np.float64) >= threshold).astype(np.int64)
 
 
-def prepare_log(decl: DatasetDeclaration, tables: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
+def prepare_log(decl: DatasetDeclaration, tables: Mapping[str, pd.DataFrame],
+                source: str | None = None) -> pd.DataFrame:
     """The event log in canonical shape; `tables`: catalog entry -> its frame.
 
     A split given as files is concatenated train, valid, test with a `split` column.
+    `source` names a single frame that stands for the log (one shard of it) in errors.
     """
+    if source is not None:
+        decl = decl.model_copy(update={"events": decl.events.model_copy(
+            update={"table": source, "tables": None})})
     ev = decl.events
     parts = []
     schema = table_schema(decl, "events")
@@ -180,3 +185,14 @@ def join_side(log: pd.DataFrame, table: pd.DataFrame, decl: DatasetDeclaration,
         table, on=key, how="left", suffixes=("", f"_{name[:-1]}"))
     joined[key] = log[key].to_numpy()  # the log's own ids (dtype) survive the join
     return joined
+
+
+def join_tables(log: pd.DataFrame, decl: DatasetDeclaration,
+                side: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
+    """The canonical log with its side tables (`users`, `items`) joined, in time order."""
+    events = log
+    for name, table in side.items():
+        events = join_side(events, table, decl, name)
+    if TIME in events.columns:
+        events = events.sort_values(TIME, kind="stable")
+    return events.reset_index(drop=True)

@@ -132,11 +132,13 @@ def _iso(t: int) -> str:
 
 
 def shard_cutoffs(
-    timestamps: Mapping[str, Loader], config: FeaturesConfig, column: str = "timestamp"
+    timestamps: Mapping[str, Loader], config: FeaturesConfig, column: str = "timestamp",
+    to_seconds: Callable[[pd.Series], np.ndarray] | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """(split cut-offs as `split_by_time` gives them, per-shard row counts and time bounds).
 
-    `timestamps` maps shard name -> loader of (at least) the timestamp column;
+    `timestamps` maps shard name -> loader of (at least) the time column `column`, read
+    as epoch seconds by `to_seconds` (the declaration's format; default: already int);
     shards, in name order, must cover disjoint, increasing time ranges, which is
     what lets pass 2 carry histories forward and the split read one shard.
     """
@@ -153,7 +155,7 @@ def shard_cutoffs(
         raise ValueError("raw_interaction_shards: no parquet shards found")
     stats: list[dict[str, Any]] = []
     for name in names:
-        ts = _timestamps(timestamps[name], name, column)
+        ts = _timestamps(timestamps[name], name, column, to_seconds)
         if not len(ts):
             continue
         stats.append({"shard": name, "rows": int(len(ts)),
@@ -172,7 +174,7 @@ def shard_cutoffs(
 
     def order_statistic(k: int) -> int:
         i = int(np.searchsorted(starts, k, side="right")) - 1
-        ts = _timestamps(timestamps[stats[i]["shard"]], stats[i]["shard"], column)
+        ts = _timestamps(timestamps[stats[i]["shard"]], stats[i]["shard"], column, to_seconds)
         return int(np.partition(ts, k - starts[i])[k - starts[i]])
 
     train_end = order_statistic(quantile_index_higher(n, split.valid_start))
@@ -188,7 +190,7 @@ def shard_cutoffs(
         elif train_end <= s["min"] and s["max"] < valid_end:
             rows["valid"] += s["rows"]
         else:  # straddles a cut-off: count this shard's rows
-            ts = pd.Series(_timestamps(timestamps[s["shard"]], s["shard"], column))
+            ts = pd.Series(_timestamps(timestamps[s["shard"]], s["shard"], column, to_seconds))
             for split_name, mask in split_masks(ts, cutoffs).items():
                 rows[split_name] += int(mask.sum())
     cutoffs["rows"] = rows
@@ -212,11 +214,14 @@ def cutoff_record(split: Any, t_min: int, t_max: int, train_end: int, valid_end:
     }
 
 
-def _timestamps(load: Loader, name: str, column: str) -> np.ndarray:
+def _timestamps(load: Loader, name: str, column: str,
+                to_seconds: Callable[[pd.Series], np.ndarray] | None = None) -> np.ndarray:
     frame = load()
     if column not in frame:
         raise KeyError(f"raw_interaction_shards['{name}'] has no column '{column}'; "
                        f"got {list(frame.columns)}")
+    if to_seconds is not None:
+        return np.asarray(to_seconds(frame[column]), dtype=np.int64)
     return frame[column].to_numpy(np.int64)
 
 

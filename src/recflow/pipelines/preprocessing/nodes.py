@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from recflow.datasets.declaration import ITEM, TIME, USER, DatasetDeclaration
-from recflow.datasets.prepare import join_side, prepare_log, prepare_side
+from recflow.datasets.prepare import join_tables, prepare_log, prepare_side
 from recflow.evaluation import key_columns, split_statistics
 from recflow.features import FeaturesConfig, FeatureSpec
 from recflow.features.sequences import build_histories
@@ -49,12 +49,7 @@ def join_events(
     interactions: pd.DataFrame, dataset: DatasetDeclaration, **side: pd.DataFrame
 ) -> pd.DataFrame:
     """The log enriched with the declared side tables (`users`, `items`), in time order."""
-    events = interactions
-    for name, table in side.items():
-        events = join_side(events, table, dataset, name)
-    if TIME in events.columns:
-        events = events.sort_values(TIME, kind="stable")
-    return events.reset_index(drop=True)
+    return join_tables(interactions, dataset, side)
 
 
 def split_by_time(events: pd.DataFrame, params: FeaturesConfig) -> dict[str, Any]:
