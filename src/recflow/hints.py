@@ -71,9 +71,9 @@ class MissingInputsHook:
     @hook_impl
     def after_context_created(self, context: Any) -> None:
         """Warn when an env swaps some raw tables but silently inherits the others."""
-        loader = context.config_loader
+        loader = context.config_loader  # not context.params: that would load the pipelines
         try:
-            decl = DatasetDeclaration.model_validate(context.params.get("dataset") or {})
+            decl = DatasetDeclaration.model_validate(loader["parameters"].get("dataset") or {})
         except Exception:  # noqa: BLE001 - the pipelines report a bad declaration
             return
         if not loader.env or loader.env == loader.base_env:
