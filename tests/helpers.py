@@ -2,7 +2,31 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from recflow.datasets.declaration import DatasetDeclaration, load_declaration
+from recflow.datasets.prepare import join_tables, prepare_log, prepare_side
 from recflow.features import FeatureSpec, FieldSpec
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def embedded_declaration() -> DatasetDeclaration:
+    """conf/base's `dataset` block: the embedded data's declaration."""
+    return load_declaration(yaml.safe_load(
+        (REPO / "conf/base/parameters_dataset.yml").read_text()))
+
+
+def embedded_events(interactions: pd.DataFrame, users: pd.DataFrame,
+                    items: pd.DataFrame) -> pd.DataFrame:
+    """What the preprocessing pipeline's prepare + join nodes make of the embedded tables."""
+    decl = embedded_declaration()
+    return join_tables(prepare_log(decl, {"raw_interactions": interactions}), decl,
+                       {"users": prepare_side(decl, "users", users),
+                        "items": prepare_side(decl, "items", items)})
 
 
 def field(name: str, kind: str, vocab: int | None = None, **params) -> FieldSpec:

@@ -17,10 +17,10 @@ import pytest
 import yaml
 
 from recflow.features import FeatureSpec
-from recflow.pipelines.preprocessing.nodes import join_events
 from recflow.serving import Scorer
 from recflow.serving.records import raw_records
 from tests.conftest import make_project, output_files, run_kedro
+from tests.helpers import embedded_events
 
 pytestmark = pytest.mark.slow
 MODELS = ("lr", "ctcvr")  # DIN's raw-history skew test is in tests/unit/test_serving.py
@@ -59,7 +59,7 @@ def raw_test_records(project: Path, spec: FeatureSpec) -> pd.DataFrame:
     """What production would send: raw joined columns of the test split, histories as lists."""
     raw = {n: pd.read_parquet(project / f"data/01_raw/{n}.parquet")
            for n in ("interactions", "users", "items")}
-    return raw_records(join_events(raw["interactions"], raw["users"], raw["items"]), spec)
+    return raw_records(embedded_events(raw["interactions"], raw["users"], raw["items"]), spec)
 
 
 def test_ranking_ends_with_onnx_bundles_and_the_report(project: Path) -> None:

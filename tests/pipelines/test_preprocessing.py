@@ -20,13 +20,14 @@ from kedro.io import DatasetError
 from kedro.validation import DataValidationError, ParameterValidationError
 
 from recflow.datasets.movielens import GENRES
+from recflow.datasets.schema import RawDataError
 from recflow.features import FeatureSpec
 from recflow.features.sequences import build_histories
 from recflow.features.spec import LABEL_PREFIX
 from recflow.features.split import split_masks
-from recflow.pipelines.preprocessing.nodes import join_events
 from recflow.schemas.expectations import GreatExpectationsValidator
 from tests.conftest import make_project, output_files, run_kedro
+from tests.helpers import embedded_events
 
 pytestmark = pytest.mark.slow
 
@@ -120,7 +121,7 @@ def test_model_inputs_reproduce_from_raw_records(preprocessed_project: Path) -> 
     """Serving parity: the saved spec applied to raw records gives the saved inputs."""
     raw = {n: pd.read_parquet(preprocessed_project / f"data/01_raw/{n}.parquet")
            for n in ("interactions", "users", "items")}  # fmt: skip
-    events = join_events(raw["interactions"], raw["users"], raw["items"])
+    events = embedded_events(raw["interactions"], raw["users"], raw["items"])
     spec = FeatureSpec.from_dict(
         _read_json(preprocessed_project / MODEL_INPUT / "feature_spec.json")
     )
@@ -210,27 +211,29 @@ def _purchase_without_click(df: pd.DataFrame) -> pd.DataFrame:
 # id -> (mutation, exception type, fragments the message must contain)
 BAD_INPUTS = {
     "missing_column": (
-        _edit("interactions", lambda d: d.drop(columns=["click"])),
-        DataValidationError,
-        ["raw_interactions", "column_in_dataframe", "click"],
+        _edit("interactions", lambda d: d.drop(columns=["dwell"])),
+        RawDataError,
+        ["raw_interactions", "column 'dwell' (dataset.events.columns.dwell)", "missing"],
     ),
     "wrong_dtype": (
-        _edit("items", lambda d: d.assign(price=d["price"].astype(str))),
-        DataValidationError,
-        ["raw_items", "price", "dtype('float64')"],
+        _edit("items", lambda d: d.assign(price=d["price"].astype(str).where(
+            d.index % 40 != 3, "cheap"))),
+        RawDataError,
+        ["raw_items", "column 'price' (dataset.items.columns.price)", "float64", "'cheap'"],
     ),
     "null_ids": (
         _edit(
             "interactions",
             lambda d: d.assign(user_id=d["user_id"].astype("float64").where(d.index % 97 != 3)),
         ),
-        DataValidationError,
-        ["raw_interactions", "user_id: not_nullable", "nan"],
+        RawDataError,
+        ["raw_interactions", "column 'user_id' (dataset.events.user)", "null value(s)"],
     ),
     "click_outside_0_1": (
         _edit("interactions", lambda d: d.assign(click=d["click"].where(d.index % 50 != 1, 2))),
-        DataValidationError,
-        ["raw_interactions", "click: isin([0, 1])", "e.g. 2, 2"],
+        RawDataError,
+        ["raw_interactions", "column 'click' (dataset.events.labels.click)", "isin([0, 1])",
+         "e.g. [2]"],
     ),
     "purchase_without_click": (
         _edit("interactions", _purchase_without_click),
@@ -239,12 +242,12 @@ BAD_INPUTS = {
     ),
     "duplicated_item_ids": (
         _edit("items", lambda d: pd.concat([d, d[d["item_id"].isin([6, 8])]], ignore_index=True)),
-        DataValidationError,
-        ["raw_items", "item_id: field_uniqueness", "4 cases", "e.g. 6, 8"],
+        RawDataError,
+        ["raw_items", "column 'item_id' (dataset.items.key)", "duplicate keys", "[6, 8]"],
     ),
     "empty_table": (
         _edit("interactions", lambda d: d.iloc[:0]),
-        DataValidationError,
+        RawDataError,
         ["raw_interactions", "the table is empty"],
     ),
     "empty_file": (
@@ -271,8 +274,8 @@ BAD_INPUTS = {
             "interactions",
             lambda d: d.assign(item_id=d["item_id"].where(d.index % 500 != 7, 999_999)),
         ),
-        ValueError,
-        ["raw_interactions.item_id", "6 row(s)", "raw_items.item_id", "[999999]"],
+        RawDataError,
+        ["raw_items", "6 log row(s)", "dataset.items.on_missing: error", "[999999]"],
     ),
     # fails after split_cutoffs.json was written: the rollback must remove it
     "yaml_column_missing_from_data": (
@@ -332,7 +335,7 @@ def test_failed_run_restores_previous_outputs(preprocessed_project: Path, tmp_pa
     project = Path(shutil.copytree(preprocessed_project, tmp_path / "project"))
     before = {f: hashlib.sha256((project / f).read_bytes()).hexdigest()
               for f in output_files(project)}  # fmt: skip
-    assert len(before) == 6
+    assert len(before) == 9  # 3 canonical tables, split, spec, 3 model inputs, data quality
     BAD_INPUTS["ge_label_rate"][0](project)
     with pytest.raises(DataValidationError):
         run_kedro(project, "preprocessing")
@@ -395,6 +398,9 @@ def test_movielens_env_runs_and_writes_under_its_own_root(template: Path, tmp_pa
     root = project / "data/movielens"
     assert sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()) == [
         "02_intermediate/split_cutoffs.json",
+        "03_primary/interactions.parquet",
+        "03_primary/items.parquet",
+        "03_primary/users.parquet",
         "05_model_input/feature_spec.json",
         "05_model_input/test.parquet",
         "05_model_input/train.parquet",

@@ -13,7 +13,7 @@ import yaml
 from recflow.datasets.declaration import DatasetDeclaration, load_declaration
 from recflow.datasets.prepare import join_side, prepare_log, prepare_side
 from recflow.datasets.scaffold import main as scaffold
-from recflow.datasets.schema import DatasetError, table_schema
+from recflow.datasets.schema import RawDataError, table_schema
 from recflow.features.config import SplitConfig
 from recflow.features.split import assign_splits
 
@@ -83,7 +83,7 @@ def test_missing_side_rows_become_null_or_error() -> None:
     assert joined["cat"].isna().tolist() == [False, False, True, False, False, True]
     strict = DatasetDeclaration.model_validate(
         decl.model_dump() | {"items": decl.items.model_dump() | {"on_missing": "error"}})
-    with pytest.raises(DatasetError, match=r"items: 2 log row\(s\).*'B3'"):
+    with pytest.raises(RawDataError, match=r"items: 2 log row\(s\).*'B3'"):
         join_side(log, items, strict, "items")
 
 
@@ -100,15 +100,15 @@ def test_missing_side_rows_become_null_or_error() -> None:
      r"'ts' must hold ISO-8601.*e\.g\. \['yesterday', 'soon', 'x', 'y'\]"),
 ])
 def test_bad_log_values_are_named(change, expected) -> None:
-    with pytest.raises(DatasetError, match=expected) as info:
+    with pytest.raises(RawDataError, match=expected) as info:
         prepare_log(_decl(), {"log": change(_log())})
     assert str(info.value).startswith("log")  # the catalog entry comes first
 
 
 def test_side_table_duplicate_keys_and_empty_table() -> None:
-    with pytest.raises(DatasetError, match=r"items.*'iid' \(dataset.items.key\).*duplicate.*B1"):
+    with pytest.raises(RawDataError, match=r"items.*'iid' \(dataset.items.key\).*duplicate.*B1"):
         prepare_side(_decl(), "items", pd.DataFrame({"iid": ["B1", "B1"], "cat": ["x", "y"]}))
-    with pytest.raises(DatasetError, match="items: the table is empty"):
+    with pytest.raises(RawDataError, match="items: the table is empty"):
         prepare_side(_decl(), "items", pd.DataFrame({"iid": [], "cat": []}))
 
 

@@ -24,6 +24,7 @@ from recflow.features.transforms import OOV, PAD
 from recflow.pipelines.preprocessing import pipeline_kwargs
 from recflow.pipelines.ranking.nodes import item_train_stats, rare_item_metrics
 from recflow.tokenization.semantic_ids import SemanticIdTable
+from tests.helpers import embedded_declaration, embedded_events
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -140,18 +141,20 @@ def test_missing_table_and_too_long_levels_name_the_yaml_key(table: SemanticIdTa
 
 
 def test_pipeline_kwargs_check_the_tokenizer_against_semantic_ids() -> None:
+    dataset = {"events": {"table": "log", "labels": ["click"]}}
     params = {"semantic_ids": {"tokenizers": {"rq_kmeans": {}, "rq_vae": {}}},
+              "dataset": dataset,
               "preprocessing": {"fields": {
                   "item_id": {"transform": "vocab"},
                   "a": {"transform": "semantic_prefix", "tokenizer": "rq_vae"},
                   "b": {"transform": "semantic_prefix", "tokenizer": "rq_vae", "levels": [1]}}}}
-    assert pipeline_kwargs(params) == {"semantic_tokenizers": ["rq_vae"]}
+    assert pipeline_kwargs(params)["semantic_tokenizers"] == ["rq_vae"]
     params["preprocessing"]["fields"]["b"]["tokenizer"] = "nope"
     with pytest.raises(ValueError, match=r"fields.b.tokenizer: 'nope' is not an entry of "
                                          r"semantic_ids.tokenizers.*\['rq_kmeans', 'rq_vae'\]"):
         pipeline_kwargs(params)
-    assert pipeline_kwargs({"preprocessing": {"fields": {"x": {"transform": "vocab"}}}}) == {
-        "semantic_tokenizers": []}
+    assert pipeline_kwargs({"dataset": dataset, "preprocessing": {"fields": {
+        "x": {"transform": "vocab"}}}})["semantic_tokenizers"] == []
 
 
 def test_semantic_env_is_the_base_preprocessing_plus_the_prefix_field() -> None:
@@ -214,9 +217,9 @@ def test_scorer_reproduces_offline_scores_with_prefix_fields(tmp_path: Path) -> 
                    "hist_item_id": {"transform": "sequence", "of": "item_id", "length": 5},
                    "item_sid": {"transform": "semantic_prefix", "tokenizer": "toy",
                                 "levels": [1, 2]}}})
-    events = prep.join_events(tables.interactions, tables.users, tables.items)
+    events = embedded_events(tables.interactions, tables.users, tables.items)
     spec_dict = prep.fit_feature_spec(events, prep.split_by_time(events, config), config,
-                                      sid__toy=sid.to_frame())
+                                      embedded_declaration(), sid__toy=sid.to_frame())
     spec = FeatureSpec.from_dict(spec_dict)
     test = prep.transform_test(events, spec_dict)
     assert {"item_sid_p1", "item_sid_p2"} <= set(test.columns)

@@ -37,6 +37,7 @@ from recflow.registry import MODELS
 from recflow.serving import RecordError, Scorer
 from recflow.serving.records import raw_records
 from recflow.serving.schema import feeds_from_frame
+from tests.helpers import embedded_declaration, embedded_events
 
 REPO = Path(__file__).resolve().parents[2]
 FAST = ExportParams.model_validate({"quantize": False,
@@ -47,10 +48,11 @@ FAST = ExportParams.model_validate({"quantize": False,
 def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """Small raw data, preprocessed by the real nodes; two exported models as bundles."""
     tables = generate(GeneratorConfig(n_users=80, n_items=120, n_impressions=4000, seed=3))
-    events = prep.join_events(tables.interactions, tables.users, tables.items)
+    events = embedded_events(tables.interactions, tables.users, tables.items)
     config = FeaturesConfig.model_validate(yaml.safe_load(
         (REPO / "conf/base/parameters_preprocessing.yml").read_text())["preprocessing"])
-    spec_dict = prep.fit_feature_spec(events, prep.split_by_time(events, config), config)
+    spec_dict = prep.fit_feature_spec(events, prep.split_by_time(events, config), config,
+                                      embedded_declaration())
     spec = FeatureSpec.from_dict(spec_dict)
     test = prep.transform_test(events, spec_dict)
     root = tmp_path_factory.mktemp("serving")

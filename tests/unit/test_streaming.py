@@ -23,6 +23,7 @@ from recflow.features.streaming import (
 )
 from recflow.pipelines.preprocessing import nodes
 from tests.conftest import REPO, make_project, run_kedro
+from tests.helpers import embedded_declaration, embedded_events
 
 SPLITS = ("train", "valid", "test")
 
@@ -36,10 +37,10 @@ def in_memory(raw: Path, params: FeaturesConfig) -> tuple[dict, dict, dict[str, 
     """The in-memory nodes on the concatenated shards: (cutoffs, spec, split frames)."""
     log = pd.concat([pd.read_parquet(p) for p in sorted((raw / "interactions").glob("*.parquet"))],
                     ignore_index=True)
-    events = nodes.join_events(log, pd.read_parquet(raw / "users.parquet"),
-                               pd.read_parquet(raw / "items.parquet"))
+    events = embedded_events(log, pd.read_parquet(raw / "users.parquet"),
+                             pd.read_parquet(raw / "items.parquet"))
     cutoffs = nodes.split_by_time(events, params)
-    spec = nodes.fit_feature_spec(events, cutoffs, params)
+    spec = nodes.fit_feature_spec(events, cutoffs, params, embedded_declaration())
     return cutoffs, spec, {s: nodes.transform_split(events, spec, s) for s in SPLITS}
 
 

@@ -418,3 +418,25 @@ def test_config_errors_name_the_yaml_key() -> None:
         FeaturesConfig.model_validate(bad)
     with pytest.raises(ValidationError, match="min_sizz"):
         FeaturesConfig.model_validate({"fields": {"u": {"transform": "vocab", "min_sizz": 2}}})
+
+
+def test_spec_fit_on_a_row_mask_equals_fit_on_the_selected_frame(monkeypatch) -> None:
+    """`fit(frame, rows=mask)` (columns filtered one by one) == `fit(frame.loc[mask])`, and the
+    threaded path for large frames gives the serial path's spec and outputs."""
+    raw = _raw(3_000)
+    mask = np.random.default_rng(3).random(len(raw)) < 0.7
+    config = FeaturesConfig.model_validate(CONFIG)
+    selected = FeatureSpec.from_config(config).fit(raw.loc[mask])
+    masked = FeatureSpec.from_config(config).fit(raw, rows=mask)
+    assert masked.to_dict() == selected.to_dict()
+    with pytest.raises(ValueError, match="rows"):
+        FeatureSpec.from_config(config).fit(raw, rows=mask[:-1])
+    import recflow.features.spec as spec_module
+
+    monkeypatch.setattr(spec_module, "PARALLEL_MIN_ROWS", 1)
+    monkeypatch.setattr(spec_module.os, "cpu_count", lambda: 4)
+    threaded = FeatureSpec.from_config(config).fit(raw.loc[mask])
+    assert threaded.to_dict() == selected.to_dict()
+    histories = _histories(raw)
+    pd.testing.assert_frame_equal(threaded.transform_frame(raw, history_ids=histories),
+                                  selected.transform_frame(raw, history_ids=histories))

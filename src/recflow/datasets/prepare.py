@@ -24,7 +24,7 @@ from recflow.datasets.declaration import (
     IdType,
     TimeDecl,
 )
-from recflow.datasets.schema import DatasetError, table_schema, validate
+from recflow.datasets.schema import RawDataError, table_schema, validate
 
 _EXAMPLES = 5
 
@@ -42,7 +42,7 @@ def cast_ids(values: pd.Series, id_type: IdType, where: str) -> pd.Series:
     numbers = pd.to_numeric(values, errors="coerce")
     bad = numbers.isna() & values.notna()
     if bad.any():
-        raise DatasetError(f"{where}: ids must be integers (id_type: {id_type}); "
+        raise RawDataError(f"{where}: ids must be integers (id_type: {id_type}); "
                            f"{int(bad.sum())} value(s) are not, e.g. {_examples(values[bad])}")
     return _integral(numbers, where) if pd.api.types.is_float_dtype(numbers) else numbers
 
@@ -51,7 +51,7 @@ def _integral(values: pd.Series, where: str) -> pd.Series:
     x = values.to_numpy(np.float64)
     fractional = np.isfinite(x) & (np.floor(x) != x)
     if fractional.any():
-        raise DatasetError(f"{where}: ids must be integral; got e.g. "
+        raise RawDataError(f"{where}: ids must be integral; got e.g. "
                            f"{_examples(values[fractional])}")
     return values.astype(np.int64)
 
@@ -71,7 +71,7 @@ def to_epoch_seconds(values: pd.Series, decl: TimeDecl, where: str) -> pd.Series
         numbers = pd.to_numeric(values, errors="coerce")
         bad = numbers.isna()
         if bad.any():
-            raise DatasetError(f"{where}: '{decl.column}' must hold epoch numbers ({fmt}); "
+            raise RawDataError(f"{where}: '{decl.column}' must hold epoch numbers ({fmt}); "
                                f"{int(bad.sum())} value(s) do not parse, e.g. "
                                f"{_examples(values[bad])}")
         scale = {"epoch_s": 1, "epoch_ms": 1_000, "epoch_us": 1_000_000}[fmt]
@@ -87,7 +87,7 @@ def to_epoch_seconds(values: pd.Series, decl: TimeDecl, where: str) -> pd.Series
     if bad.any():
         expected = "ISO-8601 text such as 2024-03-01T12:30:00Z" if fmt == "iso8601" \
             else "datetimes"
-        raise DatasetError(f"{where}: '{decl.column}' must hold {expected}; "
+        raise RawDataError(f"{where}: '{decl.column}' must hold {expected}; "
                            f"{int(bad.sum())} value(s) do not parse, e.g. "
                            f"{_examples(values[bad])}")
     if parsed.dt.tz is None:
@@ -118,7 +118,7 @@ def prepare_log(decl: DatasetDeclaration, tables: Mapping[str, pd.DataFrame],
     for split in SPLIT_NAMES if ev.tables else [None]:
         entry = ev.tables[split] if split else ev.table
         if entry not in tables:
-            raise DatasetError(f"dataset.events: catalog entry '{entry}' was not loaded")
+            raise RawDataError(f"dataset.events: catalog entry '{entry}' was not loaded")
         frame = validate(tables[entry], schema, entry)
         parts.append(frame.assign(**{SPLIT: split}) if split else frame)
     raw = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
@@ -130,7 +130,7 @@ def prepare_log(decl: DatasetDeclaration, tables: Mapping[str, pd.DataFrame],
     if ev.time:
         clash += [TIME] if TIME in out.columns and TIME != ev.time.column else []
     if clash:
-        raise DatasetError(f"{where}: column(s) {clash} are reserved for role columns but hold "
+        raise RawDataError(f"{where}: column(s) {clash} are reserved for role columns but hold "
                            "something else; rename them in the file or declare them as roles")
     out = out.rename(columns=renames)
     for role, column in ((USER, ev.user), (ITEM, ev.item)):
@@ -152,7 +152,7 @@ def prepare_side(decl: DatasetDeclaration, table: str, frame: pd.DataFrame) -> p
     frame = validate(frame, table_schema(decl, table), side.table)
     key = USER if table == "users" else ITEM
     if key in frame.columns and key != side.key:
-        raise DatasetError(f"{side.table}: column '{key}' is reserved for the key "
+        raise RawDataError(f"{side.table}: column '{key}' is reserved for the key "
                            f"(dataset.{table}.key: {side.key})")
     out = frame.rename(columns={side.key: key})
     out[key] = cast_ids(out[key], decl.events.id_type, f"{side.table}.{side.key} "
@@ -177,7 +177,7 @@ def join_side(log: pd.DataFrame, table: pd.DataFrame, decl: DatasetDeclaration,
     if not known.all():
         missing = log_keys[~known]
         if side.on_missing == "error":
-            raise DatasetError(
+            raise RawDataError(
                 f"{side.table}: {int((~known).sum())} log row(s) reference {key}s with no row "
                 f"here (dataset.{name}.on_missing: error), e.g. {_examples(missing)}")
     table = table.assign(**{key: table_keys})

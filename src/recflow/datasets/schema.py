@@ -14,7 +14,7 @@ from pandera.errors import SchemaError, SchemaErrors
 from recflow.datasets.declaration import SPLIT_NAMES, ColumnDecl, DatasetDeclaration
 
 
-class DatasetError(ValueError):
+class RawDataError(ValueError):
     """Raw data that does not match its declaration (or a declaration the data cannot meet)."""
 
 
@@ -77,16 +77,16 @@ def table_schema(decl: DatasetDeclaration, table: str) -> pa.DataFrameSchema:
 
 
 def validate(frame: pd.DataFrame, schema: pa.DataFrameSchema, dataset: str) -> pd.DataFrame:
-    """`schema.validate` with every failure gathered into one `DatasetError`."""
+    """`schema.validate` with every failure gathered into one `RawDataError`."""
     if frame.empty:
-        raise DatasetError(f"{dataset}: the table is empty (0 rows); "
+        raise RawDataError(f"{dataset}: the table is empty (0 rows); "
                            f"columns: {list(frame.columns)[:20]}")
     try:
         return schema.validate(frame, lazy=True)
     except SchemaErrors as exc:
-        raise DatasetError(_describe(exc.failure_cases, schema, dataset)) from None
+        raise RawDataError(_describe(exc.failure_cases, schema, dataset)) from None
     except SchemaError as exc:  # pragma: no cover - lazy=True gathers them all
-        raise DatasetError(f"{dataset}: {exc}") from None
+        raise RawDataError(f"{dataset}: {exc}") from None
 
 
 def _describe(cases: pd.DataFrame, schema: pa.DataFrameSchema, dataset: str) -> str:

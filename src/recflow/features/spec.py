@@ -43,6 +43,8 @@ KEY_COLUMNS = ("key_user", "key_item", "key_timestamp")
 #: frames with at least this many rows fit / transform their fields on several threads
 #: (the column kernels of numpy and pyarrow release the GIL); serving requests stay serial
 PARALLEL_MIN_ROWS = 100_000
+#: at most this many fields at once: each holds a few row-sized temporaries while it runs
+PARALLEL_MAX_THREADS = 4
 
 _T = TypeVar("_T")
 _R = TypeVar("_R")
@@ -50,7 +52,7 @@ _R = TypeVar("_R")
 
 def _map_fields(fn: Callable[[_T], _R], items: Sequence[_T], rows: int) -> list[_R]:
     """`[fn(x) for x in items]`, on a thread pool for large frames; results keep their order."""
-    workers = min(len(items), os.cpu_count() or 1)
+    workers = min(len(items), os.cpu_count() or 1, PARALLEL_MAX_THREADS)
     if rows < PARALLEL_MIN_ROWS or workers < 2:
         return [fn(x) for x in items]
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="recflow-features") as pool:
@@ -200,23 +202,35 @@ class FeatureSpec:
                              f"(a semantic_prefix field NAME emits NAME_p<level>)")
         return cls(fields=fields, labels=list(config.labels), _tables=tables)
 
-    def fit(self, train: pd.DataFrame) -> FeatureSpec:
-        """Fit every column transform on the train split only."""
+    def fit(self, train: pd.DataFrame, rows: np.ndarray | None = None) -> FeatureSpec:
+        """Fit every column transform on the train split only.
+
+        `rows`: optional boolean mask over the rows of `train` (e.g. the train split of
+        the whole log): each column is then filtered on its own, which is faster and
+        lighter than the caller copying every column with `frame.loc[mask]` first.
+        """
         fields = [f for f in self.fields if f.kind != "sequence"]
         for f in fields:
             self._fitted.pop(f.name, None)
+        mask = None if rows is None else np.asarray(rows, dtype=bool)
+        if mask is not None and len(mask) != len(train):
+            raise ValueError(f"rows: a mask of {len(mask)} values for {len(train)} rows")
+
+        def column(name: str) -> pd.Series:
+            return train[name] if mask is None else train[name][mask]
 
         def fit_one(f: FieldSpec) -> Any:
             transform = _build_transform(f)
             if f.transform == "semantic_prefix":
-                transform.fit(train[f.columns[0]], self._tables[f.params["tokenizer"]])
+                transform.fit(column(f.columns[0]), self._tables[f.params["tokenizer"]])
             elif f.transform == "hash_cross":
-                transform.fit(train[f.columns])
+                transform.fit(train[f.columns] if mask is None else train.loc[mask, f.columns])
             else:
-                transform.fit(train[f.columns[0]])
+                transform.fit(column(f.columns[0]))
             return transform
 
-        for f, transform in zip(fields, _map_fields(fit_one, fields, len(train)), strict=True):
+        n_rows = len(train) if mask is None else int(mask.sum())
+        for f, transform in zip(fields, _map_fields(fit_one, fields, n_rows), strict=True):
             self.record_fit(f, transform)
         self.link_sequence_vocabs()
         return self

@@ -40,8 +40,9 @@ class Vocabulary:
 
     def fit_counts(self, counts: pd.Series) -> Vocabulary:
         """Fit from value -> count (streaming and Spark merge counts, then call this)."""
-        counts = counts[counts >= self.min_count]
-        frame = pd.DataFrame({"value": counts.index, "count": counts.to_numpy()})
+        n = counts.to_numpy()
+        keep = n >= self.min_count  # filtered in numpy: no hash table over every value
+        frame = pd.DataFrame({"value": counts.index[keep], "count": n[keep]})
         frame = frame.sort_values(["count", "value"], ascending=[False, True], kind="stable")
         if self.max_size is not None:
             frame = frame.head(self.max_size)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from recflow.datasets.declaration import DatasetDeclaration
 from recflow.features import FeaturesConfig
 
 
@@ -22,12 +23,16 @@ def split_by_time_spark(events: Any, params: FeaturesConfig) -> dict[str, Any]:
 
 
 def fit_feature_spec_spark(
-    events: Any, cutoffs: dict[str, Any], params: FeaturesConfig
+    events: Any, cutoffs: dict[str, Any], params: FeaturesConfig, dataset: DatasetDeclaration
 ) -> dict[str, Any]:
-    """The feature spec, fitted with Spark aggregations on the train split."""
+    """The feature spec, fitted with Spark aggregations on the train split.
+
+    Spark reads the canonical column names directly (`conf/spark/catalog.yml`); the
+    declaration supplies the serving aliases like the in-memory pipeline's.
+    """
     from recflow.features.spark import fit_spec
 
-    return fit_spec(events, cutoffs, params)
+    return {**fit_spec(events, cutoffs, params), "raw_names": dataset.raw_names()}
 
 
 def transform_spark(events: Any, feature_spec: dict[str, Any]) -> tuple[Any, Any, Any]:

@@ -14,7 +14,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             node(nodes.split_by_time_spark, ["events_spark", "params:preprocessing"],
                  "split_cutoffs", name="split_by_time_spark"),
             node(nodes.fit_feature_spec_spark,
-                 ["events_spark", "split_cutoffs", "params:preprocessing"],
+                 ["events_spark", "split_cutoffs", "params:preprocessing", "params:dataset"],
                  "feature_spec", name="fit_feature_spec_spark"),
             node(nodes.transform_spark, ["events_spark", "feature_spec"],
                  ["model_input_train_shards", "model_input_valid_shards",
