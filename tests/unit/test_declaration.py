@@ -166,3 +166,18 @@ def test_scaffold_refuses_bad_files_and_flags(tmp_path: Path, capsys) -> None:
     assert (tmp_path / "conf/e/parameters_dataset.yml").is_file()
     assert _scaffold(tmp_path, "e", "--events", str(good)) == 2
     assert "exists; pass --force" in capsys.readouterr().err
+
+
+def test_embedded_declaration_gives_the_plain_join() -> None:
+    """The declared path reproduces what preprocessing joined before declarations existed
+    (so the embedded default's features and metrics are unchanged)."""
+    from recflow.datagen import GeneratorConfig, generate
+    from tests.helpers import embedded_events
+
+    t = generate(GeneratorConfig(n_users=60, n_items=80, n_impressions=3_000, seed=1))
+    plain = (t.interactions.merge(t.users, on="user_id", how="left", suffixes=("", "_user"))
+             .merge(t.items, on="item_id", how="left", suffixes=("", "_item"))
+             .sort_values("timestamp", kind="stable").reset_index(drop=True))
+    declared = embedded_events(t.interactions, t.users, t.items)
+    pd.testing.assert_frame_equal(declared[plain.columns], plain)
+    assert sorted(declared.columns) == sorted(plain.columns)
