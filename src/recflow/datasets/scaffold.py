@@ -85,6 +85,20 @@ def read_sample(path: Path, rows: int = SAMPLE_ROWS) -> pd.DataFrame:
     return frame
 
 
+def row_count(path: Path, sample: pd.DataFrame) -> int:
+    """Rows of the whole file, without parsing it: parquet metadata or CSV newlines."""
+    suffix = path.suffix.lower()
+    if suffix in (".parquet", ".pq"):
+        import pyarrow.parquet as pq
+
+        return pq.ParquetFile(path).metadata.num_rows
+    if suffix in (".csv", ".tsv") and len(sample) >= SAMPLE_ROWS:
+        with path.open("rb") as handle:
+            lines = sum(chunk.count(b"\n") for chunk in iter(lambda: handle.read(1 << 24), b""))
+        return max(lines - 1, len(sample))
+    return len(sample)
+
+
 def _binary(values: pd.Series) -> bool:
     present = values.dropna()
     return len(present) > 0 and set(pd.unique(present)).issubset({0, 1})
@@ -133,7 +147,7 @@ def guess_labels(frame: pd.DataFrame, flags: list[str], guess: Guess) -> dict[st
             for n, (c, t) in zip(names, parsed, strict=True)}
 
 
-def guess_kind(values: pd.Series, rows: int) -> str:
+def guess_kind(values: pd.Series) -> str:
     """categorical / numeric / text for one attribute column (sampled)."""
     present = values.dropna()
     if pd.api.types.is_bool_dtype(values):
@@ -161,8 +175,13 @@ def _time_format(values: pd.Series) -> str:
 
 def _columns(frame: pd.DataFrame, skip: set[str]) -> dict[str, Any]:
     inferred = pa.infer_schema(frame)  # pandera's dtypes: ints / floats / strings / datetimes
-    return {str(name): guess_kind(frame[name], len(frame))
+    return {str(name): guess_kind(frame[name])
             for name in inferred.columns if name not in skip}
+
+
+def _kinds(columns: dict[str, str]) -> str:
+    counts = pd.Series(list(columns.values()), dtype=object).value_counts()
+    return ", ".join(f"{n} {kind}" for kind, n in counts.items()) or "none"
 
 
 def _key(frame: pd.DataFrame, wanted: str | None, path: Path) -> str:
@@ -176,7 +195,8 @@ def _key(frame: pd.DataFrame, wanted: str | None, path: Path) -> str:
 
 
 def _fields(decl: dict[str, Any], samples: dict[str, pd.DataFrame], rows: int) -> dict:
-    """A first feature list: ids and categoricals as vocabularies, numbers standardised."""
+    """A first feature list: ids and categoricals as vocabularies (values seen fewer than
+    10 times map to OOV on logs of a million rows or more), numbers standardised."""
     min_count = 10 if rows >= 1_000_000 else 2
     fields: dict[str, Any] = {}
     events = decl["events"]
@@ -215,8 +235,9 @@ def build(events: Path | None, splits: dict[str, Path] | None, users: Path | Non
     guess = Guess()
     files = {"events": events} if events else {f"events_{s}": p for s, p in splits.items()}
     files = {k: p if p.is_absolute() else Path.cwd() / p for k, p in files.items()}
-    log = pd.concat([read_sample(p) for p in files.values()], ignore_index=True)
-    rows = len(log)
+    samples_by_file = {name: read_sample(p) for name, p in files.items()}
+    log = pd.concat(samples_by_file.values(), ignore_index=True)
+    rows = sum(row_count(files[name], frame) for name, frame in samples_by_file.items())
     label_decl = guess_labels(log, labels, guess)
     taken = {d["column"] for d in label_decl.values()}
     columns = list(log.columns)
@@ -249,6 +270,7 @@ def build(events: Path | None, splits: dict[str, Path] | None, users: Path | Non
         ev["time"] = {"column": roles["time"], "format": _time_format(log[roles["time"]])}
     ev["labels"] = label_decl
     ev["columns"] = _columns(log, taken)
+    guess.say(f"events columns: {_kinds(ev['columns'])} (dataset.events.columns)")
     decl: dict[str, Any] = {"name": env, "events": ev}
     samples = {"events": log}
     for table, path, role in (("users", users, "user"), ("items", items, "item")):
@@ -266,7 +288,9 @@ def build(events: Path | None, splits: dict[str, Path] | None, users: Path | Non
         decl[table] = {"table": f"raw_{env}_{table}", "key": key, "on_missing": "null",
                        "columns": _columns(frame, {key})}
         samples[table] = frame
-        guess.say(f"{table}: key '{key}'; a log row without a {table[:-1]} row gets missing "
+        guess.say(f"{table} columns: {_kinds(decl[table]['columns'])} "
+                  f"(dataset.{table}.columns)")
+        guess.say(f"{table}: key '{key}'; a log {role} with no row here gets missing "
                   f"attributes (dataset.{table}.on_missing: error to refuse)")
     DatasetDeclaration.model_validate(decl)  # what we write must load
     fields = _fields(decl, samples, rows)
@@ -276,7 +300,8 @@ def build(events: Path | None, splits: dict[str, Path] | None, users: Path | Non
             "labels": list(label_decl), "roles": roles}, guess
 
 
-def _ranking(has: set[str], labels: list[str]) -> dict[str, Any]:
+def _ranking_models(has: set[str]) -> dict[str, Any]:
+    """Every model the roles allow: DIN only with a behaviour sequence (user + item + time)."""
     models: dict[str, Any] = {
         "lr": {"model": "lr", "trainer": {"lr": 0.01, "embedding_lr": 0.01}},
         "fm": {"model": "fm", "params": {"embed_dim": 16}},
@@ -288,18 +313,17 @@ def _ranking(has: set[str], labels: list[str]) -> dict[str, Any]:
         models["din"] = {"model": "din", "params": {"embed_dim": 16, "hidden": [128, 64],
                                                     "sequence_field": "hist_item_id",
                                                     "candidate_field": "item_id"}}
-    return {"ranking": {"models": models}}
+    return models
 
 
-def _retrieval() -> dict[str, Any]:
-    return {"retrieval": {"models": {
-        "popularity": {"model": "popularity"},
-        "sasrec": {"model": "sasrec", "params": {"max_len": 20, "embed_dim": 64, "heads": 2,
-                                                 "layers": 2, "dropout": 0.2, "epochs": 10,
-                                                 "batch_size": 128, "lr": 0.001}},
-        "two_tower": {"model": "two_tower", "params": {"max_len": 20, "embed_dim": 32,
-                                                       "epochs": 10, "batch_size": 512,
-                                                       "lr": 0.005}}}}}
+RETRIEVAL_MODELS = {
+    "popularity": {"model": "popularity"},
+    "sasrec": {"model": "sasrec", "params": {"max_len": 20, "embed_dim": 64, "heads": 2,
+                                             "layers": 2, "dropout": 0.2, "epochs": 10,
+                                             "batch_size": 128, "lr": 0.001}},
+    "two_tower": {"model": "two_tower", "params": {"max_len": 20, "embed_dim": 32, "epochs": 10,
+                                                   "batch_size": 512, "lr": 0.005}},
+}
 
 
 def _dump(path: Path, header: str, data: dict[str, Any]) -> None:
@@ -335,13 +359,12 @@ def write(conf: Path, env: str, plan: dict[str, Any], force: bool) -> Path:
                   "epochs": 3, "batch_size": 512, "optimizer": "adamw", "lr": 0.001,
                   "embedding_lr": 0.001, "early_stopping_patience": 1, "seed": 42,
                   "checkpoint_dir": f"data/{env}/06_models/checkpoints"},
-                  "models": _ranking(has, plan["labels"])["ranking"]["models"]}})
-        teacher = "dcnv2"
+                  "models": _ranking_models(has)}})
         _dump(staging / "parameters_distillation.yml", "Teacher -> student for this data.",
               {"distillation": {
                   "trainer": {"epochs": 3, "batch_size": 512, "lr": 0.001, "seed": 42,
                               "embedding_lr": 0.001, "progress": False},
-                  "teacher": {"members": [{"model": teacher, "params": {"embed_dim": 16}}]},
+                  "teacher": {"members": [{"model": "dcnv2", "params": {"embed_dim": 16}}]},
                   "student": {"model": "deepfm", "params": {"embed_dim": 4, "hidden": [32]}},
                   "baseline": {"model": "lr", "trainer": {"lr": 0.01, "embedding_lr": 0.01}}}})
         if {"user", "item", "time"} <= has:
@@ -349,7 +372,7 @@ def write(conf: Path, env: str, plan: dict[str, Any], force: bool) -> Path:
                   "(docs/retrieval.md).", {"retrieval": {
                       "event": "click", "baseline": "popularity", "ks": [5, 10, 20],
                       "eval_history": 50, "seed": 42,
-                      "models": _retrieval()["retrieval"]["models"]}})
+                      "models": RETRIEVAL_MODELS}})
         if "items" in plan["dataset"]:
             columns = plan["dataset"]["items"]["columns"]
             text = [c for c, k in columns.items() if (k if isinstance(k, str) else k["kind"])
