@@ -9,7 +9,9 @@ pandas throughout: no Python loop touches a row.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pandas as pd
@@ -143,7 +145,28 @@ def prepare_log(decl: DatasetDeclaration, tables: Mapping[str, pd.DataFrame],
         out = out.drop(columns=[ev.time.column]).assign(**{TIME: seconds})
     for name, label in ev.labels.items():
         out[name] = _label(raw[label.column], label.threshold)
-    return out
+    return as_categories(out, [c for c, d in ev.columns.items()
+                               if d.kind in ("categorical", "sequence_source")])
+
+
+def as_categories(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """Declared categorical text columns as pandas `category` (codes + one dictionary).
+
+    Selecting rows then copies small integer codes instead of strings, and vocabularies
+    count codes and map each category once (`recflow.features.transforms.Vocabulary`);
+    the values, and so every fitted transform and model input, are unchanged. One
+    dictionary-encode pass per column, on threads (the hashing releases the GIL).
+    """
+    text = [c for c in columns if pd.api.types.is_string_dtype(frame[c].dtype)]
+    if not text:
+        return frame
+
+    def encode(name: str) -> pd.Categorical:
+        codes, uniques = pd.factorize(frame[name])  # categories in order of appearance
+        return pd.Categorical.from_codes(codes, categories=uniques)
+
+    with ThreadPoolExecutor(max_workers=min(len(text), os.cpu_count() or 1)) as pool:
+        return frame.assign(**dict(zip(text, pool.map(encode, text), strict=True)))
 
 
 def prepare_side(decl: DatasetDeclaration, table: str, frame: pd.DataFrame) -> pd.DataFrame:

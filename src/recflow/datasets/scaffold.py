@@ -25,10 +25,12 @@ import yaml
 from recflow.datasets.declaration import DatasetDeclaration
 
 SAMPLE_ROWS = 200_000
-#: kedro-datasets types by file suffix, and how each reads fast (pyarrow's threaded CSV parser)
+#: kedro-datasets types by file suffix and their load_args. CSV keeps pandas' C parser:
+#: measured faster than `engine: pyarrow` here, and its text columns are arrow strings
+#: that the vocabularies map in pyarrow (docs/benchmarks.md, bring-your-own-data).
 READERS = {
-    ".csv": ("pandas.CSVDataset", {"engine": "pyarrow"}),
-    ".tsv": ("pandas.CSVDataset", {"engine": "pyarrow", "sep": "\t"}),
+    ".csv": ("pandas.CSVDataset", {}),
+    ".tsv": ("pandas.CSVDataset", {"sep": "\t"}),
     ".parquet": ("pandas.ParquetDataset", {}),
     ".pq": ("pandas.ParquetDataset", {}),
     ".json": ("pandas.JSONDataset", {}),

@@ -81,8 +81,8 @@ def validate(frame: pd.DataFrame, schema: pa.DataFrameSchema, dataset: str) -> p
     if frame.empty:
         raise RawDataError(f"{dataset}: the table is empty (0 rows); "
                            f"columns: {list(frame.columns)[:20]}")
-    try:
-        return schema.validate(frame, lazy=True)
+    try:  # inplace: no copy of a whole log (the loader made `frame` for this node alone)
+        return schema.validate(frame, lazy=True, inplace=True)
     except SchemaErrors as exc:
         raise RawDataError(_describe(exc.failure_cases, schema, dataset)) from None
     except SchemaError as exc:  # pragma: no cover - lazy=True gathers them all

@@ -108,10 +108,11 @@ def fit_feature_spec(
     `semantic_prefix` fields (the pipeline passes exactly the tables they name).
     """
     check_columns(events, params)
-    train = events.loc[recorded_splits(events, cutoffs) == SPLIT_CODES["train"]]
+    train = recorded_splits(events, cutoffs) == SPLIT_CODES["train"]
     tables = {key.removeprefix(SID_INPUT_PREFIX): SemanticIdTable.from_frame(frame)
               for key, frame in semantic_ids.items()}
-    spec = FeatureSpec.from_config(params, semantic_ids=tables).fit(train)
+    # the mask filters each column inside `fit`: no copy of the whole train split
+    spec = FeatureSpec.from_config(params, semantic_ids=tables).fit(events, rows=train)
     spec.split = {k: v for k, v in cutoffs.items() if k != "rows"}
     spec.rows = dict(cutoffs["rows"])
     return {**spec.to_dict(), "raw_names": dataset.raw_names()}
