@@ -1,3 +1,11 @@
 """recflow: declarative recommender-systems pipelines on Kedro."""
 
+import warnings
+
 __version__ = "0.1.0"
+
+# pandera imports pyspark.pandas whenever PySpark is installed (the `spark` / `dev` extras),
+# and PySpark warns about pandas 3 on import: ten lines on every run, Spark or not. The
+# Spark pipeline's own checks (docs/scale.md) are what tell whether Spark works here.
+warnings.filterwarnings("ignore", message="PySpark does not yet fully support pandas",
+                        category=FutureWarning)

@@ -32,7 +32,9 @@ built-ins. Problems never break built-ins or other plugins: the entry point is
 skipped with a `PluginWarning` that names it and its distribution, and asking
 for its name later raises a `RegistryError` quoting the same reason:
 
-* the target fails to import;
+* the target fails to import, with any exception, including ``SystemExit`` (a
+  plugin calling ``sys.exit()`` at import is skipped, not allowed to end the run;
+  that one is also logged as a warning); only ``KeyboardInterrupt`` propagates;
 * the target is not a component of that kind (a module, an instance, a model
   class that is not an ``nn.Module`` or lacks part of the contract);
 * the target has no ``params_schema`` (or it is neither pydantic nor a dataclass).
@@ -150,7 +152,12 @@ def load_plugins(registry: Registry) -> list[PluginRecord]:
             ep, normalize_dist(dist_name), dist_label,
             f"entry point '{ep.name} = {ep.value}' (group {group}) of distribution '{dist_label}'",
         )
-        problem = _check(registry, candidate)
+        try:
+            problem = _check(registry, candidate)
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # noqa: BLE001 - third-party code: SystemExit included
+            problem = _failure("checking it", candidate, exc)
         if problem:
             if ep.name not in registry._components:
                 registry.unavailable[ep.name] = f"{candidate.where} failed to load: {problem}"
@@ -195,9 +202,10 @@ def _check(registry: Registry, candidate: _Candidate) -> str:
                 "for qualified names)")
     try:
         target = ep.load()
-    except Exception as exc:  # noqa: BLE001 - any import-time failure of third-party code
-        logger.debug("import of %s failed", candidate.where, exc_info=True)
-        return f"import failed: {type(exc).__name__}: {exc}"
+    except KeyboardInterrupt:  # the user's Ctrl-C, not the plugin's failure
+        raise
+    except BaseException as exc:  # noqa: BLE001 - any import-time failure, SystemExit included
+        return _failure("import", candidate, exc)
     kind = _singular(registry)
     not_component = _not_a_component(registry.kind, target)
     if not_component:
@@ -212,6 +220,18 @@ def _check(registry: Registry, candidate: _Candidate) -> str:
                 f"BaseModel subclass or a dataclass: {schema!r}")
     candidate.target, candidate.schema = target, schema
     return ""
+
+
+def _failure(action: str, candidate: _Candidate, exc: BaseException) -> str:
+    """Why `action` on a plugin failed. A BaseException that is not an Exception (SystemExit,
+    GeneratorExit, ...) would end the run or the listing silently: it is logged loudly too."""
+    logger.debug("%s of %s failed", action, candidate.where, exc_info=True)
+    problem = f"{action} failed: {type(exc).__name__}: {exc}"
+    if not isinstance(exc, Exception):
+        problem += (" (a plugin must not exit or abort the interpreter while recflow loads it; "
+                    "recflow skipped it and carried on)")
+        logger.warning("recflow plugin skipped: %s: %s", candidate.where, problem)
+    return problem
 
 
 def _not_a_component(kind: str, target: Any) -> str:

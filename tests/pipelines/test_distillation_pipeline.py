@@ -11,6 +11,7 @@ import pytest
 import torch
 import yaml
 
+from recflow.datasets import TorchModelDataset
 from recflow.features import FeatureSpec
 from recflow.models.payload import from_payload
 from recflow.pipelines.distillation.nodes import CONTRACT_KEYS, LOGIT_PREFIX
@@ -88,7 +89,7 @@ def test_offline_run_writes_the_report_and_caches_teacher_logits(tmp_path: Path)
     spec = FeatureSpec.from_dict(json.loads((data / "05_model_input/feature_spec.json").read_text()))
     train = pd.read_parquet(data / "05_model_input/train.parquet")
     cache = pd.read_parquet(data / "07_model_output/distillation/teacher_logits_train.parquet")
-    teacher = pd.read_pickle(data / "06_models/distillation/teacher.pkl")
+    teacher = TorchModelDataset(filepath=str(data / "06_models/distillation/teacher.pt")).load()
     batch = frame_to_tensors(train, spec)
     with torch.inference_mode():
         fresh = np.mean([from_payload(p, spec)(batch.inputs)[:, 0].numpy()

@@ -185,6 +185,76 @@ def test_import_error_warns_naming_entry_point_and_distribution(plugin_env, spec
         registry.get("boom")
 
 
+@pytest.mark.parametrize(("statement", "error"), [
+    ("import sys\nsys.exit(0)\n", "SystemExit: 0"),
+    ("raise SystemExit('plugin says bye')\n", "SystemExit: plugin says bye"),
+    ("raise GeneratorExit\n", "GeneratorExit"),
+    ("raise ValueError('bad config')\n", "ValueError: bad config"),
+])
+def test_a_plugin_exiting_or_raising_at_import_is_skipped_naming_its_distribution(
+        plugin_env, spec, caplog: pytest.LogCaptureFixture, statement: str, error: str) -> None:
+    """`sys.exit(0)` in a plugin's import used to end `kedro run` with status 0, having done
+    nothing (and `recflow list` printed nothing): it is one more broken plugin now."""
+    install, mod = plugin_env
+    install("acme-exit", {"recflow.models": {"quitter": "fake_recflow_quit:Model",
+                                             "sibling": f"{mod}:Good"}},
+            modules={"fake_recflow_quit": statement})
+    install("acme-fine", {"recflow.models": {"fine": f"{mod}:Good"}})
+    registry = fresh_models()
+    with caplog.at_level("WARNING", logger="recflow.plugins"):
+        messages = discover(registry)  # returns: nothing escaped
+    where = ("entry point 'quitter = fake_recflow_quit:Model' (group recflow.models) of "
+             "distribution 'acme-exit 0.1'")
+    assert f"{where}: import failed: {error}" in messages
+    # the other entry point of the same distribution, other plugins and built-ins all load
+    assert {"sibling", "fine"} <= set(registry.list()) and "quitter" not in registry.list()
+    assert registry.get("sibling").source == "acme-exit"
+    assert_builtins_work(registry, spec)
+    with pytest.raises(RegistryError, match=r"model 'quitter' is not available: entry point "
+                                            r".*'acme-exit 0\.1' failed to load: import failed: "
+                                            + re.escape(error)):
+        registry.get("quitter")
+    record = next(r for r in reversed(plugin_records())  # the latest: parametrised reruns
+                  if r.entry_point == "quitter = fake_recflow_quit:Model")
+    assert record.distribution == "acme-exit 0.1" and record.registered_as is None
+    assert error in record.problem
+    logged = [r.getMessage() for r in caplog.records if r.name == "recflow.plugins"
+              and r.levelname == "WARNING"]
+    if error.startswith("ValueError"):
+        assert not logged  # an ordinary exception: the PluginWarning alone
+    else:  # an exit would otherwise be silent: a logged warning names entry point and dist
+        assert any(where in m and error in m for m in logged), logged
+
+
+def test_keyboard_interrupt_in_a_plugin_import_still_interrupts(plugin_env) -> None:
+    install, mod = plugin_env
+    install("acme-ctrlc", {"recflow.models": {"ctrlc": "fake_recflow_ctrlc:Model"}},
+            modules={"fake_recflow_ctrlc": "raise KeyboardInterrupt\n"})
+    with pytest.raises(KeyboardInterrupt):
+        fresh_models().list()
+
+
+def test_a_plugin_calling_sys_exit_does_not_end_the_process(tmp_path: Path) -> None:
+    """In a fresh interpreter, as `kedro run` / `recflow list` would meet it."""
+    site = tmp_path / "site"
+    make_dist(site, "acme-quits", {"recflow.models": {"quits": "fake_recflow_quits:X"}},
+              {"fake_recflow_quits": "import sys\nsys.exit(0)\n"})
+    script = textwrap.dedent("""
+        import sys
+        from recflow.registry import MODELS
+        names = MODELS.list()
+        print("listed", len(names), "lr" in names, "quits" in names)
+        sys.exit(3)
+    """)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), os.environ.get(
+        "PYTHONPATH", "")]).rstrip(os.pathsep)}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          env=env, cwd=tmp_path, timeout=120)
+    assert done.returncode == 3, (done.stdout, done.stderr)  # the script ran to its own end
+    assert "True False" in done.stdout
+    assert "distribution 'acme-quits 0.1': import failed: SystemExit: 0" in done.stderr
+
+
 def test_clash_with_builtin_registers_qualified_name_and_warns(plugin_env, spec) -> None:
     install, mod = plugin_env
     install("Acme_Models", {"recflow.models": {"lr": f"{mod}:Good"}})

@@ -39,7 +39,16 @@ class NumpyArrayDataset(AbstractDataset[np.ndarray, np.ndarray]):
         if not self._filepath.exists():
             raise DatasetError(f"no array at {self._filepath}; run the pipeline that writes it "
                                "(e.g. `kedro run --pipeline=retrieval`)")
-        return np.load(self._filepath, allow_pickle=False, **self._load_args)
+        try:
+            data = np.load(self._filepath, allow_pickle=False, **self._load_args)
+        except (ValueError, OSError, EOFError) as exc:  # e.g. a pickle: never unpickled
+            raise DatasetError(f"{self._filepath}: refused to load, not a plain numpy array "
+                               f"file ({str(exc).splitlines()[0][:120]}). Nothing in it was "
+                               "run; re-create it with the pipeline that writes it") from None
+        if not isinstance(data, np.ndarray):  # an .npz archive under an .npy name
+            raise DatasetError(f"{self._filepath}: refused to load, expected one numpy array, "
+                               f"found {type(data).__name__}")
+        return data
 
     def _save(self, data: np.ndarray) -> None:
         if not isinstance(data, np.ndarray):
