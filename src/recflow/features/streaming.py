@@ -179,8 +179,9 @@ def shard_cutoffs(
 
     train_end = order_statistic(quantile_index_higher(n, split.valid_start))
     valid_end = order_statistic(quantile_index_higher(n, split.test_start))
+    # the record names the canonical column the cut-offs apply to, as `split_by_time` does
     cutoffs = cutoff_record(split, stats[0]["min"], stats[-1]["max"], train_end, valid_end,
-                            column)
+                            "timestamp" if to_seconds is not None else column)
     rows = dict.fromkeys(SPLITS, 0)
     for s in stats:
         if s["max"] < train_end:
