@@ -15,6 +15,7 @@ from kedro.framework.project import settings
 from kedro.pipeline import Pipeline, pipeline
 from kedro.utils import find_kedro_project
 
+from recflow.config_checks import check_parameters
 from recflow.hooks import active_config_loader
 from recflow.pipelines import (
     distillation,
@@ -43,6 +44,7 @@ def _parameters() -> dict[str, Any]:
 
 def register_pipelines() -> dict[str, Pipeline]:
     params = _parameters()
+    check_parameters(params)  # unknown blocks, per-entry overrides: refused before any node runs
     model_names = list((params.get("ranking") or {}).get("models") or {})
     tokenizers = list((params.get("semantic_ids") or {}).get("tokenizers") or {})
     sem = semantic_ids.create_pipeline(tokenizer_names=tokenizers)

@@ -91,7 +91,7 @@ def test_every_registered_component_is_in_the_model_zoo(gen, pages) -> None:
 
 def test_defaults_and_constraints_are_rendered(pages) -> None:
     trainer = _section(pages["parameters.md"], "trainerconfig")
-    assert re.search(r"^\| `epochs` \| int \| `5` \| ≥ 1 \|", trainer, re.M)
+    assert re.search(r"^\| `epochs` \| int \| `5` \| ≥ 1, ≤ 10000 \|", trainer, re.M)
     assert re.search(r"^\| `optimizer` \| `\"adam\"` \\\| `\"adamw\"` \| `\"adam\"` \|", trainer, re.M)
     ranking = _section(pages["parameters.md"], "rankingparams")
     assert re.search(r"^\| `models` \| .* \| \*\*required\*\* \| min length 1 \|", ranking, re.M)

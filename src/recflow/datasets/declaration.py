@@ -36,7 +36,7 @@ IdType = Literal["auto", "string", "int"]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)  # no bool -> int
 
 
 class ColumnDecl(_Strict):

@@ -8,11 +8,15 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from annotated_types import Le
+from pydantic import ConfigDict, Field, model_validator
+
+from recflow.config_checks import MAX_BUCKETS, MAX_LAYERS, StrictModel
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class _Strict(StrictModel):
+    # strict numbers: `length: true` or `num_buckets: 1e12` is an error naming the range
+    model_config = ConfigDict(frozen=True)
 
 
 class VocabConfig(_Strict):
@@ -21,7 +25,7 @@ class VocabConfig(_Strict):
     transform: Literal["vocab"]
     column: str | None = None
     min_count: int = Field(1, ge=1)
-    max_size: int | None = Field(None, ge=1)
+    max_size: int | None = Field(None, ge=1, le=MAX_BUCKETS)
 
 
 class StandardizeConfig(_Strict):
@@ -47,7 +51,7 @@ class HashCrossConfig(_Strict):
 
     transform: Literal["hash_cross"]
     columns: list[str] = Field(min_length=2)
-    num_buckets: int = Field(10_000, ge=2)
+    num_buckets: int = Field(10_000, ge=2, le=MAX_BUCKETS)
 
 
 class SequenceConfig(_Strict):
@@ -70,7 +74,7 @@ class SemanticPrefixConfig(_Strict):
     transform: Literal["semantic_prefix"]
     tokenizer: str = Field(description="Entry of semantic_ids.tokenizers whose IDs are used.")
     column: str = Field("item_id", description="Raw item-id column looked up in the table.")
-    levels: list[int] | None = Field(
+    levels: list[Annotated[int, Le(MAX_LAYERS)]] | None = Field(
         None, min_length=1,
         description="Prefix lengths to emit; default every code level (not the digit).")
     min_count: int = Field(1, ge=1, description="Train impressions a prefix needs, else OOV.")

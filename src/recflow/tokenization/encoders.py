@@ -15,8 +15,9 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from recflow.config_checks import MAX_BATCH, MAX_BUCKETS, StrictModel
 from recflow.registry import ITEM_ENCODERS
 
 TEXT_EXTRA = "pip install recflow[text]"
@@ -38,12 +39,10 @@ def item_text(items: pd.DataFrame, columns: list[str]) -> list[str]:
     return text.str.lower().tolist()
 
 
-class TfidfSvdParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class TfidfSvdParams(StrictModel):
     text_columns: list[str] = Field(min_length=1)
     dim: int = Field(64, ge=2, le=2048, description="SVD components (embedding size).")
-    max_features: int = Field(20_000, ge=10)
+    max_features: int = Field(20_000, ge=10, le=MAX_BUCKETS)
     min_df: int = Field(1, ge=1)
     ngram_max: int = Field(1, ge=1, le=3)
     seed: int = 0
@@ -109,11 +108,9 @@ class TfidfSvdEncoder:
         return self
 
 
-class MiniLMParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class MiniLMParams(StrictModel):
     text_columns: list[str] = Field(min_length=1)
-    batch_size: int = Field(256, ge=1)
+    batch_size: int = Field(256, ge=1, le=MAX_BATCH)
     normalize: bool = True
 
 

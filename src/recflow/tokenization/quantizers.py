@@ -21,10 +21,18 @@ from typing import Any
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from sklearn.cluster import KMeans
 from torch import nn
 
+from recflow.config_checks import (
+    MAX_BATCH,
+    MAX_COUNT,
+    MAX_EMBED_DIM,
+    MAX_EPOCHS,
+    StrictModel,
+    Width,
+)
 from recflow.registry import TOKENIZERS
 
 logger = logging.getLogger(__name__)
@@ -84,12 +92,10 @@ class ResidualTokenizer:
         raise NotImplementedError
 
 
-class RQKMeansParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class RQKMeansParams(StrictModel):
     levels: int = Field(3, ge=1, le=8)
     codebook_size: int = Field(32, ge=2, le=4096)
-    max_iter: int = Field(100, ge=1)
+    max_iter: int = Field(100, ge=1, le=MAX_COUNT)
     seed: int = 0
 
 
@@ -139,16 +145,14 @@ class RQKMeans(ResidualTokenizer):
         return self
 
 
-class RQVAEParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class RQVAEParams(StrictModel):
     levels: int = Field(3, ge=1, le=8)
     codebook_size: int = Field(32, ge=2, le=4096)
-    latent_dim: int = Field(32, ge=2)
-    hidden: list[int] = Field(default_factory=lambda: [128])
+    latent_dim: int = Field(32, ge=2, le=MAX_EMBED_DIM)
+    hidden: list[Width] = Field(default_factory=lambda: [128])
     beta: float = Field(0.25, ge=0, description="Commitment weight (TIGER: 0.25).")
-    epochs: int = Field(60, ge=1)
-    batch_size: int = Field(512, ge=8)
+    epochs: int = Field(60, ge=1, le=MAX_EPOCHS)
+    batch_size: int = Field(512, ge=8, le=MAX_BATCH)
     lr: float = Field(1e-3, gt=0)
     reset_dead_codes: bool = True
     seed: int = 0

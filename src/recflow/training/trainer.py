@@ -20,10 +20,11 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from torch import nn
 from tqdm import tqdm
 
+from recflow.config_checks import MAX_BATCH, MAX_BUCKETS, MAX_EPOCHS, MAX_ROWS, StrictModel
 from recflow.models.base import RankingModel
 from recflow.training.data import TensorBatch, iterate_batches
 from recflow.training.metrics import auc, logloss
@@ -36,29 +37,30 @@ _CHECKPOINT = re.compile(r"epoch_(\d+)\.pt")
 _RESUME_FREE = {"epochs", "progress", "checkpoint_dir", "resume", "eval_batch_size"}
 
 
-class TrainerConfig(BaseModel):
-    """Training parameters; unknown keys are rejected so YAML typos fail early."""
+class TrainerConfig(StrictModel):
+    """Training parameters; unknown keys are rejected so YAML typos fail early.
 
-    model_config = ConfigDict(extra="forbid")
+    Numbers are strict (`epochs: true` is an error, not one epoch) and sizes bounded.
+    """
 
-    epochs: int = Field(5, ge=1)
-    batch_size: int = Field(4096, ge=1)
+    epochs: int = Field(5, ge=1, le=MAX_EPOCHS)
+    batch_size: int = Field(4096, ge=1, le=MAX_BATCH)
     optimizer: Literal["adam", "adamw"] = "adam"
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(0.0, ge=0)
     embedding_lr: float | None = Field(None, gt=0, description="Defaults to `lr`.")
     embedding_weight_decay: float = Field(0.0, ge=0)
     early_stopping_patience: int | None = Field(
-        None, ge=1, description="Epochs without a valid-AUC gain before stopping; None: off."
+        None, ge=1, le=MAX_EPOCHS, description="Epochs without a valid-AUC gain before stopping; None: off."
     )
     seed: int = 0
-    eval_batch_size: int = Field(16384, ge=1)
-    max_steps_per_epoch: int | None = Field(None, ge=1)
+    eval_batch_size: int = Field(16384, ge=1, le=MAX_BATCH)
+    max_steps_per_epoch: int | None = Field(None, ge=1, le=MAX_ROWS)
     progress: bool = True
     checkpoint_dir: str | None = None
     resume: bool = False
     workers: int = Field(
-        1, ge=1, description="Data-parallel processes (DDP via torch's elastic launcher); "
+        1, ge=1, le=1024, description="Data-parallel processes (DDP via torch's elastic launcher); "
         "1: train in this process. batch_size is the global batch, split across workers."
     )
     backend: Literal["auto", "gloo", "nccl"] = Field(
@@ -66,7 +68,7 @@ class TrainerConfig(BaseModel):
         "on CUDA, else gloo."
     )
     shuffle_buffer: int = Field(
-        262_144, ge=1, description="Rows mixed by the shuffle buffer when the train split is a "
+        262_144, ge=1, le=MAX_BUCKETS, description="Rows mixed by the shuffle buffer when the train split is a "
         "directory of parquet shards (memory ~ buffer + one row group)."
     )
 

@@ -3,30 +3,46 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt
+from pydantic import Field, ValidationInfo, field_validator
 
+from recflow.config_checks import MAX_EMBED_DIM, MAX_WIDTH, StrictModel, Width
 from recflow.features import FeatureSpec
 from recflow.models.base import RankingModel
 from recflow.models.layers import Activation, Norm, resolve_fields
 
 
-class FieldsParams(BaseModel):
-    """`fields` picks a subset of the spec (e.g. for a small student); None = all."""
+class FieldsParams(StrictModel):
+    """`fields` picks a subset of the spec (e.g. for a small student); None = all.
 
-    model_config = ConfigDict(extra="forbid")
+    Numbers are strict (no bool -> int). Every int of a ranking model's params is a size
+    (widths, layers, heads, experts, ranks), so one without its own `le` bound is held
+    to MAX_WIDTH here, subclasses' fields included.
+    """
 
     fields: list[str] | None = Field(None, min_length=1)
 
+    @field_validator("*", mode="after")
+    @classmethod
+    def _sizes_bounded(cls, value: Any, info: ValidationInfo) -> Any:
+        sizes = value if isinstance(value, list) else [value]
+        too_big = [v for v in sizes
+                   if isinstance(v, int) and not isinstance(v, bool) and v > MAX_WIDTH]
+        if too_big:
+            raise ValueError(f"{too_big[0]} is above the bound {MAX_WIDTH} for a size "
+                             f"(width, layers, heads) of a ranking model")
+        return value
+
 
 class EmbeddingParams(FieldsParams):
-    embed_dim: int = Field(16, ge=1)
+    embed_dim: int = Field(16, ge=1, le=MAX_EMBED_DIM)
 
 
 class DeepParams(EmbeddingParams):
     """An embedding model with an MLP over the flattened field embeddings."""
 
-    hidden: list[PositiveInt] = [256, 128, 64]
+    hidden: list[Width] = [256, 128, 64]
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
     norm: Norm = None
     activation: Activation = "relu"

@@ -24,9 +24,17 @@ from typing import Any, Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from torch import nn
 
+from recflow.config_checks import (
+    MAX_BATCH,
+    MAX_COUNT,
+    MAX_EMBED_DIM,
+    MAX_EPOCHS,
+    MAX_LAYERS,
+    StrictModel,
+)
 from recflow.models.retrieval.base import (
     RETRIEVAL_MODELS,
     RetrievalData,
@@ -39,20 +47,18 @@ from recflow.models.retrieval.base import (
 )
 
 
-class SASRecParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class SASRecParams(StrictModel):
     max_len: int = Field(20, ge=2, le=512)
-    embed_dim: int = Field(64, ge=4)
-    heads: int = Field(2, ge=1)
-    layers: int = Field(2, ge=1)
+    embed_dim: int = Field(64, ge=4, le=MAX_EMBED_DIM)
+    heads: int = Field(2, ge=1, le=MAX_LAYERS)
+    layers: int = Field(2, ge=1, le=MAX_LAYERS)
     dropout: float = Field(0.2, ge=0, lt=1)
-    epochs: int = Field(30, ge=1)
-    batch_size: int = Field(128, ge=1)
+    epochs: int = Field(30, ge=1, le=MAX_EPOCHS)
+    batch_size: int = Field(128, ge=1, le=MAX_BATCH)
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(0.0, ge=0)
     loss: Literal["full_softmax", "sampled_softmax"] = "full_softmax"
-    num_negatives: int = Field(256, ge=1, description="Sampled negatives per batch "
+    num_negatives: int = Field(256, ge=1, le=MAX_COUNT, description="Sampled negatives per batch "
                                "(loss: sampled_softmax).")
     negative_sampling: Literal["frequency", "uniform"] = "frequency"
     logq_correction: bool = Field(True, description="Subtract log(K q_j) from sampled logits.")

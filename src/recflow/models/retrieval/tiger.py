@@ -29,9 +29,17 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from torch import nn
 
+from recflow.config_checks import (
+    MAX_BATCH,
+    MAX_COUNT,
+    MAX_EMBED_DIM,
+    MAX_EPOCHS,
+    MAX_LAYERS,
+    StrictModel,
+)
 from recflow.models.retrieval.base import (
     RETRIEVAL_MODELS,
     RetrievalData,
@@ -63,18 +71,16 @@ class Trie(TrieTable):
         return self.leaf_item[np.asarray(nodes)]
 
 
-class TigerParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class TigerParams(StrictModel):
     max_items: int = Field(20, ge=1, le=128, description="History items fed to the decoder.")
-    embed_dim: int = Field(64, ge=4)
-    heads: int = Field(2, ge=1)
-    layers: int = Field(2, ge=1)
+    embed_dim: int = Field(64, ge=4, le=MAX_EMBED_DIM)
+    heads: int = Field(2, ge=1, le=MAX_LAYERS)
+    layers: int = Field(2, ge=1, le=MAX_LAYERS)
     dropout: float = Field(0.1, ge=0, lt=1)
-    epochs: int = Field(30, ge=1)
-    batch_size: int = Field(128, ge=1)
+    epochs: int = Field(30, ge=1, le=MAX_EPOCHS)
+    batch_size: int = Field(128, ge=1, le=MAX_BATCH)
     lr: float = Field(1e-3, gt=0)
-    beam_size: int = Field(20, ge=1, description="Beams kept (>= the largest K evaluated).")
+    beam_size: int = Field(20, ge=1, le=MAX_COUNT, description="Beams kept (>= the largest K evaluated).")
     cold_share: float = Field(
         0.1, ge=0, le=1, description="TIGER's epsilon: at most this share of every top-K prefix "
         "goes to cold items (no training events) whose code prefix the model decodes.")

@@ -36,9 +36,17 @@ from typing import Any, Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from torch import nn
 
+from recflow.config_checks import (
+    MAX_BATCH,
+    MAX_COUNT,
+    MAX_EMBED_DIM,
+    MAX_EPOCHS,
+    MAX_WIDTH,
+    StrictModel,
+)
 from recflow.models.retrieval.base import (
     RETRIEVAL_MODELS,
     RetrievalData,
@@ -50,13 +58,12 @@ from recflow.models.retrieval.base import (
 )
 
 
-class TwoTowerParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class TwoTowerParams(StrictModel):
     max_len: int = Field(20, ge=1, le=512, description="History items the user tower reads.")
-    embed_dim: int = Field(32, ge=2, description="Size of the id and of each feature embedding.")
-    hidden_dim: int = Field(128, ge=4)
-    out_dim: int = Field(64, ge=2, description="Size of the (L2-normalised) user/item vectors.")
+    embed_dim: int = Field(32, ge=2, le=MAX_EMBED_DIM,
+                           description="Size of the id and of each feature embedding.")
+    hidden_dim: int = Field(128, ge=4, le=MAX_WIDTH)
+    out_dim: int = Field(64, ge=2, le=MAX_EMBED_DIM, description="Size of the (L2-normalised) user/item vectors.")
     pooling: Literal["mean_last", "attention"] = "mean_last"
     dropout: float = Field(0.1, ge=0, lt=1)
     temperature: float = Field(0.2, gt=0)
@@ -65,11 +72,11 @@ class TwoTowerParams(BaseModel):
     id_dropout: float = Field(0.1, ge=0, lt=1, description=(
         "Share of training targets whose id row is swapped for the OOV row (trains the row "
         "cold items use)."))
-    uniform_negatives: int = Field(512, ge=0, description=(
+    uniform_negatives: int = Field(512, ge=0, le=MAX_COUNT, description=(
         "Extra negatives per batch drawn uniformly from the catalogue (mixed negative "
         "sampling): rare items, never in-batch negatives, get pushed down too."))
-    epochs: int = Field(10, ge=1)
-    batch_size: int = Field(512, ge=2, description="Pairs per batch = in-batch candidates.")
+    epochs: int = Field(10, ge=1, le=MAX_EPOCHS)
+    batch_size: int = Field(512, ge=2, le=MAX_BATCH, description="Pairs per batch = in-batch candidates.")
     lr: float = Field(5e-3, gt=0)
     weight_decay: float = Field(0.0, ge=0)
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 
+from recflow.config_checks import BatchSize, StrictModel
 from recflow.pipelines.ranking.params import ModelEntry
 from recflow.registry import LOSSES
 from recflow.training.distillation import LossEntry
@@ -14,11 +15,9 @@ from recflow.training.trainer import TrainerConfig
 _FILE = "parameters_distillation.yml"
 
 
-class TeacherMember(BaseModel):
+class TeacherMember(StrictModel):
     """A teacher: a registered model trained here (`model`/`params`/`trainer`), or a saved
     payload (`checkpoint`: a .pt written by TorchModelDataset, e.g. data/06_models/ranking/din.pt)."""
-
-    model_config = ConfigDict(extra="forbid")
 
     model: str | None = None
     params: dict[str, Any] = Field(default_factory=dict)
@@ -38,17 +37,13 @@ class TeacherMember(BaseModel):
         return ModelEntry(model=self.model, params=self.params, trainer=self.trainer)
 
 
-class TeacherParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class TeacherParams(StrictModel):
     members: list[TeacherMember] = Field(
         min_length=1, description="One teacher, or several whose logits are averaged (an ensemble).")
 
 
-class DistillationParams(BaseModel):
+class DistillationParams(StrictModel):
     """The whole `distillation` block."""
-
-    model_config = ConfigDict(extra="forbid")
 
     mode: Literal["offline", "online"] = Field(
         "offline", description="offline: cache teacher logits once, then train the student; "
@@ -61,7 +56,7 @@ class DistillationParams(BaseModel):
     losses: list[LossEntry] = Field(
         default_factory=lambda: [LossEntry(name="kd_bce", params={"alpha": 0.5, "temperature": 2.0})],
         min_length=1)
-    latency_batches: list[int] = Field(default_factory=lambda: [1, 256], min_length=1)
+    latency_batches: list[BatchSize] = Field(default_factory=lambda: [1, 256], min_length=1)
 
     @model_validator(mode="after")
     def _losses_known(self) -> DistillationParams:

@@ -4,18 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, Field, model_validator
 
+from recflow.config_checks import StrictModel
 from recflow.registry import MODELS
 from recflow.training.trainer import TrainerConfig
 
 _FILE = "parameters_ranking.yml"
 
 
-class ModelEntry(BaseModel):
+class ModelEntry(StrictModel):
     """One model to train: a registered name, its params, optional trainer overrides."""
-
-    model_config = ConfigDict(extra="forbid")
 
     model: str = Field(description="Registered model name, e.g. deepfm (see MODELS.list()).")
     params: dict[str, Any] = Field(default_factory=dict)
@@ -42,10 +41,8 @@ class ModelEntry(BaseModel):
         return TrainerConfig.model_validate({**base.model_dump(), **self.trainer})
 
 
-class RankingParams(BaseModel):
+class RankingParams(StrictModel):
     """The whole `ranking` block of parameters_ranking.yml."""
-
-    model_config = ConfigDict(extra="forbid")
 
     trainer: TrainerConfig = TrainerConfig()
     baseline: str = Field("lr", description="Entry every model's AUC lift is measured against.")

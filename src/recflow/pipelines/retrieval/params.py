@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from annotated_types import Ge, Le
+from pydantic import Field, model_validator
 
+from recflow.config_checks import MAX_COUNT, StrictModel
 from recflow.features.config import SplitConfig
 from recflow.models.retrieval import RETRIEVAL_MODELS
 
 _FILE = "parameters_retrieval.yml"
 
 
-class RetrievalEntry(BaseModel):
+class RetrievalEntry(StrictModel):
     """One retrieval model: a registered name, its params, and (tiger) the semantic-ID table."""
-
-    model_config = ConfigDict(extra="forbid")
 
     model: str = Field(description="Registered retrieval model (RETRIEVAL_MODELS): popularity, "
                        "sasrec, two_tower, tiger.")
@@ -32,15 +32,14 @@ class RetrievalEntry(BaseModel):
         return self
 
 
-class RetrievalParams(BaseModel):
+class RetrievalParams(StrictModel):
     """The whole `retrieval` block."""
-
-    model_config = ConfigDict(extra="forbid")
 
     event: str = Field("click", description="Interaction column marking a positive event.")
     baseline: str = "popularity"
-    ks: list[int] = Field(default_factory=lambda: [5, 10, 20], min_length=1)
-    eval_history: int = Field(50, ge=1, description="History items kept per user at test time.")
+    ks: list[Annotated[int, Ge(1), Le(MAX_COUNT)]] = Field(
+        default_factory=lambda: [5, 10, 20], min_length=1)
+    eval_history: int = Field(50, ge=1, le=MAX_COUNT, description="History items kept per user at test time.")
     seed: int = 42
     seeds: list[int] | None = Field(
         None, min_length=1, description="Train every model once per seed and report mean ± std "

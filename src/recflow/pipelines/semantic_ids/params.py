@@ -4,17 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
+from recflow.config_checks import StrictModel
 from recflow.registry import ITEM_ENCODERS, TOKENIZERS
 
 _FILE = "parameters_semantic_ids.yml"
 
 
-class EncoderEntry(BaseModel):
+class EncoderEntry(StrictModel):
     """The item encoder: a registered name (ITEM_ENCODERS.list()) and its params."""
-
-    model_config = ConfigDict(extra="forbid")
 
     name: str = "tfidf_svd"
     params: dict[str, Any] = Field(default_factory=dict)
@@ -25,10 +24,8 @@ class EncoderEntry(BaseModel):
         return self
 
 
-class TokenizerEntry(BaseModel):
+class TokenizerEntry(StrictModel):
     """One tokenizer to fit: a registered name (TOKENIZERS.list()) and its params."""
-
-    model_config = ConfigDict(extra="forbid")
 
     tokenizer: str
     params: dict[str, Any] = Field(default_factory=dict)
@@ -40,10 +37,8 @@ class TokenizerEntry(BaseModel):
         return self
 
 
-class SemanticIdsParams(BaseModel):
+class SemanticIdsParams(StrictModel):
     """The whole `semantic_ids` block."""
-
-    model_config = ConfigDict(extra="forbid")
 
     encoder: EncoderEntry
     tokenizers: dict[str, TokenizerEntry] = Field(min_length=1)

@@ -1,0 +1,119 @@
+"""Strict configuration: strict numbers, size bounds, unknown blocks, early per-entry checks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from kedro.config import OmegaConfigLoader
+from pydantic import ValidationError
+
+from recflow.config_checks import MAX_BUCKETS, check_parameters, known_blocks
+from recflow.features.config import FeaturesConfig
+from recflow.settings import CONFIG_LOADER_ARGS
+from recflow.training.trainer import TrainerConfig
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _fields(**sequence):
+    return {"fields": {"item_id": {"transform": "vocab"},
+                       "hist": {"transform": "sequence", "of": "item_id", **sequence}}}
+
+
+def test_bool_is_not_an_int():
+    with pytest.raises(ValidationError, match=r"epochs: expected an integer .*got True"):
+        TrainerConfig.model_validate({"epochs": True})
+    with pytest.raises(ValidationError, match=r"length: expected an integer >= 1 and <= 512"):
+        FeaturesConfig.model_validate(_fields(length=True))
+    assert FeaturesConfig.model_validate(_fields(length=3)).fields["hist"].length == 3
+    # floats still take ints, never bools
+    assert TrainerConfig.model_validate({"lr": 1}).lr == 1.0
+    with pytest.raises(ValidationError, match="lr"):
+        TrainerConfig.model_validate({"lr": True})
+
+
+def test_sizes_are_bounded_and_the_message_says_the_bound():
+    cross = {"transform": "hash_cross", "columns": ["a", "b"]}
+    with pytest.raises(ValidationError, match=rf"num_buckets: expected an integer >= 2 and "
+                                              rf"<= {MAX_BUCKETS}, got 1000000000000.0"):
+        FeaturesConfig.model_validate({"fields": {"x": {**cross, "num_buckets": 1e12}}})
+    with pytest.raises(ValidationError, match=f"less than or equal to {MAX_BUCKETS}"):
+        FeaturesConfig.model_validate({"fields": {"x": {**cross, "num_buckets": 10**12}}})
+    with pytest.raises(ValidationError, match="less than or equal to 1000000"):
+        TrainerConfig.model_validate({"batch_size": 10**9})
+
+
+def test_unknown_top_level_block_is_refused():
+    with pytest.raises(ValueError, match=r"unknown top-level key\(s\) \['rankng'\].*"
+                                         r"Known blocks: \[.*'ranking'.*'seed'"):
+        check_parameters({"rankng": {"models": {}}, "seed": 1})
+    assert {"dataset", "preprocessing", "ranking", "retrieval", "distillation", "semantic_ids",
+            "export", "preprocessing_streaming", "seed"} == set(known_blocks())
+    check_parameters({"_anchor": {"x": 1}})  # YAML anchors are not blocks
+
+
+def test_per_entry_trainer_override_checked_with_its_base():
+    params = {"ranking": {"trainer": {"epochs": 2},
+                          "models": {"lr": {"model": "lr", "trainer": {"lr": -1}}}}}
+    with pytest.raises(ValueError, match=r"^parameters_ranking.yml: ranking.models.lr.trainer.lr: "
+                                         r"Input should be greater than 0"):
+        check_parameters(params)
+    params["ranking"]["models"]["lr"]["trainer"] = {"epochs": True}
+    with pytest.raises(ValueError, match=r"ranking.models.lr.trainer.epochs: expected an integer"):
+        check_parameters(params)
+    params["ranking"]["models"]["lr"]["trainer"] = {}
+    params["ranking"]["trainer"]["epochs"] = 0
+    with pytest.raises(ValueError, match=r"ranking.trainer.epochs: Input should be greater"):
+        check_parameters(params)
+
+
+def test_per_entry_params_and_distillation_entries_name_their_path():
+    with pytest.raises(ValueError, match=r"parameters_ranking.yml: ranking.models.big: .*"
+                                         r"ranking.models.big.params.embed_dim"):
+        check_parameters({"ranking": {"models": {
+            "big": {"model": "deepfm", "params": {"embed_dim": 10**6}}}}})
+    with pytest.raises(ValueError, match=r"parameters_distillation.yml: "
+                                         r"distillation.teacher.members\[0\].trainer.batch_size"):
+        check_parameters({"distillation": {"teacher": {"members": [
+            {"model": "lr", "trainer": {"batch_size": 0}}]}, "student": {"model": "lr"}}})
+
+
+@pytest.mark.parametrize("env", sorted(p.name for p in (REPO / "conf").iterdir()
+                                       if p.is_dir() and p.name != "base"))
+def test_every_env_validates(env):
+    from recflow.pipelines.distillation.params import validate as distillation
+    from recflow.pipelines.export.params import ExportParams
+    from recflow.pipelines.preprocessing_streaming.params import PreprocessingStreamingParams
+    from recflow.pipelines.ranking.params import RankingParams
+    from recflow.pipelines.retrieval.params import RetrievalParams
+    from recflow.pipelines.semantic_ids.params import SemanticIdsParams
+
+    loader = OmegaConfigLoader(conf_source=str(REPO / "conf"), env=env, **CONFIG_LOADER_ARGS)
+    params = loader["parameters"]
+    check_parameters(params)
+    # every typed block still validates under strict numbers and the new bounds
+    FeaturesConfig.model_validate(params["preprocessing"])
+    RankingParams.model_validate(params["ranking"])
+    RetrievalParams.model_validate(params["retrieval"])
+    SemanticIdsParams.model_validate(params["semantic_ids"])
+    ExportParams.model_validate(params["export"])
+    PreprocessingStreamingParams.model_validate(params["preprocessing_streaming"])
+    distillation(params["distillation"])
+
+
+def test_register_pipelines_refuses_before_any_node(tmp_path, monkeypatch):
+    import shutil
+
+    from recflow.pipeline_registry import register_pipelines
+
+    shutil.copytree(REPO / "conf", tmp_path / "conf")
+    (tmp_path / "pyproject.toml").write_text(
+        (REPO / "pyproject.toml").read_text())
+    (tmp_path / "conf" / "bad").mkdir()
+    (tmp_path / "conf" / "bad" / "parameters_ranking.yml").write_text(
+        "ranking:\n  models:\n    lr:\n      model: lr\n      trainer: {lr: -1}\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("KEDRO_ENV", "bad")
+    with pytest.raises(ValueError, match="parameters_ranking.yml: ranking.models.lr.trainer.lr"):
+        register_pipelines()
