@@ -213,6 +213,10 @@ def _check_entry(entry: Any, base: dict[str, Any], file: str, path: str, base_pa
         return  # a saved teacher: nothing to train, its payload is checked when loaded
     _check_component(MODELS, entry.get("model"), entry.get("params"), file, path, "model")
     override = _mapping(entry.get("trainer"), file, f"{path}.trainer")
+    unknown = sorted(set(override) - set(TrainerConfig.model_fields))
+    if unknown:  # a typo: name the keys that exist
+        raise ValueError(f"{file}: {path}.trainer: unknown key(s) {unknown}; trainer keys: "
+                         f"{sorted(TrainerConfig.model_fields)}")
 
     def where(loc: tuple) -> str:
         key = str(loc[0]) if loc else ""

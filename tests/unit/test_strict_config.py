@@ -115,5 +115,7 @@ def test_register_pipelines_refuses_before_any_node(tmp_path, monkeypatch):
         "ranking:\n  models:\n    lr:\n      model: lr\n      trainer: {lr: -1}\n")
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("KEDRO_ENV", "bad")
+    # no loader captured from an earlier Kedro session in this process: read KEDRO_ENV's
+    monkeypatch.setattr("recflow.hooks.ConfigCaptureHooks.config_loader", None)
     with pytest.raises(ValueError, match="parameters_ranking.yml: ranking.models.lr.trainer.lr"):
         register_pipelines()
