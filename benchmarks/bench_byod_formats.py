@@ -1,4 +1,4 @@
-"""The same log as CSV or parquet through `kedro run --pipeline=preprocessing`: wall, peak RSS.
+"""The same log as CSV or parquet through `kedro run --pipelines=preprocessing`: wall, peak RSS.
 
     python benchmarks/bench_byod_formats.py --impressions 2000000 --rounds 2 \
         --baseline-ref e976c0e        # also the parquet path of an earlier commit
@@ -69,7 +69,7 @@ def run_one(project: Path, fmt: str, src: Path | None = None) -> dict[str, Any]:
     env.pop("KEDRO_ENV", None)
     if src is not None:  # an earlier commit's package ahead of the installed one
         env["PYTHONPATH"] = str(src / "src")
-    args = [sys.executable, "-m", "kedro", "run", "--pipeline", "preprocessing"]
+    args = [sys.executable, "-m", "kedro", "run", "--pipelines", "preprocessing"]
     if ENVS.get(fmt):
         args += ["--env", ENVS[fmt]]
     load = os.getloadavg()[0]
@@ -92,7 +92,7 @@ def markdown(report: dict[str, Any]) -> str:
              f"the runs {min(report['loads']):.2f} to {max(report['loads']):.2f}). The embedded "
              f"generator's log at {report['impressions']:,} impressions "
              f"({report['csv_mib']:,.0f} MiB as CSV, {report['parquet_mib']:,.0f} MiB as "
-             "parquet), `kedro run --pipeline=preprocessing` end to end (validation, "
+             "parquet), `kedro run --pipelines=preprocessing` end to end (validation, "
              "canonical tables, split, fit, transforms, great-expectations, writes). Medians "
              f"of {report['rounds']} rounds.", "",
              "| log file | wall s | peak RSS GiB |", "|---|---:|---:|"]

@@ -19,7 +19,7 @@ connection, send requests of B raw records back to back for T seconds; reported:
 requests/s, records/s, p50/p99 request latency, errors.
 
 Without --project, a temp project is made from conf/ and the embedded raw data
-and `kedro run --pipeline=ranking` trains the default models (`--epochs` caps the
+and `kedro run --pipelines=ranking` trains the default models (`--epochs` caps the
 epochs to keep it short). Results: benchmarks/results/export.json and the
 `## Export and serving` section of docs/benchmarks.md (other sections untouched).
 """
@@ -302,7 +302,7 @@ def main(argv: list[str] | None = None) -> int:
     names = args.models or model_names(project)
     if not names:
         sys.stderr.write(f"no trained ranking models under {project}/data/06_models/ranking; "
-                         "run `kedro run --pipeline=ranking` or omit --project\n")
+                         "run `kedro run --pipelines=ranking` or omit --project\n")
         return 1
     spec = FeatureSpec.from_dict(json.loads(
         (project / "data/05_model_input/feature_spec.json").read_text()))

@@ -1,4 +1,4 @@
-"""`kedro run --pipeline=ranking_streaming` vs `--pipeline=ranking` end to end, by data size.
+"""`kedro run --pipelines=ranking_streaming` vs `--pipelines=ranking` end to end, by data size.
 
     nice -n 10 python benchmarks/bench_streaming_training.py --impressions 1000000 10000000
     nice -n 10 python benchmarks/bench_streaming_training.py --impressions 50000000 \\
@@ -98,7 +98,7 @@ def run_mode(project: Path, mode: str) -> dict[str, Any]:
     log = project / f"{mode}.log"
     start = time.perf_counter()
     with open(log, "w") as sink:
-        proc = subprocess.Popen([sys.executable, "-m", "kedro", "run", "--pipeline", MODES[mode]],
+        proc = subprocess.Popen([sys.executable, "-m", "kedro", "run", "--pipelines", MODES[mode]],
                                 cwd=project, env=env, stdout=sink, stderr=subprocess.STDOUT)
         _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - start
@@ -131,7 +131,7 @@ def run_size(impressions: int, workdir: Path, args: argparse.Namespace) -> dict[
         if mode == "in_memory" and impressions > args.in_memory_max:
             entry[mode] = {"skipped": f"above --in-memory-max {args.in_memory_max:,} rows"}
             continue
-        print(f"[{impressions:,}] kedro run --pipeline={MODES[mode]} ...", flush=True)
+        print(f"[{impressions:,}] kedro run --pipelines={MODES[mode]} ...", flush=True)
         entry[mode] = run_mode(project, mode)
         print(json.dumps(entry[mode]), flush=True)
         shutil.rmtree(project / "data/05_model_input", ignore_errors=True)

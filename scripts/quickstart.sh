@@ -3,5 +3,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-.venv/bin/kedro run --pipeline=ranking "$@"
+.venv/bin/kedro run --pipelines=ranking "$@"
 echo "Metrics: data/08_reporting/ranking_metrics.json"

@@ -1,6 +1,6 @@
 """`recflow` command line: data utilities around the Kedro project (not `cli.py`: Kedro reserves that name for project commands).
 
-Pipelines run with `kedro run --pipeline=NAME`; this CLI makes data and serves models.
+Pipelines run with `kedro run --pipelines=NAME`; this CLI makes data and serves models.
 """
 
 from __future__ import annotations

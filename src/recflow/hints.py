@@ -52,9 +52,9 @@ def advice(path: Path) -> str:
         return ("the embedded raw data is missing: restore data/01_raw/ from git, or "
                 "regenerate it with `recflow generate` (docs/data.md)")
     if "05_model_input" in text or "02_intermediate" in text or "03_primary" in text:
-        return "run preprocessing first: `kedro run --pipeline=preprocessing` (same --env)"
+        return "run preprocessing first: `kedro run --pipelines=preprocessing` (same --env)"
     if "06_models" in text:
-        return "train first: `kedro run --pipeline=ranking` (same --env)"
+        return "train first: `kedro run --pipelines=ranking` (same --env)"
     return "run the pipeline that writes it first (see `kedro registry describe`)"
 
 

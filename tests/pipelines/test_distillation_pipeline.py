@@ -1,4 +1,4 @@
-"""A real `kedro run --pipeline=distillation` on tiny generated data (offline and online)."""
+"""A real `kedro run --pipelines=distillation` on tiny generated data (offline and online)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""`kedro run --pipeline=ranking` with a leave-one-out split and two seeds.
+"""`kedro run --pipelines=ranking` with a leave-one-out split and two seeds.
 
 Only `split.strategy` is added to the base preprocessing block (its temporal keys stay
 in place); the report must record the strategy, every seed's run, mean ± std, and a

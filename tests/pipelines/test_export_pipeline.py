@@ -42,7 +42,7 @@ def _write_local(project: Path, name: str, body: dict) -> None:
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A small project where `kedro run --pipeline=ranking` trained and exported 2 models."""
+    """A small project where `kedro run --pipelines=ranking` trained and exported 2 models."""
     root = make_project(tmp_path_factory.mktemp("export") / "project", n_users=150,
                         n_items=200, n_impressions=8000)
     _write_local(root, "parameters_ranking", RANKING)

@@ -3,7 +3,7 @@
 `plugins/recflow-finalmlp` is installed into the test environment (editable,
 no deps) when it is not already; nothing in recflow knows about it. A tmp
 project then selects `model: finalmlp` next to the `lr` baseline in a
-conf/local override, and `kedro run --pipeline=ranking` (in-process) must train,
+conf/local override, and `kedro run --pipelines=ranking` (in-process) must train,
 evaluate and report it, and its trained model must export to ONNX with parity.
 """
 

@@ -1,4 +1,4 @@
-"""Real `kedro run --pipeline=ranking` on small generated data, and bad ranking YAML."""
+"""Real `kedro run --pipelines=ranking` on small generated data, and bad ranking YAML."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""`kedro run --pipeline=ranking_streaming`: the ranking pipeline on parquet parts.
+"""`kedro run --pipelines=ranking_streaming`: the ranking pipeline on parquet parts.
 
 One project, one generated log in time-ordered shards; the streaming pipeline and the
 in-memory `ranking` pipeline both run on it. Whatever does not depend on the training

@@ -1,4 +1,4 @@
-"""Real `kedro run --pipeline=retrieval` (semantic IDs + popularity, SASRec, two-tower, TIGER,
+"""Real `kedro run --pipelines=retrieval` (semantic IDs + popularity, SASRec, two-tower, TIGER,
 and the ONNX export of the last three) on small data."""
 
 from __future__ import annotations

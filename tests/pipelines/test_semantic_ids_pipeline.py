@@ -1,4 +1,4 @@
-"""Real `kedro run --pipeline=semantic_ids` and `--pipeline=retrieval` on small generated data.
+"""Real `kedro run --pipelines=semantic_ids` and `--pipelines=retrieval` on small generated data.
 
 Until `pipeline_registry.py` wires them, the fixture adds both pipelines to the
 project's registry (the same wiring the registry is asked to add).

@@ -1,4 +1,4 @@
-"""`kedro run --pipeline=ranking --env semantic` on tiny data: the semantic_ids nodes run
+"""`kedro run --pipelines=ranking --env semantic` on tiny data: the semantic_ids nodes run
 first, the prefix fields reach every model, and the metrics carry the rare-item AUC."""
 
 from __future__ import annotations

@@ -45,7 +45,7 @@ def test_missing_inputs_are_named_with_what_to_do(tmp_path: Path) -> None:
     assert "raw_items" not in message
     assert "'raw_users'" in message and "recflow generate" in message
     assert "'raw_ratings'" in message and "recflow fetch-movielens" in message
-    assert "'model_input_train'" in message and "--pipeline=preprocessing" in message
+    assert "'model_input_train'" in message and "--pipelines=preprocessing" in message
 
 
 def test_nothing_missing_passes(tmp_path: Path) -> None:

@@ -162,7 +162,7 @@ def test_failed_streaming_run_restores_the_previous_parts(tmp_path: Path) -> Non
 
 # ---- bounded memory: small vs 10x larger input, through a real `kedro run` ----------------
 def _peak(project: Path) -> dict:
-    """Peak RSS (KiB) of `kedro run --pipeline=preprocessing_streaming` in its own process.
+    """Peak RSS (KiB) of `kedro run --pipelines=preprocessing_streaming` in its own process.
 
     A real run, not the functions: how Kedro hands a generator node's chunks to the
     catalog decides what stays alive (a multi-output generator node kept up to 57
@@ -172,7 +172,7 @@ def _peak(project: Path) -> dict:
     env.pop("KEDRO_ENV", None)
     log = project / "kedro.log"
     with open(log, "w") as sink:
-        proc = subprocess.Popen([sys.executable, "-m", "kedro", "run", "--pipeline",
+        proc = subprocess.Popen([sys.executable, "-m", "kedro", "run", "--pipelines",
                                  "preprocessing_streaming"], cwd=project, env=env,
                                 stdout=sink, stderr=subprocess.STDOUT)
         _, status, usage = os.wait4(proc.pid, 0)

@@ -38,7 +38,7 @@ class NumpyArrayDataset(AbstractDataset[np.ndarray, np.ndarray]):
     def _load(self) -> np.ndarray:
         if not self._filepath.exists():
             raise DatasetError(f"no array at {self._filepath}; run the pipeline that writes it "
-                               "(e.g. `kedro run --pipeline=retrieval`)")
+                               "(e.g. `kedro run --pipelines=retrieval`)")
         try:
             data = np.load(self._filepath, allow_pickle=False, **self._load_args)
         except (ValueError, OSError, EOFError) as exc:  # e.g. a pickle: never unpickled

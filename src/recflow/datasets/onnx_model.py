@@ -36,7 +36,7 @@ class OnnxModelDataset(AbstractDataset[onnx.ModelProto, onnx.ModelProto]):
     def _load(self) -> onnx.ModelProto:
         if not self._filepath.exists():
             raise DatasetError(f"no ONNX model at {self._filepath}; run "
-                               "`kedro run --pipeline=export` first")
+                               "`kedro run --pipelines=export` first")
         return onnx.load(str(self._filepath))
 
     def _save(self, data: onnx.ModelProto) -> None:
@@ -71,7 +71,7 @@ class ServingBundleDataset(AbstractDataset[dict[str, Any], dict[str, Any]]):
         try:
             manifest = read_manifest(self._filepath)
         except FileNotFoundError as exc:
-            raise DatasetError(f"{exc}; run `kedro run --pipeline=export` first") from None
+            raise DatasetError(f"{exc}; run `kedro run --pipelines=export` first") from None
         int8 = read_file(self._filepath, manifest, "model_int8")
         return {
             "manifest": manifest,

@@ -4,7 +4,7 @@ Reads a sample of each file, guesses the roles (label, user, item, time) and col
 kinds it was not told (pandera's `infer_schema` for types, then names and cardinality),
 writes the catalog entries, the dataset declaration, a feature list, ranking and (when
 the roles allow) retrieval entries, with every output under `data/ENV/`, and prints what
-it guessed. `kedro run --pipeline=ranking --env ENV` then runs with no edits.
+it guessed. `kedro run --pipelines=ranking --env ENV` then runs with no edits.
 """
 
 from __future__ import annotations
@@ -437,5 +437,5 @@ def main(argv: list[str] | None = None) -> int:
     for note in guess.notes:
         out.write(f"  - {note}\n")
     out.write(f"check {target}/parameters_dataset.yml, then:\n"
-              f"  kedro run --pipeline=ranking --env {args.env}\n")
+              f"  kedro run --pipelines=ranking --env {args.env}\n")
     return 0

@@ -41,7 +41,7 @@ class TorchModelDataset(AbstractDataset[dict[str, Any], dict[str, Any]]):
     def _load(self) -> dict[str, Any]:
         if not self._filepath.exists():
             raise DatasetError(
-                f"no trained model at {self._filepath}; run `kedro run --pipeline=ranking` first"
+                f"no trained model at {self._filepath}; run `kedro run --pipelines=ranking` first"
             )
         try:
             with warnings.catch_warnings():  # "Detected pickle protocol N": noise for a refusal

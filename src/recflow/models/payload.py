@@ -33,7 +33,7 @@ def from_payload(payload: dict[str, Any], spec: FeatureSpec) -> RankingModel:
         raise ValueError(
             f"model '{payload.get('name', payload['model'])}' was trained on feature spec "
             f"{payload['feature_spec_hash']}, but the current feature_spec.json is {spec.hash}; "
-            "re-train it (kedro run --pipeline=ranking) after changing preprocessing"
+            "re-train it (kedro run --pipelines=ranking) after changing preprocessing"
         )
     model = MODELS.create(payload["model"], spec, params=payload["params"])
     model.load_state_dict(payload["state_dict"])

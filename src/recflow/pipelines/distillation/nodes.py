@@ -71,7 +71,7 @@ def _load_checkpoint(path: str) -> dict[str, Any]:
     if not Path(path).exists():
         raise FileNotFoundError(
             f"parameters_distillation.yml: teacher checkpoint '{path}' does not exist; train it "
-            "(kedro run --pipeline=ranking) or use `model:` to train the teacher here")
+            "(kedro run --pipelines=ranking) or use `model:` to train the teacher here")
     return TorchModelDataset(filepath=path).load()
 
 

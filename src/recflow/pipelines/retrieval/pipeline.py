@@ -1,7 +1,7 @@
 """retrieval: per YAML entry a train+evaluate node and (sasrec, two_tower, tiger) an export node.
 
 Each entry's nodes carry the entry's name as their namespace, so
-``kedro run --pipeline=retrieval --namespaces=two_tower`` trains and exports one
+``kedro run --pipelines=retrieval --namespaces=two_tower`` trains and exports one
 entry (split_cutoffs, and semantic IDs for tiger, must already be on disk). The
 shared report node collects every entry's metrics.
 
