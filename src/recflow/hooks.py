@@ -1,14 +1,30 @@
-"""Kedro hooks that make a run all-or-nothing on disk.
+"""Kedro hooks that make a run all-or-nothing on disk, even when it is interrupted.
 
 A failed run must leave no half-written outputs behind: every file a run
 saves is tracked, the previous version is kept aside, and on error the new
 files are removed and the previous ones restored.
+
+Signals and crashes: a run journal (`data/.recflow-journal-<run>.json`, written
+atomically) records, before anything is moved, every output the run writes and where
+its previous version was put. SIGINT / SIGTERM roll the run back before the process
+stops; after a `kill -9` (or power loss) the next Kedro start in the project finds the
+journal of the dead process and restores the previous outputs (`recover_interrupted_runs`),
+logging which run was interrupted and what was restored. A `.recflow-backup` that no
+journal accounts for is never deleted: it is kept under a timestamped name.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
+import os
+import re
 import shutil
+import signal
+import socket
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +32,12 @@ from kedro.framework.hooks import hook_impl
 
 logger = logging.getLogger(__name__)
 _BACKUP_SUFFIX = ".recflow-backup"
-
+#: run journals live in `<project>/data/`, one per run (concurrent runs do not share one)
+JOURNAL_GLOB = ".recflow-journal-*.json"
+_JOURNAL_VERSION = 1
+_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM") if hasattr(signal, name))
+#: journals of runs in progress in this process (recovery must not touch them)
+_ACTIVE: set[Path] = set()
 
 def dataset_filepath(catalog: Any, name: str) -> Path | None:
     """Local path a catalog dataset writes to, or None for memory/remote datasets."""
@@ -63,54 +84,408 @@ class ConfigCaptureHooks:
         ConfigCaptureHooks.config_loader = context.config_loader
 
 
+class RunInterrupted(Exception):  # noqa: N818 - reads as what happened to the run
+    """Raised in the running pipeline by SIGINT / SIGTERM so that it is rolled back.
+
+    An `Exception` (not `BaseException`) on purpose: Kedro calls `on_pipeline_error`
+    only for those, and that is where the rollback runs.
+    """
+
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+        super().__init__(f"run interrupted by {_signal_name(signum)}")
+
+
 class AtomicRunHooks:
-    """Back up outputs before they are overwritten; roll back when a run fails."""
+    """Back up outputs before they are overwritten; roll back when a run fails, is
+    interrupted by SIGINT / SIGTERM, or (at the next start) was killed."""
 
     def __init__(self) -> None:
+        self._project_path: Path | None = None
         self._catalog: Any = None
         self._written: list[Path] = []
         self._backups: dict[Path, Path] = {}
+        self._journal: dict[str, Any] | None = None
+        self._journal_path: Path | None = None
+        self._pid: int | None = None
+        self._previous_handlers: dict[int, Any] = {}
+        self._interrupted: int | None = None  # the first signal received during the run
+        self._critical = 0  # > 0: moving files / writing the journal, signals wait
+        self._deferred = False
+        self._rolling_back = False
 
+    # ---- hooks ---------------------------------------------------------------------
     @hook_impl
-    def before_pipeline_run(self, catalog: Any) -> None:
+    def after_context_created(self, context: Any) -> None:
+        """Before anything runs: restore the outputs of a run that was killed."""
+        self._project_path = Path(context.project_path)
+        recover_interrupted_runs(self._project_path)
+
+    @hook_impl(trylast=True)  # last: a `before_pipeline_run` that fails leaves no journal
+    def before_pipeline_run(self, run_params: dict[str, Any], catalog: Any) -> None:
+        if self._journal_path is not None:  # a run of this process that never reached its end
+            _ACTIVE.discard(self._journal_path)
+            self._restore_signal_handlers()
+        project = Path(run_params.get("project_path") or self._project_path or Path.cwd())
+        self._project_path = project
+        recover_interrupted_runs(project)
         self._catalog = catalog
         self._written, self._backups = [], {}
+        self._interrupted, self._critical, self._deferred = None, 0, False
+        self._pid = os.getpid()
+        run_id = str(run_params.get("run_id") or time.strftime("%Y%m%dT%H%M%S"))
+        self._journal = {
+            "version": _JOURNAL_VERSION,
+            "run_id": run_id,
+            "pid": self._pid,
+            "process_start": _process_start(self._pid),
+            "host": socket.gethostname(),
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "pipelines": run_params.get("pipeline_names"),
+            "env": run_params.get("env"),
+            "state": "running",
+            "outputs": [],
+        }
+        name = re.sub(r"[^A-Za-z0-9._-]", "_", f"{run_id}-{self._pid}")
+        self._journal_path = journal_dir(project) / f".recflow-journal-{name}.json"
+        _ACTIVE.add(self._journal_path)
+        self._write_journal()
+        self._install_signal_handlers()
+
+    @hook_impl
+    def before_node_run(self) -> None:
+        self._raise_if_interrupted()
+
+    @hook_impl
+    def after_node_run(self) -> None:
+        self._raise_if_interrupted()
 
     @hook_impl
     def before_dataset_saved(self, dataset_name: str) -> None:
+        self._raise_if_interrupted()
         paths = dataset_filepaths(self._catalog, dataset_name) if self._catalog else []
-        for path in paths:
-            if path in self._written:
-                continue
-            if path.exists() and path not in self._backups:
-                backup = path.with_name(path.name + _BACKUP_SUFFIX)
-                if backup.exists():
-                    _remove(backup)
-                shutil.move(path, backup)
-                self._backups[path] = backup
-            self._written.append(path)
+        with self._critical_section():
+            for raw in paths:
+                path = Path(os.path.abspath(raw))
+                if path in self._written:
+                    continue
+                backup = None
+                if _exists(path):
+                    backup = path.with_name(path.name + _BACKUP_SUFFIX)
+                    if _exists(backup):
+                        _keep_stray_backup(backup)
+                # write-ahead: the journal names the move before it happens
+                if self._journal is not None:
+                    self._journal["outputs"].append(
+                        {"path": str(path), "backup": None if backup is None else str(backup)})
+                    self._write_journal()
+                if backup is not None:
+                    os.replace(path, backup)
+                    self._backups[path] = backup
+                self._written.append(path)
 
-    @hook_impl
-    def after_pipeline_run(self) -> None:
-        for backup in self._backups.values():
-            _remove(backup)
-        self._written, self._backups = [], {}
+    @hook_impl(wrapper=True)
+    def after_pipeline_run(self) -> Iterator[None]:
+        """Commit (drop the backups) before the other hooks run; then hand a signal that
+        arrived meanwhile to the handler it would have reached without this hook."""
+        with self._critical_section(reraise=False):
+            if self._journal is not None:
+                self._journal["state"] = "committed"
+                self._write_journal()
+            for backup in self._backups.values():
+                _remove(backup)
+            self._close_journal()
+        try:
+            return (yield)
+        finally:
+            self._finish()
 
-    @hook_impl
-    def on_pipeline_error(self, error: Exception) -> None:
-        for path in reversed(self._written):
-            _remove(path)
-            backup = self._backups.get(path)
-            if backup is not None and backup.exists():
-                shutil.move(backup, path)
-        if self._written:
+    @hook_impl(wrapper=True)
+    def on_pipeline_error(self, error: Exception) -> Iterator[None]:
+        """Roll back before the other hooks run (a signal can no longer stop it); once they
+        have run, a SIGINT / SIGTERM that interrupted the run is handed to the handler it
+        would have reached without this hook (KeyboardInterrupt, or the process ends)."""
+        self._rolling_back = True
+        try:
+            written = list(self._written)
+            restored, removed = _rollback(self._journal_entries())
+            self._close_journal()
+        finally:
+            self._rolling_back = False
+        if self._interrupted is not None:
+            logger.error(
+                "Run interrupted by %s; rolled back %d output(s): restored the previous "
+                "version of %s; removed %s", _signal_name(self._interrupted), len(written),
+                _names(restored, self._project_path), _names(removed, self._project_path))
+        elif written:
             logger.error(
                 "Run failed (%s); rolled back %d output(s): %s",
                 type(error).__name__,
-                len(self._written),
-                ", ".join(str(p) for p in self._written),
+                len(written),
+                ", ".join(str(p) for p in written),
             )
+        try:
+            return (yield)
+        finally:
+            self._finish()
+
+    # ---- journal -------------------------------------------------------------------
+    def _journal_entries(self) -> list[dict[str, Any]]:
+        if self._journal is not None:
+            return list(self._journal["outputs"])
+        return [{"path": str(p), "backup": None if p not in self._backups else
+                 str(self._backups[p])} for p in self._written]
+
+    def _write_journal(self) -> None:
+        if self._journal is not None and self._journal_path is not None:
+            _write_json_atomic(self._journal_path, self._journal)
+
+    def _close_journal(self) -> None:
+        if self._journal_path is not None:
+            with contextlib.suppress(FileNotFoundError):
+                self._journal_path.unlink()
+            _ACTIVE.discard(self._journal_path)
+        self._journal, self._journal_path = None, None
         self._written, self._backups = [], {}
+
+    def _finish(self) -> None:
+        """Restore the signal handlers; a signal received during the run is then handled
+        as it would have been without this hook (KeyboardInterrupt, or the process ends)."""
+        self._restore_signal_handlers()
+        signum, self._interrupted = self._interrupted, None
+        if signum is not None and self._pid == os.getpid():
+            signal.raise_signal(signum)
+
+    # ---- signals -------------------------------------------------------------------
+    def _install_signal_handlers(self) -> None:
+        self._previous_handlers = {}
+        for signum in _SIGNALS:
+            try:
+                previous = signal.getsignal(signum)
+                owner = getattr(previous, "__self__", None)
+                if isinstance(owner, AtomicRunHooks):  # left by a run that never ended
+                    previous = owner._previous_handlers.get(signum, signal.SIG_DFL)
+                if previous in (signal.SIG_IGN, None):  # ignored, or set outside Python
+                    continue
+                signal.signal(signum, self._on_signal)
+                self._previous_handlers[signum] = previous
+            except ValueError:  # not the main thread: no signal handling, rollback on error only
+                logger.debug("not in the main thread: %s not handled", _signal_name(signum))
+
+    def _restore_signal_handlers(self) -> None:
+        for signum, previous in self._previous_handlers.items():
+            with contextlib.suppress(ValueError):
+                if signal.getsignal(signum) == self._on_signal:
+                    signal.signal(signum, previous)
+        self._previous_handlers = {}
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        if os.getpid() != self._pid:  # a forked worker: behave as it would without us
+            signal.signal(signum, self._previous_handlers.get(signum, signal.SIG_DFL))
+            signal.raise_signal(signum)
+            return
+        if self._interrupted is None:
+            self._interrupted = signum
+        if self._rolling_back:
+            logger.warning("%s received while rolling back; finishing the rollback first",
+                           _signal_name(signum))
+            return
+        if self._critical:
+            self._deferred = True
+            return
+        logger.warning("%s received: stopping the run and rolling back its outputs",
+                       _signal_name(signum))
+        raise RunInterrupted(signum)
+
+    def _raise_if_interrupted(self) -> None:
+        """Re-raise a signal whose `RunInterrupted` some code caught and dropped."""
+        if self._interrupted is not None and not self._rolling_back and not self._critical:
+            raise RunInterrupted(self._interrupted)
+
+    @contextlib.contextmanager
+    def _critical_section(self, reraise: bool = True) -> Iterator[None]:
+        """Files are being moved / the journal written: a signal waits until the end."""
+        self._critical += 1
+        try:
+            yield
+        finally:
+            self._critical -= 1
+        if reraise and self._critical == 0 and self._deferred:
+            self._deferred = False
+            raise RunInterrupted(self._interrupted or signal.SIGINT)
+
+
+def journal_dir(project_path: Path) -> Path:
+    """Where the run journals of a project live: its `data/` (the project if it has none)."""
+    data = Path(project_path) / "data"
+    return data if data.is_dir() else Path(project_path)
+
+
+def recover_interrupted_runs(project_path: Path) -> list[dict[str, Any]]:
+    """Roll back every run of `project_path` that was killed before it finished.
+
+    A journal whose process is gone (`kill -9`, power loss), or a stale one of this
+    process, is rolled back: each output the run wrote is removed and its previous
+    version moved back; outputs it created are removed. A run that had committed has its
+    leftover backups removed. Journals of live processes (or of another host) are left
+    alone. Returns what was done, one dict per journal.
+    """
+    done = []
+    for path in sorted(journal_dir(project_path).glob(JOURNAL_GLOB)):
+        if path in _ACTIVE:
+            continue
+        try:
+            journal = json.loads(path.read_text())
+            entries = list(journal["outputs"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            logger.warning("Unreadable run journal %s (%s): left in place; nothing restored",
+                           path, exc)
+            continue
+        run = (f"run {journal.get('run_id')} (started {journal.get('started')}, "
+               f"pid {journal.get('pid')}, pipelines {journal.get('pipelines')})")
+        alive = _owner_alive(journal)
+        if alive is None:
+            logger.warning(
+                "Run journal %s belongs to %s on host %s: cannot tell whether it still runs; "
+                "left in place. Delete it after that run has ended to have its outputs "
+                "restored at the next start, or keep it.", path, run, journal.get("host"))
+            continue
+        if alive:
+            logger.info("%s is still running (journal %s); not touched", run, path)
+            continue
+        if journal.get("state") == "committed":
+            for entry in entries:
+                if entry.get("backup"):
+                    _remove(Path(entry["backup"]))
+            logger.info("%s had finished; removed the backups it left", run)
+            summary = {"run_id": journal.get("run_id"), "committed": True,
+                       "restored": [], "removed": []}
+        else:
+            restored, removed = _rollback(entries)
+            logger.warning(
+                "%s was interrupted before it finished; rolled back before anything runs: "
+                "restored the previous version of %d output(s): %s; removed %d output(s) it "
+                "had created: %s", run, len(restored), _names(restored, project_path),
+                len(removed), _names(removed, project_path))
+            summary = {"run_id": journal.get("run_id"), "committed": False,
+                       "restored": restored, "removed": removed}
+        path.unlink()
+        done.append(summary)
+    return done
+
+
+def _rollback(entries: list[dict[str, Any]]) -> tuple[list[Path], list[Path]]:
+    """Undo journal entries, newest first; idempotent, so an interrupted rollback can be
+    run again. Returns (restored, removed) paths."""
+    restored, removed = [], []
+    for entry in reversed(entries):
+        path = Path(entry["path"])
+        backup = entry.get("backup")
+        if backup is not None:
+            backup = Path(backup)
+            if _exists(backup):
+                _remove(path)
+                os.replace(backup, path)
+                restored.append(path)
+            # else the move never happened (or was already undone): `path` is the previous
+            # version, never removed
+        elif _exists(path):  # created by the run: there was no previous version
+            _remove(path)
+            removed.append(path)
+    return restored, removed
+
+
+def _keep_stray_backup(backup: Path) -> None:
+    """A backup no running journal accounts for may be the only copy of an output: keep it."""
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    kept = backup.with_name(f"{backup.name}-{stamp}")
+    n = 1
+    while _exists(kept):
+        kept, n = backup.with_name(f"{backup.name}-{stamp}-{n}"), n + 1
+    os.replace(backup, kept)
+    logger.warning("Found %s, which no run journal accounts for (left by an older version or "
+                   "by hand); kept it as %s, delete it once it is not needed", backup, kept)
+
+
+def _owner_alive(journal: dict[str, Any]) -> bool | None:
+    """Whether the process that wrote `journal` still runs; None when it cannot be told."""
+    if journal.get("host") not in (None, socket.gethostname()):
+        return None
+    try:
+        pid = int(journal["pid"])
+    except (KeyError, TypeError, ValueError):
+        return False
+    if pid == os.getpid():
+        return False  # not in _ACTIVE: a run of this process that never reached its end
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    except OSError:
+        return None
+    start = _process_start(pid)
+    recorded = journal.get("process_start")
+    if start is not None and recorded is not None and start != recorded:
+        return False  # the pid was reused
+    return not _is_zombie(pid)
+
+
+def _proc_stat(pid: int) -> list[str] | None:
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return text[text.rindex(")") + 2:].split()  # fields after `comm`, from `state` on
+
+
+def _process_start(pid: int) -> str | None:
+    """The process start time (clock ticks since boot), to tell a reused pid apart."""
+    fields = _proc_stat(pid)
+    return fields[19] if fields and len(fields) > 19 else None
+
+
+def _is_zombie(pid: int) -> bool:
+    fields = _proc_stat(pid)
+    return bool(fields) and fields[0] in ("Z", "X")
+
+
+def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as f:
+        json.dump(data, f, indent=1)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    with contextlib.suppress(OSError):  # make the rename durable (not on every platform)
+        fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _exists(path: Path) -> bool:
+    return path.exists() or path.is_symlink()
+
+
+def _names(paths: list[Path], root: Path | None) -> str:
+    def short(p: Path) -> str:
+        try:
+            return str(p.relative_to(root)) if root else str(p)
+        except ValueError:
+            return str(p)
+
+    return ", ".join(short(p) for p in paths) or "none"
+
+
+def _signal_name(signum: int) -> str:
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
 
 
 def active_config_loader() -> Any:
@@ -119,7 +494,9 @@ def active_config_loader() -> Any:
 
 
 def _remove(path: Path) -> None:
-    if path.is_dir():
+    if path.is_symlink():
+        path.unlink()
+    elif path.is_dir():
         shutil.rmtree(path)
     elif path.exists():
         path.unlink()

@@ -335,7 +335,7 @@ def test_failed_run_restores_previous_outputs(preprocessed_project: Path, tmp_pa
     project = Path(shutil.copytree(preprocessed_project, tmp_path / "project"))
     before = {f: hashlib.sha256((project / f).read_bytes()).hexdigest()
               for f in output_files(project)}  # fmt: skip
-    assert len(before) == 9  # 3 canonical tables, split, spec, 3 model inputs, data quality
+    assert len(before) == 10  # 3 canonical tables, raw quality, split, spec, 3 inputs, quality
     BAD_INPUTS["ge_label_rate"][0](project)
     with pytest.raises(DataValidationError):
         run_kedro(project, "preprocessing")
@@ -397,6 +397,7 @@ def test_movielens_env_runs_and_writes_under_its_own_root(template: Path, tmp_pa
     assert output_files(project) == []  # nothing under the default data/0N_* layers
     root = project / "data/movielens"
     assert sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()) == [
+        "02_intermediate/raw_quality.json",
         "02_intermediate/split_cutoffs.json",
         "03_primary/interactions.parquet",
         "03_primary/items.parquet",

@@ -181,3 +181,21 @@ def test_embedded_declaration_gives_the_plain_join() -> None:
     declared = embedded_events(t.interactions, t.users, t.items)
     pd.testing.assert_frame_equal(declared[plain.columns], plain)
     assert sorted(declared.columns) == sorted(plain.columns)
+
+
+def test_exact_duplicate_events_are_counted_refused_or_dropped() -> None:
+    from recflow.datasets.prepare import duplicate_rows, handle_duplicates
+
+    log = prepare_log(_decl(), {"log": _log()})
+    doubled = pd.concat([log, log.iloc[[1, 4]]], ignore_index=True)
+    assert duplicate_rows(doubled).tolist() == [False] * 6 + [True, True]
+    near = doubled.assign(price=doubled["price"].where(doubled.index != 7, 99.0))
+    assert duplicate_rows(near).sum() == 1  # one column differs: not a duplicate
+    kept, report = handle_duplicates(doubled, _decl(), "log")
+    assert len(kept) == 8 and report == {"rows": 8, "duplicate_events": 2,
+                                         "on_duplicates": "warn", "dropped": 0}
+    dropped, report = handle_duplicates(doubled, _decl(on_duplicates="drop"), "log")
+    assert len(dropped) == 6 and report["dropped"] == 2
+    pd.testing.assert_frame_equal(dropped, log)
+    with pytest.raises(RawDataError, match=r"log: 2 exact duplicate event\(s\).*rows \[6, 7\]"):
+        handle_duplicates(doubled, _decl(on_duplicates="error"), "log")

@@ -103,6 +103,9 @@ class EventsDecl(_Strict):
         "auto", description="auto keeps the file's ids (strings stay strings); "
         "string / int cast them.")
     time: TimeDecl | None = Field(None, description="Event time (optional).")
+    on_duplicates: Literal["warn", "error", "drop"] = Field(
+        "warn", description="Exact duplicate events (every column equal): counted in "
+        "data_quality.json and logged (warn), refused (error) or dropped, keeping the first.")
     labels: dict[str, LabelDecl] = Field(
         min_length=1, description=f"Target name -> column; '{PRIMARY_LABEL}' is the primary "
         "target every ranking model predicts, others are extra tasks (ESMM: purchase).")

@@ -58,7 +58,10 @@ class TrainerConfig(StrictModel):
     max_steps_per_epoch: int | None = Field(None, ge=1, le=MAX_ROWS)
     progress: bool = True
     checkpoint_dir: str | None = None
-    resume: bool = False
+    resume: bool = Field(
+        True, description="Continue from the latest checkpoint in `checkpoint_dir` (after a "
+        "crash or interruption; exact, and refused if the trainer settings changed). The "
+        "directory is keyed by the model entry, trainer config and feature-spec hash.")
     workers: int = Field(
         1, ge=1, le=1024, description="Data-parallel processes (DDP via torch's elastic launcher); "
         "1: train in this process. batch_size is the global batch, split across workers."
@@ -207,7 +210,8 @@ def _resume(
     optimizer.load_state_dict(ckpt["optimizer"])
     torch.set_rng_state(ckpt["torch_rng"])
     generator.set_state(ckpt["shuffle_rng"])
-    logger.info("resumed from %s after epoch %d", path, len(ckpt["history"]))
+    logger.info("resuming %s from %s (epoch %d)", type(model).__name__, path,
+                len(ckpt["history"]))
     return _State(history=ckpt["history"], best_epoch=ckpt["best_epoch"],
                   best_auc=ckpt["best_auc"], best_weights=ckpt["best_weights"],
                   stopped_early=ckpt["stopped_early"])

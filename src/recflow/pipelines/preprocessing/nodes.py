@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from recflow.datasets.declaration import ITEM, TIME, USER, DatasetDeclaration
-from recflow.datasets.prepare import join_tables, prepare_log, prepare_side
+from recflow.datasets.prepare import handle_duplicates, join_tables, prepare_log, prepare_side
 from recflow.evaluation import key_columns, split_statistics
 from recflow.features import FeaturesConfig, FeatureSpec
 from recflow.features.sequences import build_histories
@@ -27,9 +27,13 @@ ROLE_OF = {USER: "user", ITEM: "item", TIME: "time"}
 KEYS = {"key_user": USER, "key_item": ITEM, "key_timestamp": TIME}
 
 
-def prepare_interactions(dataset: DatasetDeclaration, **tables: pd.DataFrame) -> pd.DataFrame:
-    """The declared event log, validated and in canonical shape (`recflow.datasets.prepare`)."""
-    return prepare_log(dataset, tables)
+def prepare_interactions(
+    dataset: DatasetDeclaration, **tables: pd.DataFrame
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """The declared event log, validated and in canonical shape (`recflow.datasets.prepare`),
+    with exact duplicates handled as declared; and what the raw log held, for data_quality."""
+    where = dataset.events.table or "+".join(dataset.events.catalog_entries())
+    return handle_duplicates(prepare_log(dataset, tables), dataset, where)
 
 
 def prepare_users(dataset: DatasetDeclaration, raw: pd.DataFrame) -> pd.DataFrame:
@@ -179,13 +183,15 @@ def transform_test(events: pd.DataFrame, feature_spec: dict[str, Any]) -> pd.Dat
 
 
 def report_data_quality(
-    train: pd.DataFrame, valid: pd.DataFrame, test: pd.DataFrame
+    train: pd.DataFrame, valid: pd.DataFrame, test: pd.DataFrame, raw: dict[str, Any]
 ) -> dict[str, Any]:
-    """Collect the great-expectations results of every split; fail the run if any failed."""
+    """Collect the great-expectations results of every split; fail the run if any failed.
+
+    `raw`: what `prepare_interactions` found in the raw log (rows, exact duplicates)."""
     results = {name: quality_summary(frame, f"model_input_{name}")
                for name, frame in zip(SPLITS, (train, valid, test), strict=True)}
-    report = {"success": all(r["success"] for r in results.values()), "splits": results,
-              "statistics": split_statistics(
+    report = {"success": all(r["success"] for r in results.values()), "raw": raw,
+              "splits": results, "statistics": split_statistics(
                   {"train": train, "valid": valid, "test": test}, **key_columns(train))}
     if not report["success"]:
         failed = {n: [f["expectation"] for f in r["failed"]] for n, r in results.items()}

@@ -59,7 +59,7 @@ def create_pipeline(semantic_tokenizers: list[str] | None = None,
         [
             node(nodes.prepare_interactions,
                  {"dataset": "params:dataset", **{t: t for t in log_tables}},
-                 "interactions", name="prepare_interactions"),
+                 ["interactions", "raw_quality"], name="prepare_interactions"),
             *(node(prepare_side[name], ["params:dataset", table], name,
                    name=f"prepare_{name}") for name, table in side_tables.items()),
             *([node(nodes.item_catalogue, "interactions", "items", name="item_catalogue")]
@@ -81,7 +81,7 @@ def create_pipeline(semantic_tokenizers: list[str] | None = None,
             node(nodes.transform_test, ["events", "feature_spec"], "model_input_test",
                  name="transform_test"),
             node(nodes.report_data_quality,
-                 ["model_input_train", "model_input_valid", "model_input_test"],
+                 ["model_input_train", "model_input_valid", "model_input_test", "raw_quality"],
                  "data_quality", name="report_data_quality"),
         ]
     )
