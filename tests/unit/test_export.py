@@ -207,7 +207,7 @@ def test_onnx_model_dataset_round_trip_is_atomic(spec: FeatureSpec, tmp_path) ->
     with pytest.raises(DatasetError, match="ModelProto"):
         dataset.save(b"not a model")
     assert read_metadata(dataset.load())["model_name"] == "lr"  # the old file is intact
-    with pytest.raises(DatasetError, match="pipeline=export"):
+    with pytest.raises(DatasetError, match="--pipelines=export"):
         OnnxModelDataset(str(tmp_path / "missing.onnx")).load()
 
 
