@@ -16,11 +16,9 @@ journal accounts for is never deleted: it is kept under a timestamped name.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import re
-import shutil
 import signal
 import socket
 import time
@@ -30,14 +28,23 @@ from typing import Any
 
 from kedro.framework.hooks import hook_impl
 
+from recflow.journal import (
+    ACTIVE_JOURNALS,
+    BACKUP_SUFFIX,
+    JOURNAL_VERSION,
+    describe_paths,
+    journal_dir,
+    keep_stray_backup,
+    path_exists,
+    process_start,
+    recover_interrupted_runs,
+    remove_path,
+    rollback,
+    write_json_atomic,
+)
+
 logger = logging.getLogger(__name__)
-_BACKUP_SUFFIX = ".recflow-backup"
-#: run journals live in `<project>/data/`, one per run (concurrent runs do not share one)
-JOURNAL_GLOB = ".recflow-journal-*.json"
-_JOURNAL_VERSION = 1
 _SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM") if hasattr(signal, name))
-#: journals of runs in progress in this process (recovery must not touch them)
-_ACTIVE: set[Path] = set()
 
 def dataset_filepath(catalog: Any, name: str) -> Path | None:
     """Local path a catalog dataset writes to, or None for memory/remote datasets."""
@@ -124,7 +131,7 @@ class AtomicRunHooks:
     @hook_impl(trylast=True)  # last: a `before_pipeline_run` that fails leaves no journal
     def before_pipeline_run(self, run_params: dict[str, Any], catalog: Any) -> None:
         if self._journal_path is not None:  # a run of this process that never reached its end
-            _ACTIVE.discard(self._journal_path)
+            ACTIVE_JOURNALS.discard(self._journal_path)
             self._restore_signal_handlers()
         project = Path(run_params.get("project_path") or self._project_path or Path.cwd())
         self._project_path = project
@@ -135,10 +142,10 @@ class AtomicRunHooks:
         self._pid = os.getpid()
         run_id = str(run_params.get("run_id") or time.strftime("%Y%m%dT%H%M%S"))
         self._journal = {
-            "version": _JOURNAL_VERSION,
+            "version": JOURNAL_VERSION,
             "run_id": run_id,
             "pid": self._pid,
-            "process_start": _process_start(self._pid),
+            "process_start": process_start(self._pid),
             "host": socket.gethostname(),
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "pipelines": run_params.get("pipeline_names"),
@@ -148,7 +155,7 @@ class AtomicRunHooks:
         }
         name = re.sub(r"[^A-Za-z0-9._-]", "_", f"{run_id}-{self._pid}")
         self._journal_path = journal_dir(project) / f".recflow-journal-{name}.json"
-        _ACTIVE.add(self._journal_path)
+        ACTIVE_JOURNALS.add(self._journal_path)
         self._write_journal()
         self._install_signal_handlers()
 
@@ -170,10 +177,10 @@ class AtomicRunHooks:
                 if path in self._written:
                     continue
                 backup = None
-                if _exists(path):
-                    backup = path.with_name(path.name + _BACKUP_SUFFIX)
-                    if _exists(backup):
-                        _keep_stray_backup(backup)
+                if path_exists(path):
+                    backup = path.with_name(path.name + BACKUP_SUFFIX)
+                    if path_exists(backup):
+                        keep_stray_backup(backup)
                 # write-ahead: the journal names the move before it happens
                 if self._journal is not None:
                     self._journal["outputs"].append(
@@ -193,7 +200,7 @@ class AtomicRunHooks:
                 self._journal["state"] = "committed"
                 self._write_journal()
             for backup in self._backups.values():
-                _remove(backup)
+                remove_path(backup)
             self._close_journal()
         try:
             return (yield)
@@ -208,7 +215,7 @@ class AtomicRunHooks:
         self._rolling_back = True
         try:
             written = list(self._written)
-            restored, removed = _rollback(self._journal_entries())
+            restored, removed = rollback(self._journal_entries())
             self._close_journal()
         finally:
             self._rolling_back = False
@@ -216,7 +223,7 @@ class AtomicRunHooks:
             logger.error(
                 "Run interrupted by %s; rolled back %d output(s): restored the previous "
                 "version of %s; removed %s", _signal_name(self._interrupted), len(written),
-                _names(restored, self._project_path), _names(removed, self._project_path))
+                describe_paths(restored, self._project_path), describe_paths(removed, self._project_path))
         elif written:
             logger.error(
                 "Run failed (%s); rolled back %d output(s): %s",
@@ -238,13 +245,13 @@ class AtomicRunHooks:
 
     def _write_journal(self) -> None:
         if self._journal is not None and self._journal_path is not None:
-            _write_json_atomic(self._journal_path, self._journal)
+            write_json_atomic(self._journal_path, self._journal)
 
     def _close_journal(self) -> None:
         if self._journal_path is not None:
             with contextlib.suppress(FileNotFoundError):
                 self._journal_path.unlink()
-            _ACTIVE.discard(self._journal_path)
+            ACTIVE_JOURNALS.discard(self._journal_path)
         self._journal, self._journal_path = None, None
         self._written, self._backups = [], {}
 
@@ -315,172 +322,6 @@ class AtomicRunHooks:
             raise RunInterrupted(self._interrupted or signal.SIGINT)
 
 
-def journal_dir(project_path: Path) -> Path:
-    """Where the run journals of a project live: its `data/` (the project if it has none)."""
-    data = Path(project_path) / "data"
-    return data if data.is_dir() else Path(project_path)
-
-
-def recover_interrupted_runs(project_path: Path) -> list[dict[str, Any]]:
-    """Roll back every run of `project_path` that was killed before it finished.
-
-    A journal whose process is gone (`kill -9`, power loss), or a stale one of this
-    process, is rolled back: each output the run wrote is removed and its previous
-    version moved back; outputs it created are removed. A run that had committed has its
-    leftover backups removed. Journals of live processes (or of another host) are left
-    alone. Returns what was done, one dict per journal.
-    """
-    done = []
-    for path in sorted(journal_dir(project_path).glob(JOURNAL_GLOB)):
-        if path in _ACTIVE:
-            continue
-        try:
-            journal = json.loads(path.read_text())
-            entries = list(journal["outputs"])
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            logger.warning("Unreadable run journal %s (%s): left in place; nothing restored",
-                           path, exc)
-            continue
-        run = (f"run {journal.get('run_id')} (started {journal.get('started')}, "
-               f"pid {journal.get('pid')}, pipelines {journal.get('pipelines')})")
-        alive = _owner_alive(journal)
-        if alive is None:
-            logger.warning(
-                "Run journal %s belongs to %s on host %s: cannot tell whether it still runs; "
-                "left in place. Delete it after that run has ended to have its outputs "
-                "restored at the next start, or keep it.", path, run, journal.get("host"))
-            continue
-        if alive:
-            logger.info("%s is still running (journal %s); not touched", run, path)
-            continue
-        if journal.get("state") == "committed":
-            for entry in entries:
-                if entry.get("backup"):
-                    _remove(Path(entry["backup"]))
-            logger.info("%s had finished; removed the backups it left", run)
-            summary = {"run_id": journal.get("run_id"), "committed": True,
-                       "restored": [], "removed": []}
-        else:
-            restored, removed = _rollback(entries)
-            logger.warning(
-                "%s was interrupted before it finished; rolled back before anything runs: "
-                "restored the previous version of %d output(s): %s; removed %d output(s) it "
-                "had created: %s", run, len(restored), _names(restored, project_path),
-                len(removed), _names(removed, project_path))
-            summary = {"run_id": journal.get("run_id"), "committed": False,
-                       "restored": restored, "removed": removed}
-        path.unlink()
-        done.append(summary)
-    return done
-
-
-def _rollback(entries: list[dict[str, Any]]) -> tuple[list[Path], list[Path]]:
-    """Undo journal entries, newest first; idempotent, so an interrupted rollback can be
-    run again. Returns (restored, removed) paths."""
-    restored, removed = [], []
-    for entry in reversed(entries):
-        path = Path(entry["path"])
-        backup = entry.get("backup")
-        if backup is not None:
-            backup = Path(backup)
-            if _exists(backup):
-                _remove(path)
-                os.replace(backup, path)
-                restored.append(path)
-            # else the move never happened (or was already undone): `path` is the previous
-            # version, never removed
-        elif _exists(path):  # created by the run: there was no previous version
-            _remove(path)
-            removed.append(path)
-    return restored, removed
-
-
-def _keep_stray_backup(backup: Path) -> None:
-    """A backup no running journal accounts for may be the only copy of an output: keep it."""
-    stamp = time.strftime("%Y%m%dT%H%M%S")
-    kept = backup.with_name(f"{backup.name}-{stamp}")
-    n = 1
-    while _exists(kept):
-        kept, n = backup.with_name(f"{backup.name}-{stamp}-{n}"), n + 1
-    os.replace(backup, kept)
-    logger.warning("Found %s, which no run journal accounts for (left by an older version or "
-                   "by hand); kept it as %s, delete it once it is not needed", backup, kept)
-
-
-def _owner_alive(journal: dict[str, Any]) -> bool | None:
-    """Whether the process that wrote `journal` still runs; None when it cannot be told."""
-    if journal.get("host") not in (None, socket.gethostname()):
-        return None
-    try:
-        pid = int(journal["pid"])
-    except (KeyError, TypeError, ValueError):
-        return False
-    if pid == os.getpid():
-        return False  # not in _ACTIVE: a run of this process that never reached its end
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    except OSError:
-        return None
-    start = _process_start(pid)
-    recorded = journal.get("process_start")
-    if start is not None and recorded is not None and start != recorded:
-        return False  # the pid was reused
-    return not _is_zombie(pid)
-
-
-def _proc_stat(pid: int) -> list[str] | None:
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return text[text.rindex(")") + 2:].split()  # fields after `comm`, from `state` on
-
-
-def _process_start(pid: int) -> str | None:
-    """The process start time (clock ticks since boot), to tell a reused pid apart."""
-    fields = _proc_stat(pid)
-    return fields[19] if fields and len(fields) > 19 else None
-
-
-def _is_zombie(pid: int) -> bool:
-    fields = _proc_stat(pid)
-    return bool(fields) and fields[0] in ("Z", "X")
-
-
-def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=1)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    with contextlib.suppress(OSError):  # make the rename durable (not on every platform)
-        fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def _exists(path: Path) -> bool:
-    return path.exists() or path.is_symlink()
-
-
-def _names(paths: list[Path], root: Path | None) -> str:
-    def short(p: Path) -> str:
-        try:
-            return str(p.relative_to(root)) if root else str(p)
-        except ValueError:
-            return str(p)
-
-    return ", ".join(short(p) for p in paths) or "none"
-
-
 def _signal_name(signum: int) -> str:
     try:
         return signal.Signals(signum).name
@@ -491,12 +332,3 @@ def _signal_name(signum: int) -> str:
 def active_config_loader() -> Any:
     """The config loader of the Kedro context created last in this process, if any."""
     return ConfigCaptureHooks.config_loader
-
-
-def _remove(path: Path) -> None:
-    if path.is_symlink():
-        path.unlink()
-    elif path.is_dir():
-        shutil.rmtree(path)
-    elif path.exists():
-        path.unlink()

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from recflow.hooks import _BACKUP_SUFFIX, JOURNAL_GLOB, recover_interrupted_runs
+from recflow.journal import BACKUP_SUFFIX, JOURNAL_GLOB, recover_interrupted_runs
 from tests.conftest import REPO, make_project, output_files, run_kedro
 
 # A project-local dataset (src/ is on the path of `kedro run`): it saves, then, when
@@ -55,7 +55,7 @@ def _snapshot(project: Path) -> dict[str, bytes]:
 
 def _leftovers(project: Path) -> list[Path]:
     data = project / "data"
-    return [*data.rglob(f"*{_BACKUP_SUFFIX}*"), *data.glob(JOURNAL_GLOB)]
+    return [*data.rglob(f"*{BACKUP_SUFFIX}*"), *data.glob(JOURNAL_GLOB)]
 
 
 def _blocking_copy(baseline: Path, tmp_path: Path) -> Path:
@@ -133,7 +133,7 @@ def test_after_kill_9_the_next_start_restores_before_anything_runs(baseline: Pat
     journal = json.loads(next(project.glob(f"data/{JOURNAL_GLOB}")).read_text())
     proc.kill()
     proc.wait(timeout=60)
-    assert list(project.rglob(f"*{_BACKUP_SUFFIX}"))  # nothing could clean up
+    assert list(project.rglob(f"*{BACKUP_SUFFIX}"))  # nothing could clean up
     assert _snapshot(project) != _snapshot(baseline)
 
     # the next start: a run that fails right after the context is created (no such node),
@@ -154,14 +154,14 @@ def test_recovery_restores_and_removes_and_is_idempotent(tmp_path: Path) -> None
     data.mkdir()
     old, new, gone = data / "old.txt", data / "new.txt", data / "moved_back.txt"
     old.write_text("run 2")
-    old.with_name(old.name + _BACKUP_SUFFIX).write_text("run 1")
+    old.with_name(old.name + BACKUP_SUFFIX).write_text("run 1")
     new.write_text("run 2 only")
     gone.write_text("run 1, already restored")
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     journal = {"run_id": "r2", "pid": dead.pid, "started": "then", "state": "running",
-               "outputs": [{"path": str(gone), "backup": str(gone) + _BACKUP_SUFFIX},
-                           {"path": str(old), "backup": str(old) + _BACKUP_SUFFIX},
+               "outputs": [{"path": str(gone), "backup": str(gone) + BACKUP_SUFFIX},
+                           {"path": str(old), "backup": str(old) + BACKUP_SUFFIX},
                            {"path": str(new), "backup": None}]}
     (data / ".recflow-journal-r2.json").write_text(json.dumps(journal))
     [done] = recover_interrupted_runs(tmp_path)
@@ -180,14 +180,14 @@ def test_recovery_restores_and_removes_and_is_idempotent(tmp_path: Path) -> None
 
 def test_a_stray_backup_is_never_deleted(baseline: Path, tmp_path: Path) -> None:
     project = Path(shutil.copytree(baseline, tmp_path / "project"))
-    stray = project / "data/03_primary" / ("interactions.parquet" + _BACKUP_SUFFIX)
+    stray = project / "data/03_primary" / ("interactions.parquet" + BACKUP_SUFFIX)
     stray.write_bytes(b"the only copy of an older output")
-    lonely = project / "data/06_models" / ("model.pt" + _BACKUP_SUFFIX)
+    lonely = project / "data/06_models" / ("model.pt" + BACKUP_SUFFIX)
     lonely.write_bytes(b"no output next to me")
     records: list[logging.LogRecord] = []
     handler = logging.Handler()
     handler.emit = records.append  # type: ignore[method-assign]
-    hooks_logger = logging.getLogger("recflow.hooks")
+    hooks_logger = logging.getLogger("recflow.journal")
     hooks_logger.addHandler(handler)
     handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     try:

@@ -138,7 +138,7 @@ def test_failed_streaming_run_restores_the_previous_parts(tmp_path: Path) -> Non
     """The transform fails on the last shard after writing parts of every split: the
     run must leave the previous run's parts, not a mix (AtomicRunHooks, all three
     directories of the one `model_input_shards@splits` output)."""
-    from recflow.hooks import _BACKUP_SUFFIX
+    from recflow.journal import BACKUP_SUFFIX
 
     project = make_project(tmp_path / "project", n_impressions=1_000)
     raw = project / "data/01_raw"
@@ -157,7 +157,7 @@ def test_failed_streaming_run_restores_the_previous_parts(tmp_path: Path) -> Non
     with pytest.raises(Exception, match="click"):
         run_kedro(project, "preprocessing_streaming")
     assert snapshot() == before
-    assert not list(out.rglob(f"*{_BACKUP_SUFFIX}"))
+    assert not list(out.rglob(f"*{BACKUP_SUFFIX}"))
 
 
 # ---- bounded memory: small vs 10x larger input, through a real `kedro run` ----------------
