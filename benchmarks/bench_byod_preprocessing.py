@@ -16,7 +16,8 @@ label and the split code) are hashed column by column and must be identical.
 
 * recflow: `pd.read_csv(**RECFLOW_LOAD_ARGS)` (what the catalog's pandas.CSVDataset
   `load_args` say) -> `prepare_log` (pandera validation from the declaration; declared
-  categoricals become pandas `category`) -> `split_record` -> `FeatureSpec.fit(log,
+  categoricals become pandas `category`) + exact-duplicate count, as the
+  `prepare_interactions` node does -> `split_record` -> `FeatureSpec.fit(log,
   rows=train mask)` as `fit_feature_spec` calls it -> `FeatureSpec.transform_frame` on
   all rows.
 * pandas: `pd.read_csv` with the fastest of a few sensible settings (each is run;
@@ -150,7 +151,7 @@ def worker_recflow(csv: Path, load_args: dict[str, Any]) -> dict[str, Any]:
     import pandas as pd
 
     from recflow.datasets.declaration import DatasetDeclaration
-    from recflow.datasets.prepare import prepare_log
+    from recflow.datasets.prepare import handle_duplicates, prepare_log
     from recflow.features import FeaturesConfig, FeatureSpec
     from recflow.features.split import SPLIT_CODES, split_record
 
@@ -168,7 +169,8 @@ def worker_recflow(csv: Path, load_args: dict[str, Any]) -> dict[str, Any]:
     st = Stages()
     raw = pd.read_csv(csv, **load_args)
     st.done("read")
-    log = prepare_log(decl, {"raw_events": raw})  # categoricals become pandas `category`
+    # as prepare_interactions: canonical log (categoricals -> `category`), duplicates counted
+    log, _ = handle_duplicates(prepare_log(decl, {"raw_events": raw}), decl, "raw_events")
     del raw
     st.done("prepare_log")
     record, codes = split_record(log, config.split)
@@ -379,7 +381,8 @@ def markdown(report: dict[str, Any]) -> str:
         "-> OOV 1, missing -> 0; numeric mean/std, missing -> mean, z clipped to +-5), "
         "transform all rows. **recflow**: `pd.read_csv` with the catalog `load_args` "
         f"`{json.dumps(report['recflow_load_args'])}` -> `prepare_log` (pandera validation; "
-        "declared categoricals become `category`) -> `split_record` -> "
+        "declared categoricals become `category`) + the exact-duplicate count, as the "
+        "`prepare_interactions` node does -> `split_record` -> "
         "`FeatureSpec.fit(log, rows=train mask)` as `fit_feature_spec` calls it -> "
         "`transform_frame`. **pandas**: the same semantics written "
         "efficiently: `read_csv`, `value_counts` on train, `Index.get_indexer` on all rows, "
