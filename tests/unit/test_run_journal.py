@@ -20,6 +20,8 @@ import yaml
 from recflow.journal import BACKUP_SUFFIX, JOURNAL_GLOB, recover_interrupted_runs
 from tests.conftest import REPO, make_project, output_files, run_kedro
 
+pytestmark = pytest.mark.slow  # real `kedro run` processes, signalled
+
 # A project-local dataset (src/ is on the path of `kedro run`): it saves, then, when
 # RECFLOW_TEST_BLOCK names a marker file, writes it and waits to be killed. Used for
 # `feature_spec`, saved after the three canonical tables and the split cut-offs.
