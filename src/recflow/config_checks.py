@@ -259,11 +259,15 @@ def check_retrieval(parameters: dict[str, Any]) -> None:
 
     file = "parameters_retrieval.yml"
     block = _mapping(parameters.get("retrieval"), file, "retrieval")
-    for name, entry in _mapping(block.get("models"), file, "retrieval.models").items():
-        path = f"retrieval.models.{name}"
-        entry = _mapping(entry, file, path)
-        _check_component(RETRIEVAL_MODELS, entry.get("model"), entry.get("params"), file, path,
-                         "model")
+    _check_entries(RETRIEVAL_MODELS, block.get("models"), file, "retrieval.models", "model")
+
+
+def _check_entries(registry: Any, entries: Any, file: str, path: str, name_key: str) -> None:
+    """Each entry of the mapping at `path`: its `params` against the component it names."""
+    for name, entry in _mapping(entries, file, path).items():
+        entry = _mapping(entry, file, f"{path}.{name}")
+        _check_component(registry, entry.get(name_key), entry.get("params"), file,
+                         f"{path}.{name}", name_key)
 
 
 def check_semantic_ids(parameters: dict[str, Any]) -> None:
@@ -277,11 +281,8 @@ def check_semantic_ids(parameters: dict[str, Any]) -> None:
     if encoder:
         _check_component(ITEM_ENCODERS, encoder.get("name", "tfidf_svd"), encoder.get("params"),
                          file, "semantic_ids.encoder", "name")
-    for name, entry in _mapping(block.get("tokenizers"), file, "semantic_ids.tokenizers").items():
-        path = f"semantic_ids.tokenizers.{name}"
-        entry = _mapping(entry, file, path)
-        _check_component(TOKENIZERS, entry.get("tokenizer"), entry.get("params"), file, path,
-                         "tokenizer")
+    _check_entries(TOKENIZERS, block.get("tokenizers"), file, "semantic_ids.tokenizers",
+                   "tokenizer")
 
 
 def check_parameters(parameters: dict[str, Any]) -> None:
