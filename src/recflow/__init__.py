@@ -9,3 +9,7 @@ __version__ = "0.1.0"
 # Spark pipeline's own checks (docs/scale.md) are what tell whether Spark works here.
 warnings.filterwarnings("ignore", message="PySpark does not yet fully support pandas",
                         category=FutureWarning)
+# Kedro's own config loader calls OmegaConf.register_new_resolver, which the current
+# OmegaConf deprecates: 28 lines of a warning about Kedro's code on every run.
+warnings.filterwarnings("ignore", message=r"register_new_resolver\(\) is deprecated",
+                        category=UserWarning)

@@ -187,7 +187,13 @@ class AtomicRunHooks:
                         {"path": str(path), "backup": None if backup is None else str(backup)})
                     self._write_journal()
                 if backup is not None:
-                    os.replace(path, backup)
+                    try:
+                        os.replace(path, backup)
+                    except OSError as exc:  # the journal entry is harmless: no backup, no undo
+                        raise OSError(
+                            f"cannot write the output {dataset_name!r} ({path}): moving its "
+                            f"previous version aside failed ({exc.strerror or exc}). The folder "
+                            f"{path.parent} must be writable by this user.") from None
                     self._backups[path] = backup
                 self._written.append(path)
 

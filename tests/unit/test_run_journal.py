@@ -203,3 +203,38 @@ def test_a_stray_backup_is_never_deleted(baseline: Path, tmp_path: Path) -> None
     assert any(str(stray) in r.getMessage() and str(kept[0]) in r.getMessage()
                for r in records if r.levelno == logging.WARNING)
     assert not list(project.glob(f"data/{JOURNAL_GLOB}"))
+
+
+def test_an_unwritable_output_folder_is_named_not_the_backup(tmp_path: Path, monkeypatch) -> None:
+    """As root a read-only folder still accepts writes, so the failing move is simulated."""
+    from kedro.io import DataCatalog
+    from kedro_datasets.json import JSONDataset
+
+    from recflow import hooks as hooks_module
+
+    target = tmp_path / "out" / "metrics.json"
+    target.parent.mkdir()
+    target.write_text("{}")
+    catalog = DataCatalog({"metrics": JSONDataset(filepath=str(target))})
+    hook = hooks_module.AtomicRunHooks()
+    hook.before_pipeline_run({"project_path": str(tmp_path), "run_id": "t"}, catalog)
+
+    real_replace = os.replace
+
+    def denied(src, dst):  # the journal itself is still written (os.replace too)
+        if str(dst).endswith(BACKUP_SUFFIX):
+            raise PermissionError(13, "Permission denied")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(hooks_module.os, "replace", denied)
+    with pytest.raises(OSError, match=r"cannot write the output 'metrics' .*metrics\.json.*"
+                                      r"Permission denied.*must be writable") as caught:
+        hook.before_dataset_saved("metrics")
+    assert BACKUP_SUFFIX not in str(caught.value)
+    monkeypatch.undo()
+    wrapper = hook.on_pipeline_error(RuntimeError("stop"))  # a hook wrapper: drive it
+    next(wrapper)
+    with pytest.raises(StopIteration):
+        wrapper.send(None)
+    assert target.read_text() == "{}"  # the previous version is untouched
+    assert not list(tmp_path.rglob(JOURNAL_GLOB))

@@ -102,20 +102,34 @@ def test_every_env_validates(env):
     distillation(params["distillation"])
 
 
-def test_register_pipelines_refuses_before_any_node(tmp_path, monkeypatch):
+def _bad_env(tmp_path, monkeypatch) -> Path:
     import shutil
-
-    from recflow.pipeline_registry import register_pipelines
 
     shutil.copytree(REPO / "conf", tmp_path / "conf")
     (tmp_path / "pyproject.toml").write_text(
         (REPO / "pyproject.toml").read_text())
     (tmp_path / "conf" / "bad").mkdir()
-    (tmp_path / "conf" / "bad" / "parameters_ranking.yml").write_text(
-        "ranking:\n  models:\n    lr:\n      model: lr\n      trainer: {lr: -1}\n")
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("KEDRO_ENV", "bad")
     # no loader captured from an earlier Kedro session in this process: read KEDRO_ENV's
     monkeypatch.setattr("recflow.hooks.ConfigCaptureHooks.config_loader", None)
+    return tmp_path / "conf" / "bad"
+
+
+def test_a_yaml_syntax_error_names_the_file_with_its_path(tmp_path, monkeypatch):
+    from recflow.pipeline_registry import register_pipelines
+
+    bad = _bad_env(tmp_path, monkeypatch)
+    (bad / "parameters_typo.yml").write_text("ranking:\n  trainer: {epochs: 2\n")
+    with pytest.raises(Exception, match=r"conf/bad/parameters_typo\.yml.*line 2"):
+        register_pipelines()
+
+
+def test_register_pipelines_refuses_before_any_node(tmp_path, monkeypatch):
+    from recflow.pipeline_registry import register_pipelines
+
+    _bad_env(tmp_path, monkeypatch)
+    (tmp_path / "conf" / "bad" / "parameters_ranking.yml").write_text(
+        "ranking:\n  models:\n    lr:\n      model: lr\n      trainer: {lr: -1}\n")
     with pytest.raises(ValueError, match="parameters_ranking.yml: ranking.models.lr.trainer.lr"):
         register_pipelines()
