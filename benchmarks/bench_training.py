@@ -53,13 +53,14 @@ def worker(model_name: str, data: Path, batch_size: int, steps: int) -> dict:
     from recflow.features import FeatureSpec
     from recflow.registry import MODELS
     from recflow.training.data import frame_to_tensors, iterate_batches
-    from recflow.training.trainer import TrainerConfig, _optimizer
+    from recflow.training.core import build_optimizer
+    from recflow.training.trainer import TrainerConfig
 
     spec = FeatureSpec.from_dict(json.loads((data / "feature_spec.json").read_text()))
     batch = frame_to_tensors(pd.read_parquet(data / "train.parquet"), spec)
     model = MODELS.create(model_name, spec, params={})
     batch = batch.select(model.input_names)
-    optimizer = _optimizer(model, TrainerConfig())
+    optimizer = build_optimizer(model, **TrainerConfig().optimizer_args())
     generator = torch.Generator().manual_seed(0)
     batches = iterate_batches(batch, batch_size, shuffle=True, generator=generator)
     load_s = compute_s = 0.0

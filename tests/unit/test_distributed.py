@@ -91,9 +91,9 @@ def test_checkpoint_written_once_by_rank_zero(runs) -> None:
     payload = torch.load(ckpt / files[0], map_location="cpu", weights_only=True)
     assert len(payload["rank_rng"]) == 2  # gathered on rank 0: only rank 0 writes
     assert not torch.equal(payload["rank_rng"][0], payload["rank_rng"][1])
-    assert payload["config"]["workers"] == 2
+    assert payload["fingerprint"]["trainer"]["workers"] == 2
     for key, value in model.state_dict().items():
-        torch.testing.assert_close(payload["model"][key], value, atol=0, rtol=0)
+        torch.testing.assert_close(payload["module"][key], value, atol=0, rtol=0)
 
 
 def test_batch_size_must_split_across_workers(spec) -> None:

