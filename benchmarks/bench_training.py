@@ -52,8 +52,8 @@ def worker(model_name: str, data: Path, batch_size: int, steps: int) -> dict:
 
     from recflow.features import FeatureSpec
     from recflow.registry import MODELS
-    from recflow.training.data import frame_to_tensors, iterate_batches
     from recflow.training.core import build_optimizer
+    from recflow.training.data import frame_to_tensors, iterate_batches
     from recflow.training.trainer import TrainerConfig
 
     spec = FeatureSpec.from_dict(json.loads((data / "feature_spec.json").read_text()))
