@@ -179,7 +179,7 @@ def test_tiger_reaches_cold_items_through_their_codes_where_sasrec_cannot() -> N
     assert tiger_cold >= 0.5  # the user's group prefix is decoded; its cold item takes a slot
     assert sasrec_cold < tiger_cold
     # without the cold share the decoder alone almost never emits never-seen items
-    tiger.params.cold_share = 0.0
+    tiger.cold_share = 0.0
     plain = retrieval_report(tiger.recommend(histories, 10), targets, cold, data.n_items,
                              [5, 10])["recall@10_cold"]
     assert plain < tiger_cold

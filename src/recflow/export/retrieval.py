@@ -233,7 +233,7 @@ def tiger_layout(model: Any) -> dict[str, Any]:
     cold = getattr(model, "cold_items", None)
     if cold is not None and getattr(model, "cold_trie", True) is not None:
         layout["cold_items"] = np.asarray(cold).tolist()
-        layout["cold_share"] = float(getattr(model.params, "cold_share", 0.0))
+        layout["cold_share"] = float(getattr(model, "cold_share", 0.0))
     return layout
 
 

@@ -34,6 +34,8 @@ from recflow.config_checks import (
     Width,
 )
 from recflow.registry import TOKENIZERS
+from recflow.training.core import FitConfig, Step, build_optimizer
+from recflow.training.core import fit as core_fit
 
 logger = logging.getLogger(__name__)
 
@@ -156,6 +158,13 @@ class RQVAEParams(StrictModel):
     lr: float = Field(1e-3, gt=0)
     reset_dead_codes: bool = True
     seed: int = 0
+    valid_share: float = Field(0.1, ge=0, lt=1, description="Items held out to validate the "
+                               "loss after each epoch (0: validate on the training items).")
+    patience: int | None = Field(None, ge=1, le=MAX_EPOCHS, description="Epochs without a "
+                                 "lower (smoothed) validation loss before stopping; the best "
+                                 "epoch's weights are restored. None: every epoch.")
+    smoothing: int = Field(3, ge=1, le=20, description="Epochs the validation loss is "
+                           "averaged over before comparing.")
 
 
 def _mlp(sizes: list[int]) -> nn.Sequential:
@@ -193,6 +202,43 @@ class _RQVAEModule(nn.Module):
         return codes, zq_st, cb_loss, commit_loss, residuals
 
 
+class _RQVAETask:
+    """RQ-VAE for the training core; counts code usage to re-seed dead codes per epoch."""
+
+    def __init__(self, tokenizer: RQVAE, train: torch.Tensor, valid: torch.Tensor) -> None:
+        self.tokenizer, self.module = tokenizer, tokenizer.module
+        self.train, self.valid = train, valid
+        p = tokenizer.params
+        self.batch_size = min(p.batch_size, len(train))
+        self.usage = torch.zeros(p.levels, p.codebook_size)
+        self.epoch = 0
+
+    def steps(self) -> int:
+        return -(-len(self.train) // self.batch_size)
+
+    def batches(self, generator: torch.Generator):
+        self.usage.zero_()
+        perm = torch.randperm(len(self.train), generator=generator)
+        for start in range(0, len(self.train), self.batch_size):
+            yield self.train[perm[start:start + self.batch_size]]
+
+    def step(self, batch: torch.Tensor) -> Step:
+        loss, codes = self.tokenizer.loss(batch)
+        for lv in range(codes.shape[1]):
+            self.usage[lv] += torch.bincount(codes[:, lv], minlength=self.usage.shape[1])
+        return Step(loss, len(batch))
+
+    @torch.no_grad()
+    def validate(self) -> dict[str, float]:
+        p = self.tokenizer.params
+        self.epoch += 1
+        if p.reset_dead_codes and self.epoch < p.epochs:  # seeded per epoch: resume-exact
+            generator = torch.Generator().manual_seed(p.seed * 10_007 + self.epoch)
+            self.tokenizer._reset_dead(self.train, self.usage, generator)
+        loss, _ = self.tokenizer.loss(self.valid)
+        return {"valid_loss": float(loss)}
+
+
 @TOKENIZERS.register("rq_vae", params=RQVAEParams)
 class RQVAE(ResidualTokenizer):
     """TIGER's RQ-VAE: MLP autoencoder with residual codebooks, STE, k-means init, dead-code reset."""
@@ -208,56 +254,59 @@ class RQVAE(ResidualTokenizer):
         self.history: list[float] = []
 
     def fit(self, x: np.ndarray) -> RQVAE:
+        """k-means-initialised codebooks, then the training core: reconstruction + codebook +
+        beta * commitment loss, validation loss on held-out items, dead codes re-seeded
+        between epochs."""
         p = self.params
         torch.manual_seed(p.seed)
-        rng = np.random.default_rng(p.seed)
         data = torch.as_tensor(np.asarray(x, np.float32))
         self.module = m = _RQVAEModule(data.shape[1], p)
-        opt = torch.optim.Adam(m.parameters(), lr=p.lr)
-        n = len(data)
-        bs = min(p.batch_size, n)
-        with torch.no_grad():  # k-means initialisation of the codebooks on the first batch
-            first = data[torch.as_tensor(rng.permutation(n)[: max(bs, p.codebook_size)])]
-            residual = m.encoder(first).numpy()
-            for lv in range(p.levels):
-                centers = _kmeans(residual, p.codebook_size, p.seed + lv, 50)
-                unused = (centers >= 1e5).any(1)
-                centers[unused] = residual[rng.integers(0, len(residual), int(unused.sum()))]
-                m.codebooks[lv].copy_(torch.from_numpy(centers))
-                codes = torch.cdist(torch.from_numpy(residual), m.codebooks[lv]).argmin(1)
-                residual = residual - centers[codes.numpy()]
-        for epoch in range(p.epochs):
-            usage = torch.zeros(p.levels, p.codebook_size)
-            total = 0.0
-            perm = torch.as_tensor(rng.permutation(n))
-            for start in range(0, n, bs):
-                batch = data[perm[start:start + bs]]
-                z = m.encoder(batch)
-                codes, zq, cb_loss, commit_loss, _ = m.quantize(z)
-                recon = ((m.decoder(zq) - batch) ** 2).sum(-1).mean()
-                loss = recon + cb_loss + p.beta * commit_loss
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                total += float(loss.detach()) * len(batch)
-                for lv in range(p.levels):
-                    usage[lv] += torch.bincount(codes[:, lv], minlength=p.codebook_size)
-            self.history.append(total / n)
-            if p.reset_dead_codes and epoch < p.epochs - 1:
-                self._reset_dead(data, usage, rng)
+        order = torch.randperm(len(data), generator=torch.Generator().manual_seed(p.seed))
+        n_valid = int(len(data) * p.valid_share)
+        valid, train = (data[order[:n_valid]], data[order[n_valid:]]) if n_valid else (data, data)
+        self._init_codebooks(train[: max(min(p.batch_size, len(train)), p.codebook_size)])
+        task = _RQVAETask(self, train, valid)
+        config = FitConfig(epochs=p.epochs, seed=p.seed, monitor="valid_loss", mode="min",
+                           patience=p.patience, smoothing=p.smoothing, progress=False)
+        result = core_fit(task, config, build_optimizer(m, lr=p.lr), name="rq_vae",
+                          steps=task.steps())
+        self.history = [row["train_loss"] for row in result.history]
         return self
 
     @torch.no_grad()
-    def _reset_dead(self, data: torch.Tensor, usage: torch.Tensor, rng) -> None:
+    def _init_codebooks(self, first: torch.Tensor) -> None:
+        """k-means on the encoded first batch, level by level on the residuals."""
+        p, m = self.params, self.module
+        rng = np.random.default_rng(p.seed)
+        residual = m.encoder(first).numpy()
+        for lv in range(p.levels):
+            centers = _kmeans(residual, p.codebook_size, p.seed + lv, 50)
+            unused = (centers >= 1e5).any(1)
+            centers[unused] = residual[rng.integers(0, len(residual), int(unused.sum()))]
+            m.codebooks[lv].copy_(torch.from_numpy(centers))
+            codes = torch.cdist(torch.from_numpy(residual), m.codebooks[lv]).argmin(1)
+            residual = residual - centers[codes.numpy()]
+
+    def loss(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(recon + codebook + beta * commitment, codes (B, levels))."""
+        m = self.module
+        codes, zq, cb_loss, commit_loss, _ = m.quantize(m.encoder(batch))
+        recon = ((m.decoder(zq) - batch) ** 2).sum(-1).mean()
+        return recon + cb_loss + self.params.beta * commit_loss, codes
+
+    @torch.no_grad()
+    def _reset_dead(self, data: torch.Tensor, usage: torch.Tensor,
+                    generator: torch.Generator) -> None:
         """Re-seed codes no item used this epoch with residuals of random items."""
         m = self.module
-        sample = data[torch.as_tensor(rng.permutation(len(data))[: 4 * self.codebook_size])]
+        pick = torch.randperm(len(data), generator=generator)[: 4 * self.codebook_size]
+        sample = data[pick]
         _, _, _, _, residuals = m.quantize(m.encoder(sample))
         for lv in range(self.levels):
             dead = torch.nonzero(usage[lv] == 0).ravel()
             if len(dead):
-                pick = torch.as_tensor(rng.integers(0, len(sample), len(dead)))
-                m.codebooks[lv][dead] = residuals[lv][pick]
+                rows = torch.randint(0, len(sample), (len(dead),), generator=generator)
+                m.codebooks[lv][dead] = residuals[lv][rows]
 
     def _check(self) -> _RQVAEModule:
         if self.module is None:

@@ -13,7 +13,6 @@ catalogue (no sampled negatives).
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -22,7 +21,10 @@ import numpy as np
 import torch
 from pydantic import BaseModel
 
+from recflow.models.retrieval.metrics import recall_ndcg_at_k
 from recflow.registry import Registry
+from recflow.training.core import Checkpoints, FitConfig, FitResult, Step, build_optimizer
+from recflow.training.core import fit as core_fit
 
 logger = logging.getLogger(__name__)
 
@@ -39,8 +41,25 @@ RETRIEVAL_MODELS.set_discovery(_discover)
 
 
 @dataclass
+class EvalSet:
+    """Users to rank for: their histories (model input), targets and the items to mask.
+
+    `seen[u]`: every item the user interacted with before the target period (not just the
+    last `eval_history`), masked when evaluation excludes seen items (RecBole's rule for
+    general models such as popularity and two-tower).
+    """
+
+    histories: list[np.ndarray]
+    targets: list[set[int]]
+    cold_items: set[int]
+    n_items: int
+    statistics: dict[str, Any] | None = None
+    seen: list[np.ndarray] | None = None
+
+
+@dataclass
 class RetrievalData:
-    """What a retrieval model trains on."""
+    """What a retrieval model trains on, and how the training core validates it."""
 
     n_items: int  # catalogue size; item indices are 1..n_items
     train_sequences: list[np.ndarray]  # per user, time-ordered item indices (training window)
@@ -48,18 +67,30 @@ class RetrievalData:
     semantic_ids: np.ndarray | None = None  # (n_items + 1, T) token per position; row 0 unused
     cold_items: np.ndarray | None = None  # indices of items with no training interaction at all
     seed: int = 0
+    valid: EvalSet | None = None  # held-out targets for early stopping (None: no validation)
+    exclude_seen: bool = False  # mask `valid.seen` when validating (as at test time)
+    fit: FitConfig | None = None  # the training core's settings (epochs come from the model)
+    checkpoints: Checkpoints | None = None
 
 
 class Retriever:
-    """fit(data) -> self; recommend(histories, k) -> (n, k) item indices, best first."""
+    """fit(data) -> self; recommend(histories, k, exclude) -> (n, k) item indices, best first.
+
+    `exclude[u]`: item indices never to return for user u (their seen items); only models
+    with `can_exclude_seen` take it (TIGER's beam search decodes a fixed number of IDs).
+    """
 
     name = "retriever"
     train_seconds: float = 0.0
+    can_exclude_seen: bool = True
+    history: list[float]
+    fit_result: FitResult | None = None
 
     def fit(self, data: RetrievalData) -> Retriever:
         raise NotImplementedError
 
-    def recommend(self, histories: list[np.ndarray], k: int) -> np.ndarray:
+    def recommend(self, histories: list[np.ndarray], k: int,
+                  exclude: list[np.ndarray] | None = None) -> np.ndarray:
         raise NotImplementedError
 
     def state(self) -> dict[str, Any]:
@@ -112,45 +143,89 @@ def causal_pad_mask(pad: torch.Tensor, heads: int) -> torch.Tensor:
     return blocked.repeat_interleave(heads, dim=0)
 
 
-def batches(n: int, batch_size: int, rng: np.random.Generator | None = None):
-    order = rng.permutation(n) if rng is not None else np.arange(n)
-    for start in range(0, n, batch_size):
-        yield order[start:start + batch_size]
+def mask_seen(scores: torch.Tensor, exclude: list[np.ndarray] | None) -> torch.Tensor:
+    """Set the scores (n, n_items) of each row's excluded item indices (1-based) to -inf."""
+    if exclude is None:
+        return scores
+    rows = np.repeat(np.arange(len(exclude)), [len(e) for e in exclude])
+    cols = np.concatenate(exclude).astype(np.int64) - 1 if len(rows) else np.zeros(0, np.int64)
+    scores[torch.as_tensor(rows), torch.as_tensor(cols)] = float("-inf")
+    return scores
 
 
-def train_next_token(
-    module: torch.nn.Module,
-    sequences: torch.Tensor,
-    step_loss: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, int]],
-    *, epochs: int, batch_size: int, optimizer: torch.optim.Optimizer, seed: int,
-) -> tuple[list[float], float]:
-    """Shuffled next-token training shared by the sequence retrievers.
-
-    `step_loss(inputs, targets)` returns the mean loss of a batch and how many
-    targets it covered; returns (mean loss per epoch, train seconds).
-    """
-    rng = np.random.default_rng(seed)
-    history: list[float] = []
-    with Timer() as timer:
-        for _ in range(epochs):
-            module.train()
-            total, count = 0.0, 0
-            for idx in batches(len(sequences), batch_size, rng):
-                batch = sequences[torch.as_tensor(idx)]
-                loss, n = step_loss(batch[:, :-1], batch[:, 1:])
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
-                total += float(loss.detach()) * n
-                count += n
-            history.append(total / max(count, 1))
-    return history, timer.seconds
+def top_k(score: Callable[[list[np.ndarray]], torch.Tensor], histories: list[np.ndarray],
+          k: int, exclude: list[np.ndarray] | None = None, chunk: int = 1024) -> np.ndarray:
+    """(n, k) best item indices from a full-catalogue scorer, `chunk` users at a time."""
+    out = []
+    for start in range(0, len(histories), chunk):
+        s = score(histories[start:start + chunk])
+        s = mask_seen(s, None if exclude is None else exclude[start:start + chunk])
+        out.append(torch.topk(s, k, dim=1).indices.numpy() + 1)
+    return np.concatenate(out) if out else np.zeros((0, k), dtype=np.int64)
 
 
-class Timer:
-    def __enter__(self) -> Timer:
-        self.start = time.perf_counter()
-        return self
+def validation_metrics(model: Retriever, data: RetrievalData, k: int = 10) -> dict[str, float]:
+    """recall@k / ndcg@k on `data.valid` (the training core's validation of a retriever)."""
+    valid = data.valid
+    exclude = valid.seen if data.exclude_seen else None
+    topk = model.recommend(valid.histories, k, exclude)
+    recall, ndcg = recall_ndcg_at_k(topk, valid.targets, k)
+    return {f"valid_recall@{k}": recall, f"valid_ndcg@{k}": ndcg}
 
-    def __exit__(self, *exc: object) -> None:
-        self.seconds = time.perf_counter() - self.start
+
+class IndexBatchTask:
+    """A retriever for the training core: shuffled batches of sample indices, the model's
+    `step(indices) -> Step`, and `validate()` on the held-out users."""
+
+    def __init__(self, module: torch.nn.Module, n_samples: int, batch_size: int,
+                 step: Callable[[torch.Tensor], Step],
+                 validate: Callable[[], dict[str, float]], min_batch: int = 1) -> None:
+        self.module, self.n_samples, self.batch_size = module, n_samples, batch_size
+        self.step, self.validate, self.min_batch = step, validate, min_batch
+
+    def batches(self, generator: torch.Generator):
+        order = torch.randperm(self.n_samples, generator=generator)
+        for start in range(0, self.n_samples, self.batch_size):
+            idx = order[start:start + self.batch_size]
+            if len(idx) >= self.min_batch:
+                yield idx
+
+    def steps(self) -> int:
+        return -(-self.n_samples // self.batch_size)
+
+
+def fit_config(data: RetrievalData, epochs: int) -> FitConfig:
+    """The run's `FitConfig` with the model's epochs and the data's seed; without a
+    validation split, every epoch is trained and the last weights kept."""
+    config = (data.fit or FitConfig(monitor="valid_ndcg@10")).model_copy(
+        update={"epochs": epochs, "seed": data.seed})
+    if data.valid is None:
+        config = config.model_copy(update={"monitor": "train_loss", "mode": "min",
+                                           "patience": None})
+    return config
+
+
+def fit_retriever(model: Retriever, data: RetrievalData, *, epochs: int, lr: float,
+                  weight_decay: float, n_samples: int, batch_size: int,
+                  step: Callable[[torch.Tensor], Step], min_batch: int = 1,
+                  before_validation: Callable[[], None] | None = None) -> FitResult:
+    """Train `model.module` through the training core (AdamW): validation on `data.valid`
+    after each epoch (recall / ndcg at the monitored K), early stopping, best weights,
+    checkpoints and exact resume. Sets `model.history` (train loss per epoch) and
+    `model.fit_result`."""
+    config = fit_config(data, epochs)
+    k = int(config.monitor.rsplit("@", 1)[1]) if "@" in config.monitor else 10
+
+    def validate() -> dict[str, float]:
+        if before_validation is not None:
+            before_validation()
+        return validation_metrics(model, data, k) if data.valid is not None else {}
+
+    task = IndexBatchTask(model.module, n_samples, batch_size, step, validate, min_batch)
+    optimizer = build_optimizer(model.module, name="adamw", lr=lr, weight_decay=weight_decay)
+    result = core_fit(task, config, optimizer, data.checkpoints, name=model.name,
+                      steps=task.steps())
+    model.history = [row["train_loss"] for row in result.history]
+    model.fit_result = result
+    model.train_seconds = result.train_seconds
+    return result

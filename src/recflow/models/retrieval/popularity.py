@@ -8,7 +8,13 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict
 
-from recflow.models.retrieval.base import RETRIEVAL_MODELS, RetrievalData, Retriever, coerce_params
+from recflow.models.retrieval.base import (
+    RETRIEVAL_MODELS,
+    RetrievalData,
+    Retriever,
+    coerce_params,
+    top_k,
+)
 
 
 class PopularityParams(BaseModel):
@@ -31,9 +37,19 @@ class Popularity(Retriever):
         self.counts[0] = -1  # padding is never recommended
         return self
 
-    def recommend(self, histories: list[np.ndarray], k: int) -> np.ndarray:
-        order = np.argsort(-self.counts, kind="stable")[:k]
-        return np.tile(order, (len(histories), 1))
+    def scores(self, histories: list[np.ndarray]) -> torch.Tensor:
+        """(n, n_items) training click counts, the same row for everyone; ties go to the
+        lower index (a fraction < 1 added to integer counts never reorders them)."""
+        n = len(self.counts) - 1
+        ranked = self.counts[1:] + (n - np.arange(n)) / (n + 1)
+        return torch.as_tensor(ranked).expand(len(histories), -1).clone()
+
+    def recommend(self, histories: list[np.ndarray], k: int,
+                  exclude: list[np.ndarray] | None = None) -> np.ndarray:
+        if exclude is None:  # one ranking for everyone
+            order = np.argsort(-self.counts, kind="stable")[:k]
+            return np.tile(order, (len(histories), 1))
+        return top_k(self.scores, histories, k, exclude)
 
     def state(self) -> dict[str, Any]:
         return {"counts": torch.as_tensor(self.counts)}

@@ -19,6 +19,7 @@ Loss (``loss:``), at every position t with next item y_t and state h_t, logits
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Literal
 
 import numpy as np
@@ -33,6 +34,7 @@ from recflow.config_checks import (
     MAX_EMBED_DIM,
     MAX_EPOCHS,
     MAX_LAYERS,
+    MAX_WIDTH,
     StrictModel,
 )
 from recflow.models.retrieval.base import (
@@ -41,20 +43,36 @@ from recflow.models.retrieval.base import (
     Retriever,
     causal_pad_mask,
     coerce_params,
+    fit_retriever,
     left_pad,
-    train_next_token,
+    top_k,
     windows,
 )
+from recflow.training.core import Step
+
+logger = logging.getLogger(__name__)
 
 
 class SASRecParams(StrictModel):
-    max_len: int = Field(20, ge=2, le=512)
+    max_len: int = Field(50, ge=2, le=512)
     embed_dim: int = Field(64, ge=4, le=MAX_EMBED_DIM)
     heads: int = Field(2, ge=1, le=MAX_LAYERS)
     layers: int = Field(2, ge=1, le=MAX_LAYERS)
+    ffn_dim: int | None = Field(None, ge=4, le=MAX_WIDTH, description="Feed-forward width; "
+                                "None: 4 x embed_dim (the Transformer's ratio).")
+    activation: Literal["gelu", "relu"] = "gelu"
+    norm: Literal["post", "pre"] = Field("post", description="LayerNorm after each residual "
+                                         "(SASRec / BERT) or before each sublayer (pre-LN).")
+    input_norm: bool = Field(True, description="LayerNorm on item + position embeddings.")
+    init_std: float = Field(0.02, gt=0, le=1, description="Normal init std of embeddings and "
+                            "linear weights (positions included).")
     dropout: float = Field(0.2, ge=0, lt=1)
-    epochs: int = Field(30, ge=1, le=MAX_EPOCHS)
-    batch_size: int = Field(128, ge=1, le=MAX_BATCH)
+    attn_dropout: float | None = Field(None, ge=0, lt=1, description="None: `dropout`.")
+    epochs: int = Field(200, ge=1, le=MAX_EPOCHS, description="Most epochs; validation with "
+                        "patience (retrieval.training) usually stops far earlier.")
+    batch_size: int = Field(2048, ge=1, le=MAX_BATCH, description="Training TARGETS per step "
+                            "(each window holds up to max_len targets; the windows per step "
+                            "are chosen to carry about this many and logged).")
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(0.0, ge=0)
     loss: Literal["full_softmax", "sampled_softmax"] = "full_softmax"
@@ -65,25 +83,45 @@ class SASRecParams(StrictModel):
 
 
 class SASRecModule(nn.Module):
-    """Sequence encoder: (B, S) item indices -> (B, S, d) states; score = h @ E^T."""
+    """Sequence encoder: (B, S) item indices -> (B, S, d) states; score = h @ E^T.
+
+    ``x_t = Dropout(LN(E[i_t] + P[t]))`` (LN if ``input_norm``), then ``layers`` causal
+    Transformer blocks (post- or pre-LN, GELU/ReLU FFN of ``ffn_dim``), a final LayerNorm
+    with pre-LN. Embeddings and linear weights start at N(0, init_std²), so positions
+    do not swamp items at init.
+    """
 
     def __init__(self, n_items: int, p: SASRecParams) -> None:
         super().__init__()
         self.heads = p.heads
-        self.item = nn.Embedding(n_items + 1, p.embed_dim, padding_idx=0)
-        self.pos = nn.Embedding(p.max_len, p.embed_dim)
-        layer = nn.TransformerEncoderLayer(p.embed_dim, p.heads, 2 * p.embed_dim, p.dropout,
-                                           batch_first=True, norm_first=True)
+        d = p.embed_dim
+        self.item = nn.Embedding(n_items + 1, d, padding_idx=0)
+        self.pos = nn.Embedding(p.max_len, d)
+        self.input_norm = nn.LayerNorm(d) if p.input_norm else nn.Identity()
+        layer = nn.TransformerEncoderLayer(d, p.heads, p.ffn_dim or 4 * d, p.dropout,
+                                           activation=p.activation, batch_first=True,
+                                           norm_first=p.norm == "pre")
+        if p.attn_dropout is not None:
+            layer.self_attn.dropout = p.attn_dropout
         self.encoder = nn.TransformerEncoder(layer, p.layers, enable_nested_tensor=False)
-        self.norm = nn.LayerNorm(p.embed_dim)
+        self.norm = nn.LayerNorm(d) if p.norm == "pre" else nn.Identity()
         self.drop = nn.Dropout(p.dropout)
-        nn.init.normal_(self.item.weight, std=0.05)
+        for module in self.modules():
+            if isinstance(module, nn.Linear | nn.Embedding):
+                nn.init.normal_(module.weight, std=p.init_std)
+            if isinstance(module, nn.Linear) and module.bias is not None:
+                nn.init.zeros_(module.bias)
+        for name, weight in self.encoder.named_parameters():  # attention's fused in-projection
+            if name.endswith("in_proj_weight"):
+                nn.init.normal_(weight, std=p.init_std)
+        with torch.no_grad():
+            self.item.weight[0].zero_()
 
     def forward(self, seq: torch.Tensor) -> torch.Tensor:
         pad = seq == 0
         pos = torch.arange(seq.shape[1], device=seq.device) + (self.pos.num_embeddings
                                                                 - seq.shape[1])
-        x = self.drop(self.item(seq) * self.item.embedding_dim ** 0.5 + self.pos(pos))
+        x = self.drop(self.input_norm(self.item(seq) + self.pos(pos)))
         h = self.encoder(x, mask=causal_pad_mask(pad, self.heads))
         return self.norm(h)
 
@@ -144,30 +182,34 @@ class SASRec(Retriever):
         self.history: list[float] = []
 
     def fit(self, data: RetrievalData) -> SASRec:
+        """Next-item training over windows of `max_len + 1` items through the training core."""
         p = self.params
         torch.manual_seed(data.seed)
         self.module = m = SASRecModule(data.n_items, p)
         seqs = torch.as_tensor(left_pad(windows(data.train_sequences, p.max_len + 1),
                                         p.max_len + 1))
-
+        per_window = max(float((seqs[:, 1:] > 0).sum()) / max(len(seqs), 1), 1.0)
+        windows_per_step = max(1, round(p.batch_size / per_window))
+        logger.info("sasrec: %d windows, %.1f targets each; %d windows per step = about %d "
+                    "targets (batch_size %d)", len(seqs), per_window, windows_per_step,
+                    round(windows_per_step * per_window), p.batch_size)
         q = torch.as_tensor(sampling_distribution(data.train_sequences, data.n_items,
                                                   p.negative_sampling), dtype=torch.float32)
         log_q = torch.log(q.clamp(min=1e-12)) if p.logq_correction else None
 
-        def step_loss(inputs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, int]:
+        def step(idx: torch.Tensor) -> Step:
+            batch = seqs[idx]
+            inputs, targets = batch[:, :-1], batch[:, 1:]
             valid = (targets > 0) & (inputs > 0)
             h = m(inputs)[valid]
             if p.loss == "full_softmax":
-                return F.cross_entropy(m.logits(h), targets[valid] - 1), int(valid.sum())
+                return Step(F.cross_entropy(m.logits(h), targets[valid] - 1), int(valid.sum()))
             negatives = torch.multinomial(q, p.num_negatives, replacement=True)
-            return (sampled_softmax_loss(h, m.item.weight, targets[valid], negatives, log_q),
-                    int(valid.sum()))
+            return Step(sampled_softmax_loss(h, m.item.weight, targets[valid], negatives, log_q),
+                        int(valid.sum()))
 
-        opt = torch.optim.AdamW(m.parameters(), lr=p.lr, weight_decay=p.weight_decay)
-        history, self.train_seconds = train_next_token(
-            m, seqs, step_loss, epochs=p.epochs, batch_size=p.batch_size, optimizer=opt,
-            seed=data.seed)
-        self.history.extend(history)
+        fit_retriever(self, data, epochs=p.epochs, lr=p.lr, weight_decay=p.weight_decay,
+                      n_samples=len(seqs), batch_size=windows_per_step, step=step)
         return self
 
     @torch.no_grad()
@@ -176,12 +218,9 @@ class SASRec(Retriever):
         seq = torch.as_tensor(left_pad(histories, self.params.max_len))
         return m.logits(m.user_embedding(seq))
 
-    def recommend(self, histories: list[np.ndarray], k: int) -> np.ndarray:
-        out = []
-        for start in range(0, len(histories), 1024):
-            s = self.scores(histories[start:start + 1024])
-            out.append(torch.topk(s, k, dim=1).indices.numpy() + 1)
-        return np.concatenate(out) if out else np.zeros((0, k), dtype=np.int64)
+    def recommend(self, histories: list[np.ndarray], k: int,
+                  exclude: list[np.ndarray] | None = None) -> np.ndarray:
+        return top_k(self.scores, histories, k, exclude)
 
     @torch.no_grad()
     def item_matrix(self) -> np.ndarray:

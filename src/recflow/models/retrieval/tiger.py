@@ -13,7 +13,9 @@ their content, but the decoder never saw them as targets, so they rarely win
 the full beam. A second search under a trie of the cold items alone gives the
 model's best cold items (their codes are shared with warm items, so the
 per-level code distributions still apply), and they take ``cold_share`` of
-every top-K prefix (positions 10, 20, ... at 0.1).
+every top-K prefix (positions 10, 20, ... at 0.1). By default (``cold_share: null``) the
+share is the share of cold items among the validation targets: 0 when the split has no
+cold targets, so a warm benchmark does not give up a top-10 slot to cold items.
 
 Design choice: decoder-only (one stack) rather than TIGER's encoder-decoder. The
 beam search runs the history once per user (`prefill`) and then extends each
@@ -24,6 +26,7 @@ exported graph stays the plain "step" (history tokens -> next-token logits).
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import numpy as np
@@ -46,11 +49,14 @@ from recflow.models.retrieval.base import (
     Retriever,
     causal_pad_mask,
     coerce_params,
+    fit_retriever,
     left_pad,
-    train_next_token,
     windows,
 )
 from recflow.serving.trie import TrieTable, merge_cold
+from recflow.training.core import Step
+
+logger = logging.getLogger(__name__)
 
 
 class Trie(TrieTable):
@@ -77,13 +83,16 @@ class TigerParams(StrictModel):
     heads: int = Field(2, ge=1, le=MAX_LAYERS)
     layers: int = Field(2, ge=1, le=MAX_LAYERS)
     dropout: float = Field(0.1, ge=0, lt=1)
-    epochs: int = Field(30, ge=1, le=MAX_EPOCHS)
-    batch_size: int = Field(128, ge=1, le=MAX_BATCH)
+    epochs: int = Field(100, ge=1, le=MAX_EPOCHS, description="Most epochs; validation "
+                        "with patience (retrieval.training) stops earlier.")
+    batch_size: int = Field(128, ge=1, le=MAX_BATCH, description="Windows per step.")
     lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
     beam_size: int = Field(20, ge=1, le=MAX_COUNT, description="Beams kept (>= the largest K evaluated).")
-    cold_share: float = Field(
-        0.1, ge=0, le=1, description="TIGER's epsilon: at most this share of every top-K prefix "
-        "goes to cold items (no training events) whose code prefix the model decodes.")
+    cold_share: float | None = Field(
+        None, ge=0, le=1, description="TIGER's epsilon: at most this share of every top-K "
+        "prefix goes to cold items (no training events) whose code prefix the model decodes. "
+        "None: the share of cold items among the validation targets (0 without any).")
 
 
 class TigerModule(nn.Module):
@@ -230,6 +239,7 @@ class Tiger(Retriever):
     """Generative retrieval: decoder over semantic-ID tokens + trie-constrained beam search."""
 
     name = "tiger"
+    can_exclude_seen = False  # beam search returns K decoded IDs; masking would need more beams
 
     def __init__(self, params: TigerParams) -> None:
         self.params = params
@@ -237,6 +247,7 @@ class Tiger(Retriever):
         self.trie: Trie | None = None
         self.cold_trie: Trie | None = None
         self.history: list[float] = []
+        self.cold_share = params.cold_share or 0.0
 
     def _setup(self, sids: np.ndarray) -> None:
         sids = np.asarray(sids, dtype=np.int64)
@@ -265,16 +276,17 @@ class Tiger(Retriever):
             if data.train_sequences:
                 seen[np.concatenate(data.train_sequences)] = True
             self._index_cold(np.flatnonzero(~seen[1:]) + 1)
+        self.cold_share = self._resolve_cold_share(data)
         m = self.module
         wins = windows(data.train_sequences, p.max_items + 1)
         seqs = history_tokens(m, self.sid_table, wins, p.max_items + 1)  # (N, max_len)
-        opt = torch.optim.AdamW(m.parameters(), lr=p.lr)
         level_of_target = torch.as_tensor(
             [(i % m.n_tok) for i in range(seqs.shape[1] - 1)])  # position p predicts level p % T
         vocab_sizes = torch.as_tensor(m.vocab_sizes)
         col = torch.arange(m.total)
 
-        def step_loss(inputs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, int]:
+        def step(idx: torch.Tensor) -> Step:
+            inputs, targets = seqs[idx, :-1], seqs[idx, 1:]
             valid = targets > 1
             logits = m(inputs)[valid]
             lv = level_of_target.expand_as(targets)[valid]
@@ -282,18 +294,33 @@ class Tiger(Retriever):
             starts = 2 + m.offsets[lv]
             outside = (col < starts[:, None]) | (col >= (starts + vocab_sizes[lv])[:, None])
             loss = F.cross_entropy(logits.masked_fill(outside, float("-inf")), targets[valid])
-            return loss, int(valid.sum())
+            return Step(loss, int(valid.sum()))
 
-        history, self.train_seconds = train_next_token(
-            m, seqs, step_loss, epochs=p.epochs, batch_size=p.batch_size, optimizer=opt,
-            seed=data.seed)
-        self.history.extend(history)
+        fit_retriever(self, data, epochs=p.epochs, lr=p.lr, weight_decay=p.weight_decay,
+                      n_samples=len(seqs), batch_size=p.batch_size, step=step)
         return self
 
-    def recommend(self, histories: list[np.ndarray], k: int, beam: int | None = None
+    def _resolve_cold_share(self, data: RetrievalData) -> float:
+        """`cold_share` as set, else the cold share of the validation targets."""
+        if self.params.cold_share is not None:
+            return self.params.cold_share
+        if data.valid is None or not len(self.cold_items):
+            return 0.0
+        cold = set(self.cold_items.tolist())
+        targets = [t for t in data.valid.targets if t]
+        share = sum(len(t & cold) / len(t) for t in targets) / max(len(targets), 1)
+        logger.info("tiger: cold_share %.3f (share of cold items among validation targets)",
+                    share)
+        return float(share)
+
+    def recommend(self, histories: list[np.ndarray], k: int,
+                  exclude: list[np.ndarray] | None = None, beam: int | None = None
                   ) -> np.ndarray:
+        if exclude is not None:
+            raise ValueError("tiger cannot exclude seen items (beam search decodes K IDs); "
+                             "set exclude_seen: false for this model")
         beam = max(beam or self.params.beam_size, k)
-        share = self.params.cold_share if self.cold_trie is not None else 0.0
+        share = self.cold_share if self.cold_trie is not None else 0.0
         n_cold = int(np.floor(k * share))
         out = []
         for start in range(0, len(histories), 256):
@@ -309,7 +336,7 @@ class Tiger(Retriever):
 
     def state(self) -> dict[str, Any]:
         return {"state_dict": self.module.state_dict(), "semantic_ids": self.sid_table,
-                "cold_items": torch.as_tensor(self.cold_items)}
+                "cold_items": torch.as_tensor(self.cold_items), "cold_share": self.cold_share}
 
     @classmethod
     def from_state(cls, params: TigerParams | dict[str, Any] | None, state: dict[str, Any]
@@ -323,4 +350,5 @@ class Tiger(Retriever):
         cold = state.get("cold_items")
         if cold is not None and hasattr(model, "_index_cold"):
             model._index_cold(np.asarray(cold))
+        model.cold_share = float(state.get("cold_share", p.cold_share or 0.0))
         return model

@@ -51,11 +51,12 @@ from recflow.models.retrieval.base import (
     RETRIEVAL_MODELS,
     RetrievalData,
     Retriever,
-    Timer,
-    batches,
     coerce_params,
+    fit_retriever,
     left_pad,
+    top_k,
 )
+from recflow.training.core import Step
 
 
 class TwoTowerParams(StrictModel):
@@ -228,7 +229,6 @@ class TwoTower(Retriever):
     def fit(self, data: RetrievalData) -> TwoTower:
         p = self.params
         torch.manual_seed(data.seed)
-        rng = np.random.default_rng(data.seed)
         self.feature_names, codes = feature_table(data.item_features, data.n_items)
         vocab = [int(codes[:, f].max()) + 1 for f in range(codes.shape[1])]
         self.module = m = TwoTowerModule(data.n_items, vocab, p)
@@ -245,37 +245,30 @@ class TwoTower(Retriever):
         counts = np.bincount(targets, minlength=data.n_items + 1).astype(np.float64)
         q = torch.as_tensor(counts / max(counts.sum(), 1.0), dtype=torch.float32)
         hist_t, targets_t = torch.as_tensor(hist), torch.as_tensor(targets)
-        opt = torch.optim.AdamW(m.parameters(), lr=p.lr, weight_decay=p.weight_decay)
-        with Timer() as timer:
-            for _ in range(p.epochs):
-                m.train()
-                total, count = 0.0, 0
-                for idx in batches(len(targets), p.batch_size, rng):
-                    if len(idx) < 2:
-                        continue
-                    idx = torch.as_tensor(idx)
-                    h, t = hist_t[idx], targets_t[idx]
-                    rows = m.id_rows[t]
-                    if p.id_dropout > 0:
-                        drop = torch.rand(len(t)) < p.id_dropout
-                        rows = torch.where(drop, torch.full_like(rows, m.oov), rows)
-                    items = t
-                    if p.uniform_negatives:
-                        extra = torch.randint(1, data.n_items + 1, (p.uniform_negatives,))
-                        items = torch.cat([t, extra])
-                        rows = torch.cat([rows, m.id_rows[extra]])
-                    # expected count of each column's item among the batch's candidates
-                    expected = len(t) * q[items] + p.uniform_negatives / data.n_items
-                    loss = in_batch_softmax_loss(
-                        m.user(h), m.item(rows, m.codes[items]), items,
-                        torch.log(expected) if p.logq_correction else None, p.temperature)
-                    opt.zero_grad()
-                    loss.backward()
-                    opt.step()
-                    total += float(loss.detach()) * len(idx)
-                    count += len(idx)
-                self.history.append(total / max(count, 1))
-        self.train_seconds = timer.seconds
+
+        def step(idx: torch.Tensor) -> Step:
+            h, t = hist_t[idx], targets_t[idx]
+            rows = m.id_rows[t]
+            if p.id_dropout > 0:
+                drop = torch.rand(len(t)) < p.id_dropout
+                rows = torch.where(drop, torch.full_like(rows, m.oov), rows)
+            items = t
+            if p.uniform_negatives:
+                extra = torch.randint(1, data.n_items + 1, (p.uniform_negatives,))
+                items, rows = torch.cat([t, extra]), torch.cat([rows, m.id_rows[extra]])
+            # expected count of each column's item among the batch's candidates
+            expected = len(t) * q[items] + p.uniform_negatives / data.n_items
+            loss = in_batch_softmax_loss(
+                m.user(h), m.item(rows, m.codes[items]), items,
+                torch.log(expected) if p.logq_correction else None, p.temperature)
+            return Step(loss, len(idx))
+
+        def forget_vectors() -> None:  # the item tower changed since the last cache
+            self._vectors = None
+
+        fit_retriever(self, data, epochs=p.epochs, lr=p.lr, weight_decay=p.weight_decay,
+                      n_samples=len(targets), batch_size=p.batch_size, step=step, min_batch=2,
+                      before_validation=forget_vectors)
         self._vectors = None
         return self
 
@@ -291,13 +284,14 @@ class TwoTower(Retriever):
         m = self.module.eval()
         return m.user(torch.as_tensor(left_pad(histories, self.params.max_len)))
 
-    def recommend(self, histories: list[np.ndarray], k: int) -> np.ndarray:
-        items = self.item_vectors()[1:]
-        out = []
-        for start in range(0, len(histories), 1024):
-            scores = self.user_vectors(histories[start:start + 1024]) @ items.T
-            out.append(torch.topk(scores, k, dim=1).indices.numpy() + 1)
-        return np.concatenate(out) if out else np.zeros((0, k), dtype=np.int64)
+    @torch.no_grad()
+    def scores(self, histories: list[np.ndarray]) -> torch.Tensor:
+        """(n, n_items) cosine scores / temperature-free: <user, item> for items 1..n."""
+        return self.user_vectors(histories) @ self.item_vectors()[1:].T
+
+    def recommend(self, histories: list[np.ndarray], k: int,
+                  exclude: list[np.ndarray] | None = None) -> np.ndarray:
+        return top_k(self.scores, histories, k, exclude)
 
     def state(self) -> dict[str, Any]:
         return {"state_dict": self.module.state_dict(), "feature_names": list(self.feature_names)}
