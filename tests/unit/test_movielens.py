@@ -85,7 +85,7 @@ def write_recbole(root: Path) -> Path:
         for i, _, _, genres, title, year in ITEMS
     ]
     inter = ["user_id:token\titem_id:token\trating:float\ttimestamp:float"]
-    inter += ["\t".join(map(str, r)) for r in reversed(INTERACTIONS)]
+    inter += ["\t".join(map(str, r)) for r in INTERACTIONS]  # RecBole kept u.data's order
     for ext, rows in {"user": user, "item": item, "inter": inter}.items():
         (root / f"ml-100k.{ext}").write_text("\n".join(rows) + "\n", encoding="utf-8")
     return root
@@ -168,10 +168,9 @@ def test_interaction_labels_and_order(tables: dict[str, pd.DataFrame]) -> None:
     assert not ((inter["purchase"] == 1) & (inter["click"] == 0)).any()  # purchase => click
     assert inter["click"].sum() == 4 and inter["purchase"].sum() == 2
     assert (inter["dwell"] == 0.0).all()
-    keys = list(zip(inter["timestamp"], inter["user_id"], strict=True))
-    assert keys == sorted(keys)
+    assert inter["timestamp"].is_monotonic_increasing
     tie = inter[inter["timestamp"] == 881250949]
-    assert tie["user_id"].tolist() == [1, 2]
+    assert tie["user_id"].tolist() == [2, 1]  # equal timestamps keep the file's order
 
 
 def test_parent_directory_is_accepted(grouplens_dir: Path) -> None:

@@ -285,7 +285,11 @@ def _unify_items(items: pd.DataFrame) -> pd.DataFrame:
 
 
 def _unify_interactions(inter: pd.DataFrame) -> pd.DataFrame:
-    """Derive implicit click/purchase labels and sort chronologically."""
+    """Derive implicit click/purchase labels and sort chronologically.
+
+    Ties (equal timestamps) keep the file's order, as RecBole's stable sort does: breaking
+    them by item id would make the last event of many users an arbitrary, often obscure,
+    film (the leave-one-out test item)."""
     rating = pd.to_numeric(inter["rating"]).astype("float64")
     out = pd.DataFrame(
         {
@@ -299,7 +303,7 @@ def _unify_interactions(inter: pd.DataFrame) -> pd.DataFrame:
             "dwell": np.zeros(len(inter), dtype="float64"),
         }
     )
-    out = out.sort_values(["timestamp", "user_id", "item_id"], kind="stable")
+    out = out.sort_values("timestamp", kind="stable")
     return out.reset_index(drop=True)
 
 
