@@ -46,8 +46,7 @@ def register_pipelines() -> dict[str, Pipeline]:
     params = _parameters()
     check_parameters(params)  # unknown blocks, per-entry overrides: refused before any node runs
     model_names = list((params.get("ranking") or {}).get("models") or {})
-    tokenizers = list((params.get("semantic_ids") or {}).get("tokenizers") or {})
-    sem = semantic_ids.create_pipeline(tokenizer_names=tokenizers)
+    sem = semantic_ids.create_pipeline(**semantic_ids.pipeline_kwargs(params))
     prep_kwargs = preprocessing.pipeline_kwargs(params)
     prep = preprocessing.create_pipeline(**prep_kwargs)
     sid_tables = [f"semantic_ids_{t}" for t in prep_kwargs["semantic_tokenizers"]]
@@ -65,7 +64,8 @@ def register_pipelines() -> dict[str, Pipeline]:
     def prepared(*names: str) -> Pipeline:  # a dataset without item key has no `items`
         return prep.to_outputs(*(n for n in names if n in prep.all_outputs()))
 
-    pipelines["semantic_ids"] = prepared("items") + sem
+    # the tables `sem` reads (+ interactions, split_cutoffs for a collaborative encoder)
+    pipelines["semantic_ids"] = prepared(*sem.inputs()) + sem
     pipelines["retrieval"] = (
         prepared("interactions", "items", "split_cutoffs") + sem
         + retrieval.create_pipeline(models=retrieval_models)

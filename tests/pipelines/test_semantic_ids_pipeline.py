@@ -101,6 +101,10 @@ def test_semantic_ids_report_follows_the_contract(sid_project: Path) -> None:
         assert m["levels"] == 2 and m["codebook_size"] == 16
         assert m["collision_rate"] == 0.0 <= m["collision_rate_before"] < 1.0
         assert len(m["utilization"]) == 2 and all(0 < u <= 1 for u in m["utilization"])
+        # distinct prefixes per depth; the last = distinct code tuples before disambiguation
+        assert len(m["distinct_prefixes"]) == 2
+        assert m["distinct_prefixes"][0] <= m["distinct_prefixes"][1]
+        assert m["distinct_prefixes"][-1] == round(m["items"] * (1 - m["collision_rate_before"]))
     # the first code follows the item hierarchy far better than chance
     km = report["tokenizers"]["rq_kmeans"]
     assert km["purity_category"] > km["purity_category_shuffled"] + 0.3
@@ -138,3 +142,59 @@ def test_bad_tokenizer_yaml_fails_before_running(tmp_path: Path,
     with pytest.raises(Exception, match="codebok_size"):
         run_kedro(project, "semantic_ids")
     assert not (project / "data/08_reporting/semantic_ids_report.json").exists()
+
+
+def wire_collaborative(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`semantic_ids` built from pipeline_kwargs (the encoder decides its inputs), after the
+    preprocessing nodes that write the tables encode_items reads."""
+    import recflow.pipeline_registry as registry
+    from recflow.pipelines import preprocessing
+    from recflow.pipelines.semantic_ids.pipeline import create_pipeline, pipeline_kwargs
+
+    original = registry.register_pipelines
+
+    def register() -> dict:
+        pipes = original()
+        params = registry._parameters()
+        prep = preprocessing.create_pipeline(**preprocessing.pipeline_kwargs(params))
+        needed = [n for n in ("items", "interactions", "split_cutoffs")
+                  if n in prep.all_outputs()]
+        pipes["semantic_ids"] = prep.to_outputs(*needed) + create_pipeline(
+            **pipeline_kwargs(params))
+        return pipes
+
+    monkeypatch.setattr(registry, "register_pipelines", register)
+
+
+def test_cooccurrence_encoder_learns_from_the_retrieval_training_events(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from recflow.evaluation import retrieval_protocol
+    from recflow.registry import ITEM_ENCODERS
+
+    seen: list[pd.DataFrame] = []
+    original = retrieval_protocol.training_events
+
+    def spy(interactions: pd.DataFrame, cutoffs: dict, params) -> pd.DataFrame:
+        seen.append(original(interactions, cutoffs, params))
+        return seen[-1]
+
+    monkeypatch.setattr(retrieval_protocol, "training_events", spy)
+    wire_collaborative(monkeypatch)
+    project = make_project(tmp_path / "project", n_users=100, n_items=150, n_impressions=6000)
+    encoder = {"name": "cooccurrence", "params": {"dim": 8, "text_weight": 0.5,
+                                                  "text_columns": ["title", "category"],
+                                                  "text_dim": 4}}
+    sids = {**SMALL_SIDS, "encoder": encoder,
+            "tokenizers": {"rq_kmeans": SMALL_SIDS["tokenizers"]["rq_kmeans"]}}
+    write_params(project, sids, SMALL_RETRIEVAL)
+    torch.set_num_threads(1)
+    run_kedro(project, "semantic_ids")
+    assert len(seen) == 1 and len(seen[0]) > 0
+    emb = pd.read_parquet(project / "data/04_feature/item_embeddings.parquet")
+    items = pd.read_parquet(project / "data/01_raw/items.parquet").sort_values("item_id")
+    expected = ITEM_ENCODERS.create("cooccurrence", params=encoder["params"]).fit_transform(
+        items.reset_index(drop=True), events=seen[0])
+    assert emb.shape == (len(items), 1 + 8 + 4)
+    np.testing.assert_allclose(emb.filter(like="e_").to_numpy(), expected, atol=1e-6)
+    report = json.loads((project / "data/08_reporting/semantic_ids_report.json").read_text())
+    assert report["tokenizers"]["rq_kmeans"]["collision_rate"] == 0.0

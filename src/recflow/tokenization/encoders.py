@@ -228,11 +228,15 @@ def shifted_ppmi(c: Any, shift: float = 1.0, smoothing: float = 0.75) -> Any:
 
 
 def svd_embeddings(m: Any, dim: int, power: float, seed: int) -> np.ndarray:
-    """Rows of U_k S_k^power from a truncated (randomised) SVD of `m`, L2-normalised.
+    """Rows of (U_k + V_k) S_k^power from a truncated randomised SVD of the PPMI matrix,
+    L2-normalised ("w + c", Levy, Goldberg & Dagan 2015).
 
-    power = 0.5 splits the singular values symmetrically between item and context
-    vectors (Levy et al. 2015); rows of items without any PPMI mass stay zero. Columns
-    beyond the matrix's rank are zero-padded, so the output always has `dim` columns.
+    For a symmetric M = sum_l lambda_l q_l q_l^T, a component with lambda_l > 0 has
+    u_l = v_l and one with lambda_l < 0 has u_l = -v_l, so U + V keeps the positive part
+    of M: e_i . e_j ~ PPMI_ij, items that co-occur get close vectors. (U alone would
+    compare items by their contexts only, ignoring whether they co-occur.) Rows without
+    PPMI mass stay zero; columns beyond the matrix's rank are zero-padded, so the output
+    always has `dim` columns.
     """
     from sklearn.preprocessing import normalize
     from sklearn.utils.extmath import randomized_svd
@@ -241,8 +245,8 @@ def svd_embeddings(m: Any, dim: int, power: float, seed: int) -> np.ndarray:
     k = min(dim, m.shape[0] - 1, m.shape[1] - 1)
     if k < 1 or m.nnz == 0:
         return out
-    u, s, _ = randomized_svd(m, n_components=k, n_iter=7, random_state=seed)
-    out[:, :k] = u * s ** power
+    u, s, vt = randomized_svd(m, n_components=k, n_iter=7, random_state=seed)
+    out[:, :k] = (u + vt.T) * s ** power
     return normalize(out)
 
 
@@ -255,7 +259,7 @@ class CooccurrenceParams(StrictModel):
     shift: float = Field(1.0, ge=1.0, description="PMI shift k: PPMI = max(PMI - log k, 0).")
     smoothing: float = Field(0.75, gt=0.0, le=1.0,
                              description="Context-distribution smoothing exponent of PMI.")
-    power: float = Field(0.5, ge=0.0, le=1.0, description="Item vectors = U S^power.")
+    power: float = Field(0.5, ge=0.0, le=1.0, description="Item vectors = (U + V) S^power.")
     text_weight: float = Field(0.0, ge=0.0,
                                description="Weight of the tfidf_svd text vector appended to the "
                                            "collaborative one (0 = collaborative only).")
@@ -275,8 +279,8 @@ class CooccurrenceParams(StrictModel):
 class CooccurrenceEncoder:
     """Collaborative item vectors: co-occurrence -> shifted PPMI -> truncated SVD (+ text).
 
-    Item i's vector is row i of U_k S_k^p from the SVD of the PPMI matrix of item-item
-    co-occurrences in the training events, L2-normalised; with ``text_weight`` w > 0 it is
+    Item i's vector is row i of (U_k + V_k) S_k^p from the SVD of the PPMI matrix of
+    item-item co-occurrences in the training events, L2-normalised; with ``text_weight`` w > 0 it is
     [collab_i, w * tfidf_svd_i]. Items without training interaction get a zero
     collaborative part (so a zero vector when w = 0). Leak-free by construction: it sees
     only the `events` it is given (the caller passes the training events).
@@ -348,3 +352,8 @@ class CooccurrenceEncoder:
         self.text = (self._text_encoder().load_state(state["text"])
                      if state.get("text") is not None else None)
         return self
+
+
+def encoder_needs_events(name: str) -> bool:
+    """Whether the registered item encoder `name` learns from interactions (`needs_events`)."""
+    return bool(getattr(ITEM_ENCODERS.get(name).target, "needs_events", False))

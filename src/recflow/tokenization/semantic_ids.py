@@ -28,6 +28,18 @@ def collision_rate(codes: np.ndarray) -> float:
     return float(1.0 - len(np.unique(codes, axis=0)) / len(codes))
 
 
+def distinct_prefixes(codes: np.ndarray) -> list[int]:
+    """Per depth l = 1..L: number of distinct code prefixes (c_1..c_l), before disambiguation.
+
+    The last entry is the number of distinct full code tuples, items * (1 - collision rate);
+    a hierarchy that actually separates items grows quickly with l.
+    """
+    codes = np.asarray(codes)
+    if len(codes) == 0:
+        return [0] * (codes.shape[1] if codes.ndim == 2 else 0)
+    return [int(len(np.unique(codes[:, :lv], axis=0))) for lv in range(1, codes.shape[1] + 1)]
+
+
 def disambiguate(codes: np.ndarray, start: np.ndarray | None = None) -> np.ndarray:
     """Append the disambiguation digit: the rank of each item among items sharing its codes.
 

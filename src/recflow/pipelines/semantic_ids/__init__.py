@@ -1,5 +1,5 @@
 """semantic_ids pipeline."""
 
-from recflow.pipelines.semantic_ids.pipeline import create_pipeline
+from recflow.pipelines.semantic_ids.pipeline import create_pipeline, pipeline_kwargs
 
-__all__ = ["create_pipeline"]
+__all__ = ["create_pipeline", "pipeline_kwargs"]

@@ -1,4 +1,4 @@
-"""semantic_ids nodes: item text -> vectors -> residual codes -> unique semantic IDs + report."""
+"""semantic_ids nodes: item text/interactions -> vectors -> residual codes -> unique IDs + report."""
 
 from __future__ import annotations
 
@@ -10,11 +10,14 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from recflow.pipelines.retrieval.params import RetrievalParams
 from recflow.pipelines.semantic_ids.params import SemanticIdsParams, TokenizerEntry
 from recflow.registry import ITEM_ENCODERS, TOKENIZERS
+from recflow.tokenization.encoders import encoder_needs_events
 from recflow.tokenization.semantic_ids import (
     SemanticIdTable,
     collision_rate,
+    distinct_prefixes,
     perplexity,
     prefix_purity,
     utilization,
@@ -29,16 +32,33 @@ def embeddings_matrix(frame: pd.DataFrame) -> np.ndarray:
     return frame[cols].to_numpy(np.float32)
 
 
-def encode_items(items: pd.DataFrame, params: SemanticIdsParams) -> pd.DataFrame:
-    """raw_items -> item_id + e_000.. columns from the configured item encoder."""
-    encoder = ITEM_ENCODERS.create(params.encoder.name, params=params.encoder.params,
+def encode_items(items: pd.DataFrame, params: SemanticIdsParams,
+                 interactions: pd.DataFrame | None = None, cutoffs: dict | None = None,
+                 retrieval: RetrievalParams | None = None) -> pd.DataFrame:
+    """raw_items -> item_id + e_000.. columns from the configured item encoder.
+
+    An encoder with `needs_events` (e.g. `cooccurrence`) learns only from the events the
+    retrieval models train on (`training_events`): never a user's validation or test items,
+    so the semantic IDs TIGER decodes carry no leak of the evaluation targets.
+    """
+    name = params.encoder.name
+    encoder = ITEM_ENCODERS.create(name, params=params.encoder.params,
                                    where="parameters_semantic_ids.yml: encoder.params")
     items = items.sort_values("item_id").reset_index(drop=True)
-    x = encoder.fit_transform(items)
+    if encoder_needs_events(name):
+        if interactions is None or cutoffs is None or retrieval is None:
+            raise ValueError(f"item encoder '{name}' learns from interactions: build the "
+                             "semantic_ids pipeline with create_pipeline(**pipeline_kwargs("
+                             "params)) so encode_items reads interactions, split_cutoffs and "
+                             "params:retrieval")
+        from recflow.evaluation.retrieval_protocol import training_events
+
+        x = encoder.fit_transform(items, events=training_events(interactions, cutoffs, retrieval))
+    else:
+        x = encoder.fit_transform(items)
     frame = pd.DataFrame(x, columns=[f"{EMB_PREFIX}{i:03d}" for i in range(x.shape[1])])
     frame.insert(0, "item_id", items["item_id"].to_numpy())
-    logger.info("encoded %d items with %s into %d dims", len(items), params.encoder.name,
-                x.shape[1])
+    logger.info("encoded %d items with %s into %d dims", len(items), name, x.shape[1])
     return frame
 
 
@@ -58,7 +78,8 @@ def fit_tokenizer(embeddings: pd.DataFrame, items: pd.DataFrame, entry: Tokenize
         "codebook_size": tok.codebook_size,
         "items": len(codes),
         "collision_rate_before": collision_rate(codes),
-        "collision_rate": collision_rate(table.ids),
+        "collision_rate": collision_rate(table.ids),  # after disambiguation: 0 by construction
+        "distinct_prefixes": distinct_prefixes(codes),
         "max_disambiguation": int(table.ids[:, -1].max()),
         "utilization": utilization(codes, tok.codebook_size),
         "perplexity": perplexity(codes),
