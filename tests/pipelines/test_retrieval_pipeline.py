@@ -39,6 +39,12 @@ def test_retrieval_metrics_follow_the_contract(retrieval_project: Path) -> None:
     report = json.loads((retrieval_project / "data/08_reporting/retrieval_metrics.json")
                         .read_text())
     assert report["baseline"] == "popularity"
+    assert {"strategy", "event", "tie_break", "holdout_valid", "eval_history"} <= set(
+        report["protocol"])
+    assert report["protocol"]["exclude_seen"] == {n: False for n in report["models"]}
+    one = json.loads((retrieval_project / "data/08_reporting/retrieval/sasrec_metrics.json")
+                     .read_text())
+    assert one["protocol"]["event"] == "click > 0" and one["exclude_seen"] is False
     assert set(report["models"]) == {"popularity", "sasrec", "two_tower", "tiger"}
     for name, m in report["models"].items():
         for key in ("recall@10", "ndcg@10", "recall@10_cold", "recall@5", "recall@20",

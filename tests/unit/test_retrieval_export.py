@@ -30,7 +30,7 @@ PARAMS = {
     "two_tower": {"max_len": 6, "embed_dim": 8, "hidden_dim": 16, "out_dim": 8, "epochs": 1,
                   "batch_size": 32},
     "tiger": {"max_items": 3, "embed_dim": 16, "heads": 2, "layers": 1, "epochs": 1,
-              "beam_size": 12},
+              "beam_size": 12, "cold_share": 0.1},  # set: unset, it comes from data.valid
 }
 
 

@@ -156,3 +156,14 @@ def test_retrieval_early_stopping_keeps_the_best_validation_weights():
     from recflow.models.retrieval.base import validation_metrics
 
     assert validation_metrics(model, data)["valid_ndcg@10"] == pytest.approx(best)
+
+
+def test_top_k_beyond_the_catalogue_pads_with_no_item():
+    from recflow.models.retrieval.base import top_k
+
+    def scores(histories):
+        return torch.arange(4, dtype=torch.float64).expand(len(histories), -1).clone()
+
+    out = top_k(scores, [np.array([1]), np.array([2])], 6, exclude=[np.array([4, 3]),
+                                                                    np.array([])])
+    assert out.tolist() == [[2, 1, 0, 0, 0, 0], [4, 3, 2, 1, 0, 0]]

@@ -155,12 +155,17 @@ def mask_seen(scores: torch.Tensor, exclude: list[np.ndarray] | None) -> torch.T
 
 def top_k(score: Callable[[list[np.ndarray]], torch.Tensor], histories: list[np.ndarray],
           k: int, exclude: list[np.ndarray] | None = None, chunk: int = 1024) -> np.ndarray:
-    """(n, k) best item indices from a full-catalogue scorer, `chunk` users at a time."""
-    out = []
+    """(n, k) best item indices from a full-catalogue scorer, `chunk` users at a time.
+
+    With k > n_items the columns past the catalogue are 0 (padding: no item)."""
+    out, width = [], k
     for start in range(0, len(histories), chunk):
         s = score(histories[start:start + chunk])
         s = mask_seen(s, None if exclude is None else exclude[start:start + chunk])
-        out.append(torch.topk(s, k, dim=1).indices.numpy() + 1)
+        best = torch.topk(s, min(k, s.shape[1]), dim=1)
+        items = best.indices.numpy() + 1
+        items[~torch.isfinite(best.values).numpy()] = 0  # masked: fewer unseen items than k
+        out.append(np.pad(items, ((0, 0), (0, width - items.shape[1]))))
     return np.concatenate(out) if out else np.zeros((0, k), dtype=np.int64)
 
 

@@ -48,7 +48,8 @@ class Popularity(Retriever):
                   exclude: list[np.ndarray] | None = None) -> np.ndarray:
         if exclude is None:  # one ranking for everyone
             order = np.argsort(-self.counts, kind="stable")[:k]
-            return np.tile(order, (len(histories), 1))
+            # k > n_items: padding (index 0, count -1) comes last and means "no item"
+            return np.tile(np.pad(order, (0, k - len(order))), (len(histories), 1))
         return top_k(self.scores, histories, k, exclude)
 
     def state(self) -> dict[str, Any]:

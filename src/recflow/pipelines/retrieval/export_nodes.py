@@ -2,9 +2,10 @@
 
 One node per exportable YAML entry (``sasrec``, ``two_tower``, ``tiger``; popularity
 has nothing to export). Parity is checked on the entry's real test histories (the
-same ones `train_and_evaluate` scores), against ``export.parity_tolerance`` and at
-``export.opset`` / ``export.graph_optimization`` (parameters_export.yml); a
-failed check raises before anything is saved. The per-model work lives in
+same ones `train_and_evaluate` scores: `recflow.evaluation.retrieval_protocol.build_data`),
+against ``export.parity_tolerance`` and at ``export.opset`` /
+``export.graph_optimization`` (parameters_export.yml); a failed check raises before
+anything is saved. The per-model work lives in
 `recflow.export.retrieval`.
 """
 
@@ -16,9 +17,9 @@ from typing import Any
 import onnx
 import pandas as pd
 
+from recflow.evaluation.retrieval_protocol import build_data
 from recflow.export.retrieval import EXPORTABLE, export_retriever
 from recflow.pipelines.export.params import ExportParams
-from recflow.pipelines.retrieval import nodes
 from recflow.pipelines.retrieval.params import RetrievalParams
 
 logger = logging.getLogger(__name__)
@@ -48,7 +49,7 @@ def export_retrieval_model(payload: dict[str, Any], interactions: pd.DataFrame,
     if kind not in OUTPUTS:
         raise ValueError(f"retrieval entry '{name}': model '{kind}' has no export "
                          f"(exportable: {sorted(OUTPUTS)})")
-    _, evalset = nodes.build_data(interactions, items, cutoffs, params)
+    _, evalset = build_data(interactions, items, cutoffs, params)
     histories = evalset.histories[:PARITY_ROWS]
     out = export_retriever(payload, histories, name=name, opset=export.opset,
                            tolerance=export.parity_tolerance, level=export.graph_optimization)
