@@ -43,7 +43,14 @@ def test_report_restricts_cold_recall_to_cold_targets() -> None:
 
 
 def test_windows_and_left_pad() -> None:
-    assert [w.tolist() for w in windows([np.arange(1, 6)], 3)] == [[3, 4, 5], [1, 2, 3]]
+    wins, own = windows([np.arange(1, 6)], 3)
+    assert [w.tolist() for w in wins] == [[3, 4, 5], [1, 2, 3]] and own.tolist() == [1, 1]
+    # stride 1: every target owned once, by the window where it has 2 items of context
+    wins, own = windows([np.arange(1, 6)], 3, stride=1)
+    assert [w.tolist() for w in wins] == [[3, 4, 5], [2, 3, 4], [1, 2, 3]]
+    assert own.tolist() == [2, 2, 1]
+    owned = [int(w[j]) for w, o in zip(wins, own, strict=True) for j in range(o, len(w))]
+    assert sorted(owned) == [2, 3, 4, 5]
     assert left_pad([np.array([1, 2]), np.array([3, 4, 5, 6])], 3).tolist() == [
         [0, 1, 2], [4, 5, 6]]
 

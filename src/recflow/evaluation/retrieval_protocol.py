@@ -413,6 +413,8 @@ def fit_and_score(params: RetrievalParams, name: str, data: RetrievalData, test:
         metrics.update({"monitor": result.monitor, "best_epoch": result.best_epoch,
                         "best_valid": _finite(result.best_value),
                         "epochs_trained": len(result.history),
+                        "seconds_to_best": round(sum(row.get("seconds", 0.0) for row in
+                                                     result.history[:result.best_epoch]), 3),
                         "stopped_early": result.stopped_early,
                         "epochs": [_plain(row) for row in result.history]})
     elif getattr(model, "history", None):

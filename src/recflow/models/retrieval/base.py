@@ -109,15 +109,33 @@ def coerce_params(kind: type[P], params: P | dict[str, Any] | None) -> P:
     return params if isinstance(params, kind) else kind.model_validate(dict(params or {}))
 
 
-def windows(sequences: list[np.ndarray], length: int, min_length: int = 2) -> list[np.ndarray]:
-    """Split each sequence into chunks of at most `length` items, the latest chunk complete."""
-    out = []
+def windows(sequences: list[np.ndarray], length: int, min_length: int = 2,
+            stride: int | None = None) -> tuple[list[np.ndarray], np.ndarray]:
+    """Windows of at most `length` items ending every `stride` items from each sequence's
+    end, and per window the first target position it owns.
+
+    Each target (an item with at least one item before it) is owned, so trained on, by
+    exactly one window: the one in which it has the most context. With the default stride
+    `length - 1` consecutive windows overlap by one item and a target may see only a few
+    items of context; a smaller stride gives every owned target at least
+    `length - 1 - stride` items before it (RecBole trains each target on its full
+    `max_len` history) at `length / stride` times the compute.
+    Returns (windows, own_from): window w owns its targets at positions >= own_from[w]
+    (0-based within the window; position 0 is never a target).
+    """
+    stride = length - 1 if stride is None else stride
+    out, own = [], []
     for seq in sequences:
         end = len(seq)
         while end >= min_length:
-            out.append(np.asarray(seq[max(0, end - length):end]))
-            end -= length - 1  # consecutive windows overlap by one item (its next target)
-    return out
+            start = max(0, end - length)
+            earliest = start == 0 or end - stride < min_length
+            out.append(np.asarray(seq[start:end]))
+            own.append(1 if earliest else max(1, end - stride - start))
+            if earliest:
+                break
+            end -= stride
+    return out, np.asarray(own, dtype=np.int64)
 
 
 def left_pad(seqs: list[np.ndarray], length: int) -> np.ndarray:

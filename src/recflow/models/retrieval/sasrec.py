@@ -68,6 +68,11 @@ class SASRecParams(StrictModel):
                             "linear weights (positions included).")
     dropout: float = Field(0.2, ge=0, lt=1)
     attn_dropout: float | None = Field(None, ge=0, lt=1, description="None: `dropout`.")
+    train_stride: int | None = Field(
+        None, ge=1, le=512, description="Training windows end every `train_stride` items; "
+        "each target is trained once, in the window where it has the most context (at least "
+        "max_len - train_stride items). None: max_len (windows overlap by one item; the "
+        "cheapest, early targets of a window see little context).")
     epochs: int = Field(200, ge=1, le=MAX_EPOCHS, description="Most epochs; validation with "
                         "patience (retrieval.training) usually stops far earlier.")
     batch_size: int = Field(2048, ge=1, le=MAX_BATCH, description="Training TARGETS per step "
@@ -186,9 +191,14 @@ class SASRec(Retriever):
         p = self.params
         torch.manual_seed(data.seed)
         self.module = m = SASRecModule(data.n_items, p)
-        seqs = torch.as_tensor(left_pad(windows(data.train_sequences, p.max_len + 1),
-                                        p.max_len + 1))
-        per_window = max(float((seqs[:, 1:] > 0).sum()) / max(len(seqs), 1), 1.0)
+        wins, own = windows(data.train_sequences, p.max_len + 1, stride=p.train_stride)
+        seqs = torch.as_tensor(left_pad(wins, p.max_len + 1))
+        # target column (of seqs[:, 1:]) from which a window owns its targets
+        pad = p.max_len + 1 - np.array([len(w) for w in wins], dtype=np.int64)
+        own_from = torch.as_tensor(pad + own - 1).unsqueeze(1)
+        column = torch.arange(p.max_len).unsqueeze(0)
+        owned = (seqs[:, 1:] > 0) & (seqs[:, :-1] > 0) & (column >= own_from)
+        per_window = max(float(owned.sum()) / max(len(seqs), 1), 1.0)
         windows_per_step = max(1, round(p.batch_size / per_window))
         logger.info("sasrec: %d windows, %.1f targets each; %d windows per step = about %d "
                     "targets (batch_size %d)", len(seqs), per_window, windows_per_step,
@@ -198,9 +208,7 @@ class SASRec(Retriever):
         log_q = torch.log(q.clamp(min=1e-12)) if p.logq_correction else None
 
         def step(idx: torch.Tensor) -> Step:
-            batch = seqs[idx]
-            inputs, targets = batch[:, :-1], batch[:, 1:]
-            valid = (targets > 0) & (inputs > 0)
+            inputs, targets, valid = seqs[idx, :-1], seqs[idx, 1:], owned[idx]
             h = m(inputs)[valid]
             if p.loss == "full_softmax":
                 return Step(F.cross_entropy(m.logits(h), targets[valid] - 1), int(valid.sum()))

@@ -278,7 +278,7 @@ class Tiger(Retriever):
             self._index_cold(np.flatnonzero(~seen[1:]) + 1)
         self.cold_share = self._resolve_cold_share(data)
         m = self.module
-        wins = windows(data.train_sequences, p.max_items + 1)
+        wins, _ = windows(data.train_sequences, p.max_items + 1)
         seqs = history_tokens(m, self.sid_table, wins, p.max_items + 1)  # (N, max_len)
         level_of_target = torch.as_tensor(
             [(i % m.n_tok) for i in range(seqs.shape[1] - 1)])  # position p predicts level p % T
