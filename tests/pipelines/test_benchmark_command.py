@@ -13,6 +13,7 @@ from recflow.evaluation.benchmark import (
     cell_parameters,
     load_grid,
     markdown_table,
+    rebase_outputs,
     run_grid,
 )
 from tests.conftest import make_project
@@ -36,6 +37,17 @@ def test_cell_parameters_override_split_seeds_and_models() -> None:
     base = {**BASE, "ranking": {"baseline": "lr", "models": {"lr": {}}}}
     split = cell_parameters(base, ranking, "temporal")["preprocessing"]["split"]
     assert split == {"strategy": "temporal", "valid_start": 0.7, "test_start": 0.85}
+
+
+def test_outputs_under_the_env_root_move_to_the_cell_root() -> None:
+    params = {"retrieval": {"training": {"checkpoint_dir": "data/ml/06_models/retrieval/ckpt"},
+                            "models": {"a": {"params": {"note": "data/mlx/other"}}}},
+              "ranking": {"trainer": {"checkpoint_dir": "data/ml"}, "ks": [1, 2]}}
+    moved = rebase_outputs(params, "data/ml", "/tmp/cell")
+    assert moved["retrieval"]["training"]["checkpoint_dir"] == "/tmp/cell/06_models/retrieval/ckpt"
+    assert moved["retrieval"]["models"]["a"]["params"]["note"] == "data/mlx/other"  # not a child
+    assert moved["ranking"]["trainer"]["checkpoint_dir"] == "/tmp/cell"
+    assert moved["ranking"]["ks"] == [1, 2]
 
 
 def test_grid_errors_name_the_key(tmp_path: Path) -> None:

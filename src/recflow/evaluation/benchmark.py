@@ -110,6 +110,20 @@ def _merged_config(project: Path, env: str) -> tuple[dict[str, Any], dict[str, A
     return dict(loader["parameters"]), dict(loader["globals"])
 
 
+def rebase_outputs(params: Any, old_out: str, new_out: str) -> Any:
+    """Paths under the env's output root (`${globals:out}`, already resolved when the env's
+    parameters were merged, e.g. checkpoint_dir) moved under the cell's root: a cell must
+    not resume from, or overwrite, the env's own checkpoints."""
+    if isinstance(params, dict):
+        return {k: rebase_outputs(v, old_out, new_out) for k, v in params.items()}
+    if isinstance(params, list):
+        return [rebase_outputs(v, old_out, new_out) for v in params]
+    if old_out and isinstance(params, str) and (params == old_out
+                                                or params.startswith(old_out.rstrip("/") + "/")):
+        return new_out + params[len(old_out.rstrip("/")):]
+    return params
+
+
 def _write_env(project: Path, name: str, env: str, params: dict[str, Any],
                globals_: dict[str, Any], out: Path) -> Path:
     target = project / "conf" / name
@@ -157,7 +171,8 @@ def run_grid(grid: BenchmarkGrid, project: Path, name: str = "grid",
         for protocol in grid.protocols:
             env_name = f"bench_{name}_{label}_{protocol}"
             out = output / label / protocol
-            params = cell_parameters(base_params, grid, protocol)
+            params = rebase_outputs(cell_parameters(base_params, grid, protocol),
+                                    str(globals_.get("out", "")), str(out))
             _write_env(project, env_name, env, params, globals_, out)
             try:
                 for prep, to_outputs in spec["prepare"]:
