@@ -256,7 +256,7 @@ class EpochRecorder:
     def __init__(self, config: FitConfig, checkpoints: Checkpoints | None = None,
                  name: str = "model") -> None:
         self.config = config
-        self.checkpoints = checkpoints if config.checkpoint_dir or checkpoints else None
+        self.checkpoints = checkpoints
         self.name = name
         self.state = FitState()
 
