@@ -13,3 +13,11 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def serving_world(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """Small raw data, preprocessed by the real nodes; two exported models as bundles."""
+    from tests.serving_world import build_serving_world
+
+    return build_serving_world(tmp_path_factory.mktemp("serving"))
