@@ -113,7 +113,7 @@ def raw_test_records(project: Path, spec: Any) -> Any:
     import pandas as pd
 
     from recflow.pipelines.preprocessing.nodes import join_events
-    from recflow.serving.records import raw_records
+    from recflow.features.records import raw_records
 
     raw = {n: pd.read_parquet(project / f"data/01_raw/{n}.parquet")
            for n in ("interactions", "users", "items")}

@@ -17,8 +17,8 @@ import pytest
 import yaml
 
 from recflow.features import FeatureSpec
+from recflow.features.records import raw_records
 from recflow.serving import Scorer
-from recflow.serving.records import raw_records
 from tests.conftest import make_project, output_files, run_kedro
 from tests.helpers import embedded_events
 

@@ -195,13 +195,13 @@ def test_scorer_reproduces_offline_scores_with_prefix_fields(tmp_path: Path) -> 
     from recflow.datasets.onnx_model import ServingBundleDataset
     from recflow.export.checks import torch_scores
     from recflow.export.onnx_export import model_input_schema
+    from recflow.features.records import raw_records
     from recflow.models.payload import to_payload
     from recflow.pipelines.export import nodes as export_nodes
     from recflow.pipelines.export.params import ExportParams
     from recflow.pipelines.preprocessing import nodes as prep
     from recflow.registry import MODELS
     from recflow.serving import Scorer
-    from recflow.serving.records import raw_records
     from recflow.serving.schema import feeds_from_frame
 
     tables = generate(GeneratorConfig(n_users=60, n_items=90, n_impressions=2500, seed=5))

@@ -211,6 +211,22 @@ class DatasetDeclaration(_Strict):
             out[TIME] = self.events.time.column
         return out
 
+    def numeric_bounds(self) -> dict[str, dict[str, float]]:
+        """Column -> its declared bounds (`ge`/`gt`/`le`/`lt`), for numeric columns that have any."""
+        tables = [self.events.columns, *(t.columns for t in (self.users, self.items) if t)]
+        return {name: bounds for columns in tables for name, c in columns.items()
+                if (bounds := {k: getattr(c, k) for k in ("ge", "gt", "le", "lt")
+                               if getattr(c, k) is not None})}
+
+    def serving_contract(self) -> dict[str, dict]:
+        """What `feature_spec.json` carries for serving beside the fitted fields.
+
+        `raw_names`: canonical role column -> the user's name (the bundle takes records
+        as the user's files spell them); `raw_checks`: the declared numeric bounds, which
+        the scorer enforces on requests as preprocessing enforced them on the data.
+        """
+        return {"raw_names": self.raw_names(), "raw_checks": self.numeric_bounds()}
+
 
 def load_declaration(parameters: dict) -> DatasetDeclaration:
     """The active env's `dataset` block, typed; errors name `parameters_dataset.yml`."""

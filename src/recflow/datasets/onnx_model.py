@@ -72,11 +72,11 @@ class ServingBundleDataset(AbstractDataset[dict[str, Any], dict[str, Any]]):
             manifest = read_manifest(self._filepath)
         except FileNotFoundError as exc:
             raise DatasetError(f"{exc}; run `kedro run --pipelines=export` first") from None
-        int8 = read_file(self._filepath, manifest, "model_int8")
+        int8 = read_file(self._filepath, "model_int8", manifest)
         return {
             "manifest": manifest,
-            "feature_spec": json.loads(read_file(self._filepath, manifest, "feature_spec")),
-            "model": onnx.load_from_string(read_file(self._filepath, manifest, "model")),
+            "feature_spec": json.loads(read_file(self._filepath, "feature_spec", manifest)),
+            "model": onnx.load_from_string(read_file(self._filepath, "model", manifest)),
             "model_int8": onnx.load_from_string(int8) if int8 is not None else None,
         }
 
@@ -87,7 +87,8 @@ class ServingBundleDataset(AbstractDataset[dict[str, Any], dict[str, Any]]):
         int8 = data.get("model_int8")
         write_bundle(self._filepath, model=data["model"].SerializeToString(),
                      model_int8=int8.SerializeToString() if int8 is not None else None,
-                     feature_spec=data["feature_spec"], manifest=data["manifest"])
+                     feature_spec=data["feature_spec"], manifest=data["manifest"],
+                     input_example=data["feature_spec"].get("input_example"))
 
     def _exists(self) -> bool:
         return (self._filepath / "manifest.json").is_file()

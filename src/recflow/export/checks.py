@@ -14,6 +14,7 @@ import torch
 from recflow.export.runtime import run
 from recflow.models.base import RankingModel
 from recflow.serving.schema import OUTPUT_NAME
+from recflow.serving.scorer import Scorer
 
 
 class ParityError(AssertionError):
@@ -73,6 +74,24 @@ def compare(got: np.ndarray, want: np.ndarray, *, tolerance: float, name: str = 
             f"output {c}: torch {want2[r, c]:.8f} vs onnxruntime {got2[r, c]:.8f}. The exported "
             "graph is not faithful; no ONNX file was written")
     return result
+
+
+def input_example_scores(model: RankingModel, graph: bytes, feature_spec: dict[str, Any], *,
+                         tolerance: float, name: str = "model") -> list[list[float]] | None:
+    """Score the spec's input example (raw records) as the service will, checked against torch.
+
+    The raw route end to end: request validation, the compiled transforms, the exported
+    graph. The scores go into the bundle's manifest, where `recflow serve --check` expects
+    them back (None when the spec has no example, e.g. from streaming preprocessing).
+    """
+    example = feature_spec.get("input_example")
+    if not example:
+        return None
+    scorer = Scorer(graph, feature_spec)
+    got = scorer.score(example)
+    compare(got, torch_scores(model, scorer.feeds(example)), tolerance=tolerance, name=name,
+            rows_label="input-example records")
+    return got.tolist()
 
 
 @contextlib.contextmanager

@@ -17,7 +17,7 @@ from typing import Any, ClassVar, Protocol
 import numpy as np
 import pandas as pd
 
-from recflow.features.transforms import _N_RESERVED, OOV, PAD, _align
+from recflow.features.transforms import N_RESERVED, OOV, PAD, align_ids
 
 
 class CodeTable(Protocol):
@@ -66,12 +66,12 @@ class SemanticPrefix:
                              f"{index[index.duplicated()][:5].tolist()}")
         group, n_groups = prefix_groups(np.asarray(table.ids)[:, : self.level])
         present = column.dropna()
-        pos = index.get_indexer(_align(present, index))
+        pos = index.get_indexer(align_ids(present, index))
         counts = np.bincount(group[pos[pos >= 0]], minlength=n_groups)
         kept = np.flatnonzero(counts >= self.min_count)
         kept = kept[np.lexsort((kept, -counts[kept]))]  # most frequent first, ties by prefix
         group_index = np.full(n_groups, OOV, dtype=np.int64)
-        group_index[kept] = np.arange(len(kept)) + _N_RESERVED
+        group_index[kept] = np.arange(len(kept)) + N_RESERVED
         ids = group_index[group]
         known = ids != OOV
         self.items = item_ids[known].tolist()
@@ -82,7 +82,7 @@ class SemanticPrefix:
 
     @property
     def size(self) -> int:
-        return self.num_prefixes + _N_RESERVED
+        return self.num_prefixes + N_RESERVED
 
     def _lookup(self) -> tuple[pd.Index, np.ndarray]:
         if getattr(self, "_index", None) is None:
@@ -96,7 +96,7 @@ class SemanticPrefix:
         out[missing] = PAD
         index, ids = self._lookup()
         if len(index) and not missing.all():
-            pos = index.get_indexer(_align(values[~missing], index))
+            pos = index.get_indexer(align_ids(values[~missing], index))
             out[~missing] = np.where(pos >= 0, ids[pos], OOV)
         return out
 

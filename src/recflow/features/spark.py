@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from recflow.features.config import FeaturesConfig
-from recflow.features.spec import LABEL_PREFIX, FeatureSpec, FieldSpec, _build_transform
+from recflow.features.spec import LABEL_PREFIX, FeatureSpec, FieldSpec, build_transform
 from recflow.features.streaming import (
     STREAMABLE,
     cutoff_record,
@@ -157,7 +157,7 @@ def fit_spec(events: DataFrame, cutoffs: dict[str, Any], config: FeaturesConfig,
     for f in spec.fields:
         if f.kind == "sequence":
             continue
-        transform = _build_transform(f)
+        transform = build_transform(f)
         column = f.columns[0]
         if f.transform == "vocab":
             counts = (train.filter(F.col(column).isNotNull())
@@ -225,7 +225,7 @@ def _fit_quantiles(train: DataFrame, f: FieldSpec, t: Any, max_distinct: int) ->
         t.edges = np.unique(np.asarray(edges, dtype=np.float64)).tolist()
         return
     counts = raw.groupBy("v").count().toPandas()
-    x = t._prepare(counts["v"].to_numpy(np.float64))  # numpy's log1p, as in-memory
+    x = t.prepare(counts["v"].to_numpy(np.float64))  # numpy's log1p, as in-memory
     finite = np.isfinite(x)
     merged = pd.Series(counts["count"].to_numpy(np.int64)[finite]).groupby(x[finite]).sum()
     if not len(merged):

@@ -106,7 +106,7 @@ class FieldSpec:
         return out
 
 
-def _build_transform(spec: FieldSpec) -> Any:
+def build_transform(spec: FieldSpec) -> Any:
     params = {k: v for k, v in spec.params.items() if k not in ("transform", "column")}
     if spec.transform == "vocab":
         return Vocabulary(**params).load_state(spec.state) if spec.state else Vocabulary(**params)
@@ -220,7 +220,7 @@ class FeatureSpec:
             return train[name] if mask is None else train[name][mask]
 
         def fit_one(f: FieldSpec) -> Any:
-            transform = _build_transform(f)
+            transform = build_transform(f)
             if f.transform == "semantic_prefix":
                 transform.fit(column(f.columns[0]), self._tables[f.params["tokenizer"]])
             elif f.transform == "hash_cross":
@@ -292,7 +292,7 @@ class FeatureSpec:
                 raise KeyError(
                     f"field '{f.name}' needs column(s) {missing}; got {list(raw.columns)}"
                 )
-            self._transform(f)  # build (and cache) before the threads share it
+            self.fitted(f)  # build (and cache) before the threads share it
 
         def transform_one(f: FieldSpec) -> np.ndarray:
             if f.kind == "sequence":
@@ -301,7 +301,7 @@ class FeatureSpec:
                     ids = self._map_histories(f, pad_sequences(raw[f.name].tolist(), f.length))
                 return ids
             source = raw[f.columns] if f.transform == "hash_cross" else raw[f.columns[0]]
-            return self._transform(f).transform(source)
+            return self.fitted(f).transform(source)
 
         out: dict[str, np.ndarray] = {}
         for f, values in zip(self.fields, _map_fields(transform_one, self.fields, len(raw)),
@@ -317,17 +317,17 @@ class FeatureSpec:
     def index_history_source(self, field: str, log: pd.DataFrame) -> np.ndarray:
         """Vocabulary ids of the column a sequence field draws from, one per log row."""
         source = self[self[field].shares_vocab_with]
-        return self._transform(source).transform(log[source.columns[0]])
+        return self.fitted(source).transform(log[source.columns[0]])
 
-    def _transform(self, f: FieldSpec) -> Any:
+    def fitted(self, f: FieldSpec) -> Any:
         """The fitted transform of a field, built once (serving calls this per request)."""
         if f.name not in self._fitted:
-            self._fitted[f.name] = _build_transform(f)
+            self._fitted[f.name] = build_transform(f)
         return self._fitted[f.name]
 
     def _map_histories(self, f: FieldSpec, matrix: np.ndarray) -> np.ndarray:
         """(n, length) raw ids (None-padded) -> vocabulary ids, mapping distinct values once."""
-        vocab = self._transform(self[f.shares_vocab_with])
+        vocab = self.fitted(self[f.shares_vocab_with])
         codes, distinct = pd.factorize(matrix.ravel())
         mapped = vocab.transform(pd.Series(distinct, dtype=object))
         ids = np.full(codes.shape, PAD, dtype=np.int64)

@@ -36,7 +36,7 @@ import pandas as pd
 
 from recflow.features.config import FeaturesConfig
 from recflow.features.sequences import build_histories
-from recflow.features.spec import LABEL_PREFIX, FeatureSpec, FieldSpec, _build_transform
+from recflow.features.spec import LABEL_PREFIX, FeatureSpec, FieldSpec, build_transform
 from recflow.features.split import split_masks
 from recflow.features.transforms import PAD, QuantileBucket, Standardize
 
@@ -305,7 +305,7 @@ def fit_spec_streaming(
     for f in spec.fields:
         if f.kind == "sequence":
             continue
-        transform = _build_transform(f)
+        transform = build_transform(f)
         if f.transform == "vocab":
             transform.fit_counts(_merge_counts(state.vocab_counts.get(f.name, [])))
         elif f.transform == "standardize":
@@ -327,10 +327,10 @@ def _accumulate(f: FieldSpec, column: pd.Series, state: _FitState, max_distinct:
         if sum(len(p) for p in parts) > 4 * max(len(counts), 1):  # keep merged, bounded
             state.vocab_counts[f.name] = [_merge_counts(parts)]
     elif f.transform == "standardize":
-        x = _build_transform(f)._prepare(column)
+        x = build_transform(f).prepare(column)
         state.moments.setdefault(f.name, _Moments()).add(x)
     elif f.transform == "quantile_bucket":
-        x = _build_transform(f)._prepare(column)
+        x = build_transform(f).prepare(column)
         state.quantiles.setdefault(f.name, ValueCounts(max_distinct)).add(x[np.isfinite(x)])
 
 

@@ -8,6 +8,7 @@ Index conventions for every categorical output: 0 = missing/padding, 1 = OOV
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import chain
 from typing import Any, ClassVar
@@ -16,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 PAD, OOV = 0, 1
-_N_RESERVED = 2
+N_RESERVED = 2
 
 
 @dataclass
@@ -52,7 +53,7 @@ class Vocabulary:
 
     @property
     def size(self) -> int:
-        return len(self.values) + _N_RESERVED
+        return len(self.values) + N_RESERVED
 
     def _lookup(self) -> pd.Index:
         if getattr(self, "_index", None) is None:
@@ -86,7 +87,7 @@ class Vocabulary:
 
             found = pc.index_in(strings, value_set=self._arrow_value_set(strings.type))
             positions = found.fill_null(-1).to_numpy().astype(np.int64, copy=False)
-            out = np.where(positions >= 0, positions + _N_RESERVED, OOV)
+            out = np.where(positions >= 0, positions + N_RESERVED, OOV)
             out[values.isna().to_numpy()] = PAD
             return out
         missing = values.isna().to_numpy()
@@ -94,8 +95,8 @@ class Vocabulary:
         out[missing] = PAD
         if len(index) and not missing.all():
             present = values[~missing] if missing.any() else values
-            positions = index.get_indexer(_align(present, index))
-            out[~missing] = np.where(positions >= 0, positions + _N_RESERVED, OOV)
+            positions = index.get_indexer(align_ids(present, index))
+            out[~missing] = np.where(positions >= 0, positions + N_RESERVED, OOV)
         return out
 
     def state(self) -> dict[str, Any]:
@@ -122,7 +123,7 @@ def _arrow_strings(values: pd.Series) -> Any:
     return values.array.__arrow_array__() if arrow else None
 
 
-def _canonical_text(value: Any) -> str:
+def canonical_text(value: Any) -> str:
     if isinstance(value, str):
         return value
     if isinstance(value, float | np.floating) and float(value).is_integer():
@@ -130,7 +131,7 @@ def _canonical_text(value: Any) -> str:
     return str(value)
 
 
-def _align(values: pd.Series, index: pd.Index) -> pd.Series | np.ndarray:
+def align_ids(values: pd.Series, index: pd.Index) -> pd.Series | np.ndarray:
     """Cast non-missing `values` to the vocabulary's value type, exactly or not at all.
 
     Ids often change dtype between fit and use: an int column read back as
@@ -145,8 +146,35 @@ def _align(values: pd.Series, index: pd.Index) -> pd.Series | np.ndarray:
     if index.inferred_type == "string":
         if pd.api.types.is_integer_dtype(values.dtype):
             return values.astype(str).to_numpy(dtype=object)
-        return values.map(_canonical_text).to_numpy(dtype=object)
+        return values.map(canonical_text).to_numpy(dtype=object)
     return values.to_numpy()
+
+
+def id_key(index: pd.Index) -> Callable[[Any], Any]:
+    """The scalar twin of `align_ids`: one raw id -> the key to look up among `index`'s values.
+
+    Serving's per-record path maps ids through a dict instead of `get_indexer`; this
+    keeps the two matching the same values (a test pins them on every value kind).
+    """
+    if pd.api.types.is_numeric_dtype(index.dtype) and not pd.api.types.is_bool_dtype(index.dtype):
+        return _numeric_key
+    if index.inferred_type == "string":
+        return canonical_text
+    return _same
+
+
+def _numeric_key(value: Any) -> Any:
+    """`pd.to_numeric(errors="coerce")` for one value: numbers as they are, numeric text parsed."""
+    if isinstance(value, str):
+        try:
+            return float(value) if "_" not in value else None
+        except ValueError:
+            return None
+    return value
+
+
+def _same(value: Any) -> Any:
+    return value
 
 
 def _float64(column: pd.Series | np.ndarray) -> np.ndarray:
@@ -166,12 +194,13 @@ class Standardize:
     std: float = 1.0
     kind: ClassVar[str] = "numeric"
 
-    def _prepare(self, column: pd.Series | np.ndarray) -> np.ndarray:
+    def prepare(self, column: pd.Series | np.ndarray) -> np.ndarray:
+        """The column as float64 (non-numbers -> NaN), log1p-ed when `log`."""
         x = _float64(column)
         return np.log1p(np.clip(x, 0, None)) if self.log else x
 
     def fit(self, column: pd.Series) -> Standardize:
-        x = self._prepare(column)
+        x = self.prepare(column)
         any_finite = bool(np.isfinite(x).any())
         self.mean = float(np.nanmean(x)) if any_finite else 0.0
         std = float(np.nanstd(x)) if any_finite else 1.0
@@ -179,7 +208,7 @@ class Standardize:
         return self
 
     def transform(self, column: pd.Series | np.ndarray) -> np.ndarray:
-        x = self._prepare(column)
+        x = self.prepare(column)
         # (x - mean) / std in place on one fresh array: the same float64 operations, fewer copies
         z = np.where(np.isfinite(x), x, self.mean)
         z -= self.mean
@@ -205,12 +234,13 @@ class QuantileBucket:
     edges: list[float] = field(default_factory=list)
     kind: ClassVar[str] = "categorical"
 
-    def _prepare(self, column: pd.Series | np.ndarray) -> np.ndarray:
+    def prepare(self, column: pd.Series | np.ndarray) -> np.ndarray:
+        """The column as float64 (non-numbers -> NaN), log1p-ed when `log`."""
         x = _float64(column)
         return np.log1p(np.clip(x, 0, None)) if self.log else x
 
     def fit(self, column: pd.Series) -> QuantileBucket:
-        x = self._prepare(column)
+        x = self.prepare(column)
         x = x[np.isfinite(x)]
         qs = np.linspace(0, 1, self.num_buckets + 1)[1:-1]
         self.edges = np.unique(np.quantile(x, qs)).tolist() if x.size else []
@@ -221,7 +251,7 @@ class QuantileBucket:
         return len(self.edges) + 2  # missing slot + (edges + 1) buckets
 
     def transform(self, column: pd.Series | np.ndarray) -> np.ndarray:
-        x = self._prepare(column)
+        x = self.prepare(column)
         buckets = np.searchsorted(np.asarray(self.edges), x, side="right") + 1
         return np.where(np.isfinite(x), buckets, PAD).astype(np.int64)
 

@@ -1,9 +1,12 @@
 """Raw records in, scores out: the fitted FeatureSpec transforms + onnxruntime, nothing else.
 
-The scorer runs the very `FeatureSpec.transform_frame` that preprocessing ran
-(no re-implementation, so no train/serve skew), feeds the graph the inputs its
-metadata declares, and returns `predict` probabilities. It imports neither torch
-nor Kedro, so a production image needs numpy, pandas, pydantic and onnxruntime.
+Requests are checked against the training contract (`validate`), then turned into the
+graph's feeds by one of two routes over the same fitted state: a few records through
+the compiled per-value lookups (`compiled`, ~0.1 ms), larger batches and DataFrames
+through the very `FeatureSpec.transform_frame` preprocessing ran (vectorised). Tests pin
+the two routes equal on a whole test split, and both equal to the offline scores. It
+imports neither torch nor Kedro, so a production image needs numpy, pandas, pydantic and
+onnxruntime.
 
     scorer = Scorer.from_bundle("data/07_model_output/serving/deepfm")
     scorer.score([{"user_id": 7, "item_id": 12, ..., "hist_item_id": [3, 9]}])
@@ -12,9 +15,8 @@ nor Kedro, so a production image needs numpy, pandas, pydantic and onnxruntime.
 from __future__ import annotations
 
 import json
-import numbers
-from collections.abc import Iterable, Mapping
-from itertools import chain
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,22 +26,33 @@ import pandas as pd
 
 from recflow.features import FeatureSpec
 from recflow.features.transforms import OOV, PAD
-from recflow.serving.bundle import read_file, read_manifest
+from recflow.serving.bundle import BundleError, read_bundle, read_file
+from recflow.serving.compiled import CompiledInputs
 from recflow.serving.schema import OUTPUT_NAME, feeds_from_frame, raw_schema, serving_fields
+from recflow.serving.validate import (
+    TYPE_HELP,
+    RecordError,
+    check_id_range,
+    check_types,
+    frame_columns,
+    numeric_values,
+    record_columns,
+)
 
-_TYPE_HELP = {
-    "numeric": "a number or null",
-    "categorical": "a string or integer id, or null",
-    "sequence": "a list of string or integer ids (oldest first), or null",
-}
+__all__ = ["RecordError", "Scorer"]
 
 
-class RecordError(ValueError):
-    """A malformed request: a missing key or a value of the wrong type, named precisely."""
+@dataclass
+class _Checked:
+    """A validated request: its columns (lists, or a DataFrame) and numeric keys as float64."""
 
-    def __init__(self, message: str, field: str | None = None, record: int | None = None) -> None:
-        super().__init__(message)
-        self.field, self.record = field, record
+    columns: dict[str, list[Any]] | pd.DataFrame
+    numbers: dict[str, np.ndarray]
+
+    def __len__(self) -> int:
+        if isinstance(self.columns, pd.DataFrame):
+            return len(self.columns)
+        return len(next(iter(self.columns.values()), []))
 
 
 class Scorer:
@@ -49,20 +62,23 @@ class Scorer:
         model: path to the `.onnx` file (or its bytes) written by the export pipeline.
         spec: `feature_spec.json` as a path, its parsed dict, or a FeatureSpec.
         threads: onnxruntime intra-op threads (None: onnxruntime's default).
+        manifest: the bundle's manifest (provenance and the input example's scores).
+        input_example: a few raw records the model was exported with (`check` scores them).
     """
 
+    #: requests of at most this many records take the compiled per-value route
+    compiled_max_batch: int = 32
+
     def __init__(self, model: str | Path | bytes, spec: str | Path | Mapping[str, Any] | FeatureSpec,
-                 *, threads: int | None = None, manifest: Mapping[str, Any] | None = None) -> None:
-        self.aliases = _aliases(spec)  # canonical column -> the client's raw key
+                 *, threads: int | None = None, manifest: Mapping[str, Any] | None = None,
+                 input_example: list[dict[str, Any]] | None = None) -> None:
+        contract = _contract(spec)
+        self.aliases = {k: v for k, v in contract.get("raw_names", {}).items() if k != v}
         self.spec = _load_spec(spec)
-        options = ort.SessionOptions()
-        if threads is not None:
-            options.intra_op_num_threads = threads
-            options.inter_op_num_threads = 1
-        source = model if isinstance(model, bytes) else str(model)
-        self.session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+        self.session = _session(model, threads)
         self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
         self.manifest = dict(manifest or {})
+        self.input_example = list(input_example or [])
         required = ("input_schema", "score_names", "feature_spec_hash")
         absent = [k for k in required if k not in self.metadata]
         if absent:
@@ -85,20 +101,34 @@ class Scorer:
                                  labels=[])
         self.raw_schema = {self.aliases.get(k, k): v
                            for k, v in raw_schema(self.spec, self.input_names).items()}
+        checks = contract.get("raw_checks", {})
+        self.bounds = {c: checks[c] for c, kind in self.raw_schema.items()
+                       if kind == "numeric" and checks.get(c)}
+        self._compiled = CompiledInputs(self._spec, self.input_schema, self.aliases)
 
     # ---- construction -------------------------------------------------------------------
     @classmethod
     def from_bundle(cls, directory: str | Path, *, int8: bool = False,
-                    threads: int | None = None) -> Scorer:
-        """Load a serving bundle directory (manifest.json + model + feature spec)."""
-        manifest = read_manifest(directory)
+                    threads: int | None = None, allow_unverified: bool = False) -> Scorer:
+        """Load a serving bundle directory (manifest.json + model + feature spec + example).
+
+        Every file is checked against the manifest's SHA-256; a bundle without checksums
+        is refused unless `allow_unverified`. Errors name the file and what is wrong.
+        """
+        bundle = read_bundle(directory, allow_unverified=allow_unverified)
         role = "model_int8" if int8 else "model"
-        model = read_file(directory, manifest, role)
+        model = read_file(bundle, role)
         if model is None:
             raise FileNotFoundError(f"{directory}: the bundle has no int8 model (export with "
                                     "`export.quantize: true`)")
-        spec = json.loads(read_file(directory, manifest, "feature_spec"))
-        return cls(model, spec, threads=threads, manifest=manifest)
+        spec = _json_file(bundle, "feature_spec")
+        example = _json_file(bundle, "input_example") if bundle.has("input_example") else None
+        try:
+            return cls(model, spec, threads=threads, manifest=bundle.manifest,
+                       input_example=example)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise BundleError(f"{bundle.path(role)} with {bundle.path('feature_spec')}: "
+                              f"{exc}") from exc
 
     @property
     def name(self) -> str:
@@ -114,14 +144,60 @@ class Scorer:
             "precision": self.metadata.get("precision", "fp32"),
             "opset": self.metadata.get("opset"),
             "score_names": self.score_names,
-            "fields": {k: _TYPE_HELP[v] for k, v in self.raw_schema.items()},
+            "fields": {k: TYPE_HELP[v] for k, v in self.raw_schema.items()},
+            "bounds": self.bounds,
             "test_metrics": json.loads(self.metadata.get("test_metrics", "{}")),
         }
 
+    def check(self) -> dict[str, Any]:
+        """Score the bundle's input example; raise ValueError unless it matches the export.
+
+        `recflow serve --check` and the service's readiness call this: a bundle that
+        loads but scores differently from when it was exported (another onnxruntime,
+        an edited spec) is caught before it takes traffic.
+        """
+        if not self.input_example:
+            raise ValueError(f"model '{self.name}': the bundle has no input example to check "
+                             "(re-export it; streaming/Spark preprocessing writes none)")
+        scores = self.score(self.input_example)
+        want = self.manifest.get("input_example_scores")
+        if want is not None:
+            gap = float(np.abs(scores - np.asarray(want, dtype=np.float32)).max())
+            if not gap <= 1e-5:
+                raise ValueError(f"model '{self.name}': the input example scores differ from "
+                                 f"the export's by up to {gap:.3g}")
+        return {"model": self.name, "records": len(self.input_example),
+                "scores": scores[:, 0].round(6).tolist(), "verified": want is not None}
+
     # ---- scoring --------------------------------------------------------------------------
+    def feeds(self, records: Any) -> dict[str, np.ndarray]:
+        """The graph's inputs for raw records (a list of objects, one object or a DataFrame)."""
+        return self._feeds(self._checked(records))
+
+    def score(self, records: Any) -> np.ndarray:
+        """Probabilities (n, len(score_names)), float32; column 0 is pCTR."""
+        return self._run(self.feeds(records))
+
+    def score_frame(self, records: Any) -> pd.DataFrame:
+        """Scores as columns `score_<name>` (the layout of the offline test scores)."""
+        scores = self.score(records)
+        return pd.DataFrame({f"score_{n}": scores[:, i] for i, n in enumerate(self.score_names)})
+
+    def score_with_stats(self, records: Any) -> tuple[np.ndarray, dict[str, dict[str, int]]]:
+        """Scores plus, per field, how many values were unseen (-> OOV) or missing (-> default)."""
+        checked = self._checked(records)
+        feeds = self._feeds(checked)
+        return self._run(feeds), self._stats(feeds, checked.numbers)
+
     def transform(self, records: Any) -> pd.DataFrame:
         """Validated raw records -> the model-ready columns preprocessing would produce."""
-        return self._transform(self._validated_frame(records))
+        return self._transform(self._frame(self._checked(records)))
+
+    def _feeds(self, checked: _Checked) -> dict[str, np.ndarray]:
+        if not isinstance(checked.columns, pd.DataFrame) and \
+                len(checked) <= self.compiled_max_batch:
+            return self._compiled.feeds(checked.columns, checked.numbers)
+        return feeds_from_frame(self._transform(self._frame(checked)), self.input_schema)
 
     def _transform(self, raw: pd.DataFrame) -> pd.DataFrame:
         if self.aliases:  # the dataset's own column names -> the spec's canonical ones
@@ -131,36 +207,20 @@ class Scorer:
         # vocabulary owners of sequences the model reads without their own column
         return self._spec.transform_frame(raw.assign(**fill) if fill else raw)
 
-    def score(self, records: Any) -> np.ndarray:
-        """Probabilities (n, len(score_names)), float32; column 0 is pCTR."""
-        return self._run(self.transform(records))
-
-    def score_frame(self, records: Any) -> pd.DataFrame:
-        """Scores as columns `score_<name>` (the layout of the offline test scores)."""
-        scores = self.score(records)
-        return pd.DataFrame({f"score_{n}": scores[:, i] for i, n in enumerate(self.score_names)})
-
-    def score_with_stats(self, records: Any) -> tuple[np.ndarray, dict[str, dict[str, int]]]:
-        """Scores plus, per field, how many values were unseen (-> OOV) or missing (-> default)."""
-        raw = self._validated_frame(records)
-        frame = self._transform(raw)
-        return self._run(frame), self._stats(raw, frame)
-
-    def _run(self, frame: pd.DataFrame) -> np.ndarray:
-        if not len(frame):
+    def _run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        if not len(next(iter(feeds.values()))):
             return np.zeros((0, len(self.score_names)), dtype=np.float32)
-        (scores,) = self.session.run([OUTPUT_NAME], feeds_from_frame(frame, self.input_schema))
+        (scores,) = self.session.run([OUTPUT_NAME], feeds)
         return scores
 
-    def _stats(self, raw: pd.DataFrame, frame: pd.DataFrame) -> dict[str, dict[str, int]]:
+    def _stats(self, feeds: dict[str, np.ndarray],
+               numbers: dict[str, np.ndarray]) -> dict[str, dict[str, int]]:
         stats = {}
         for e in self.input_schema:
-            field = self.spec[e["name"]]
-            values = frame[e["columns"]].to_numpy()
+            field, values = self.spec[e["name"]], feeds[e["name"]]
             if e["kind"] == "numeric":
-                column = pd.to_numeric(raw[field.columns[0]], errors="coerce")
-                missing = int((~np.isfinite(column.to_numpy(np.float64, na_value=np.nan))).sum())
-                stats[e["name"]] = {"missing": missing}
+                column = self.aliases.get(field.columns[0], field.columns[0])
+                stats[e["name"]] = {"missing": int(np.isnan(numbers[column]).sum())}
             elif field.kind == "sequence":  # padding slots are not missing values
                 stats[e["name"]] = {"oov": int((values == OOV).sum())}
             elif field.transform == "vocab":
@@ -171,37 +231,50 @@ class Scorer:
         return stats
 
     # ---- validation ------------------------------------------------------------------------
-    def _validated_frame(self, records: Any) -> pd.DataFrame:
-        columns = list(self.raw_schema)
-        if isinstance(records, pd.DataFrame):
-            missing = [c for c in columns if c not in records.columns]
-            if missing:
-                raise RecordError(f"missing field(s) {missing}; the model needs "
-                                  f"{columns}", field=missing[0])
-            frame = records[columns].reset_index(drop=True)
-        else:
-            if isinstance(records, Mapping):
-                records = [records]
-            if not isinstance(records, Iterable) or isinstance(records, str | bytes):
-                raise RecordError("records must be a list of objects (field -> value) "
-                                  f"or a DataFrame, got {type(records).__name__}")
-            records = list(records)
-            for i, record in enumerate(records):
-                if not isinstance(record, Mapping):
-                    raise RecordError(f"record {i} must be an object (field -> value), got "
-                                      f"{type(record).__name__}", record=i)
-                for column in columns:
-                    if column not in record:
-                        raise RecordError(f"record {i}: missing field '{column}' (the model "
-                                          f"needs {columns})", field=column, record=i)
-            frame = pd.DataFrame({c: pd.Series([r[c] for r in records], dtype=object)
-                                  for c in columns}, index=pd.RangeIndex(len(records)))
+    def _checked(self, records: Any) -> _Checked:
+        """Refuse what training would have refused (see `validate`), naming record and field."""
+        names = list(self.raw_schema)
+        columns = frame_columns(records, names) if isinstance(records, pd.DataFrame) \
+            else record_columns(records, names)
+        numbers = {}
         for column, kind in self.raw_schema.items():
-            _check_column(frame[column], column, kind)
-        return frame
+            check_types(columns[column], column, kind)
+            if kind == "numeric":
+                numbers[column] = numeric_values(columns[column], column, self.bounds.get(column))
+            else:
+                check_id_range(columns[column], column, kind)
+        return _Checked(columns, numbers)
+
+    @staticmethod
+    def _frame(checked: _Checked) -> pd.DataFrame:
+        if isinstance(checked.columns, pd.DataFrame):
+            return checked.columns
+        return pd.DataFrame({c: pd.Series(v, dtype=object) for c, v in checked.columns.items()},
+                            index=pd.RangeIndex(len(checked)))
 
 
 # ---- helpers ------------------------------------------------------------------------------
+def _session(model: str | Path | bytes, threads: int | None) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    if threads is not None:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    source = model if isinstance(model, bytes) else str(model)
+    try:
+        return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own types (Fail, InvalidProtobuf, ...)
+        where = "the model bytes" if isinstance(model, bytes) else str(model)
+        raise ValueError(f"{where}: onnxruntime cannot load it as an ONNX model "
+                         f"({type(exc).__name__}: {str(exc)[:200]})") from None
+
+
+def _contract(spec: str | Path | Mapping[str, Any] | FeatureSpec) -> dict[str, Any]:
+    """`feature_spec.json`'s serving keys beside the fields (`raw_names`, `raw_checks`)."""
+    if isinstance(spec, str | Path):
+        spec = json.loads(Path(spec).read_text())
+    return dict(spec) if isinstance(spec, Mapping) else {}
+
+
 def _load_spec(spec: str | Path | Mapping[str, Any] | FeatureSpec) -> FeatureSpec:
     if isinstance(spec, FeatureSpec):
         return spec
@@ -210,72 +283,9 @@ def _load_spec(spec: str | Path | Mapping[str, Any] | FeatureSpec) -> FeatureSpe
     return FeatureSpec.from_dict(dict(spec))
 
 
-def _aliases(spec: str | Path | Mapping[str, Any] | FeatureSpec) -> dict[str, str]:
-    """`feature_spec.json`'s `raw_names` (canonical -> the user's column), if it has them."""
-    if isinstance(spec, str | Path):
-        spec = json.loads(Path(spec).read_text())
-    names = spec.get("raw_names", {}) if isinstance(spec, Mapping) else {}
-    return {k: v for k, v in names.items() if k != v}
-
-
-def _is_null(value: Any) -> bool:
-    return value is None or value is pd.NA or (
-        isinstance(value, float | np.floating) and np.isnan(value))
-
-
-def _id_type(t: type) -> bool:
-    return issubclass(t, str | numbers.Integral | float | np.floating) and not issubclass(
-        t, bool | np.bool_)
-
-
-def _number_type(t: type) -> bool:
-    return issubclass(t, numbers.Real) and not issubclass(t, bool | np.bool_)
-
-
-_NULL_TYPES = (type(None), type(pd.NA))
-_CHECKS = {"numeric": _number_type, "categorical": _id_type,
-           "sequence": lambda t: issubclass(t, list | tuple | np.ndarray)}
-
-
-def _all_types_ok(values: Iterable[Any], ok: Any) -> bool:
-    """Fast path: one check per distinct type instead of per value."""
-    return all(t in _NULL_TYPES or ok(t) for t in set(map(type, values)))
-
-
-def _check_column(values: pd.Series, column: str, kind: str) -> None:
-    """Raise RecordError naming the field and record of the first wrongly typed value."""
-    dtype = values.dtype
-    if kind == "numeric" and pd.api.types.is_numeric_dtype(dtype) \
-            and not pd.api.types.is_bool_dtype(dtype):
-        return
-    if kind == "categorical" and (isinstance(dtype, pd.StringDtype)
-                                  or pd.api.types.is_integer_dtype(dtype)
-                                  or pd.api.types.is_float_dtype(dtype)):
-        return
-    items = values.to_numpy(dtype=object)
-    ok = _CHECKS[kind]
-    if _all_types_ok(items, ok) and (kind != "sequence" or _all_types_ok(
-            chain.from_iterable(v for v in items if isinstance(v, list | tuple | np.ndarray)),
-            _id_type)):
-        return
-    for i, value in enumerate(items):  # slow path: find and name the first offender
-        if _is_null(value):
-            continue
-        if not ok(type(value)):
-            raise _type_error(i, column, kind, value)
-        if kind == "sequence":
-            for item in value:
-                if not (_is_null(item) or _id_type(type(item))):
-                    raise RecordError(
-                        f"record {i}: field '{column}' must be {_TYPE_HELP[kind]}; it holds "
-                        f"{type(item).__name__} {_short(item)}", field=column, record=i)
-
-
-def _type_error(i: int, column: str, kind: str, value: Any) -> RecordError:
-    return RecordError(f"record {i}: field '{column}' must be {_TYPE_HELP[kind]}, got "
-                       f"{type(value).__name__} {_short(value)}", field=column, record=i)
-
-
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
+def _json_file(bundle: Any, role: str) -> Any:
+    blob = read_file(bundle, role)
+    try:
+        return json.loads(blob)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BundleError(f"{bundle.path(role)}: not valid JSON ({exc})") from None

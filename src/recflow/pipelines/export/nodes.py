@@ -20,7 +20,7 @@ import pandas as pd
 
 import recflow
 from recflow.datasets.sharded import ParquetParts
-from recflow.export.checks import latency_table, parity, torch_scores
+from recflow.export.checks import input_example_scores, latency_table, parity, torch_scores
 from recflow.export.onnx_export import export_onnx, model_input_schema, set_metadata
 from recflow.export.runtime import optimize_graph, quantize_int8, run, session
 from recflow.features import FeatureSpec
@@ -152,6 +152,9 @@ def _export(payload: dict[str, Any], feature_spec: dict[str, Any],
         "parity": {"max_abs_diff": fp32_parity["max_abs_diff"], "rows": fp32_parity["rows"],
                    "tolerance": params.parity_tolerance},
         "quantized_auc_delta": summary["quantized_auc_delta"],
+        "input_example_scores": input_example_scores(
+            model, fp32.SerializeToString(), feature_spec, tolerance=params.parity_tolerance,
+            name=name),
         "test_metrics": metrics,
         "exported_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }

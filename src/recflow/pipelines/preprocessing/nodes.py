@@ -12,6 +12,7 @@ from recflow.datasets.declaration import ITEM, TIME, USER, DatasetDeclaration
 from recflow.datasets.prepare import handle_duplicates, join_tables, prepare_log, prepare_side
 from recflow.evaluation import key_columns, split_statistics
 from recflow.features import FeaturesConfig, FeatureSpec
+from recflow.features.records import input_example
 from recflow.features.sequences import build_histories
 from recflow.features.spec import LABEL_PREFIX
 from recflow.features.split import SPLIT_CODES, recorded_splits, split_record
@@ -106,8 +107,8 @@ def fit_feature_spec(
 ) -> dict[str, Any]:
     """Fit every transform on the train split only and return the spec as JSON data.
 
-    `raw_names` in the result maps canonical role columns to the dataset's own names,
-    so the serving bundle takes records as the user's files spell them.
+    Beside the fields, the result carries the serving contract (`raw_names`, the
+    declared numeric bounds) and a few raw test records as the bundle's input example.
     `semantic_ids`: `sid__<tokenizer>` -> that tokenizer's semantic-ID table, for
     `semantic_prefix` fields (the pipeline passes exactly the tables they name).
     """
@@ -119,7 +120,8 @@ def fit_feature_spec(
     spec = FeatureSpec.from_config(params, semantic_ids=tables).fit(events, rows=train)
     spec.split = {k: v for k, v in cutoffs.items() if k != "rows"}
     spec.rows = dict(cutoffs["rows"])
-    return {**spec.to_dict(), "raw_names": dataset.raw_names()}
+    example = input_example(events, spec, dataset.raw_names())
+    return {**spec.to_dict(), **dataset.serving_contract(), "input_example": example}
 
 
 def _history_ids(events: pd.DataFrame, rows: pd.DataFrame, spec: FeatureSpec) -> dict:

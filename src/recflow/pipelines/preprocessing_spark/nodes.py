@@ -32,7 +32,7 @@ def fit_feature_spec_spark(
     """
     from recflow.features.spark import fit_spec
 
-    return {**fit_spec(events, cutoffs, params), "raw_names": dataset.raw_names()}
+    return {**fit_spec(events, cutoffs, params), **dataset.serving_contract()}
 
 
 def transform_spark(events: Any, feature_spec: dict[str, Any]) -> tuple[Any, Any, Any]:

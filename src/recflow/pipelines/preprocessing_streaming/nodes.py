@@ -64,7 +64,7 @@ def fit_feature_spec_streaming(
         params, quantile_max_distinct=streaming.quantile_max_distinct,
         check_columns=partial(check_columns, params=params, log="raw_interaction_shards"),
     )
-    return {**spec, "raw_names": dataset.raw_names()}
+    return {**spec, **dataset.serving_contract()}
 
 
 def transform_shards_node(
