@@ -219,5 +219,5 @@ def test_bundle_dataset_detects_tampering(spec: FeatureSpec, tmp_path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["lr"]  # no staging leftovers
     assert dataset.load()["manifest"]["name"] == "lr2"
     (tmp_path / "lr" / "feature_spec.json").write_text("{}")
-    with pytest.raises(DatasetError, match="checksum"):
+    with pytest.raises(DatasetError, match="SHA-256 does not match"):
         dataset.load()

@@ -45,10 +45,16 @@ def in_memory(raw: Path, params: FeaturesConfig) -> tuple[dict, dict, dict[str, 
 
 
 def assert_specs_match(streamed: dict, memory: dict) -> None:
-    """Identical JSON except standardize stats (merged moments: <= 1e-12 relative)."""
+    """Identical JSON except standardize stats (merged moments: <= 1e-12 relative).
+
+    The in-memory spec also carries a serving input example; streaming writes none.
+    """
+    assert "input_example" not in streamed
+
     def strip(spec: dict) -> dict:
         out = json.loads(json.dumps(spec))
         out.pop("hash")
+        out.pop("input_example", None)
         for f in out["fields"]:
             if f["transform"] == "standardize":
                 f.pop("state"), f.pop("stats")
