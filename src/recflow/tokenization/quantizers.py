@@ -234,7 +234,7 @@ class _RQVAETask:
         self.epoch += 1
         if p.reset_dead_codes and self.epoch < p.epochs:  # seeded per epoch: resume-exact
             generator = torch.Generator().manual_seed(p.seed * 10_007 + self.epoch)
-            self.tokenizer._reset_dead(self.train, self.usage, generator)
+            self.tokenizer.reset_dead(self.train, self.usage, generator)
         loss, _ = self.tokenizer.loss(self.valid)
         return {"valid_loss": float(loss)}
 
@@ -295,7 +295,7 @@ class RQVAE(ResidualTokenizer):
         return recon + cb_loss + self.params.beta * commit_loss, codes
 
     @torch.no_grad()
-    def _reset_dead(self, data: torch.Tensor, usage: torch.Tensor,
+    def reset_dead(self, data: torch.Tensor, usage: torch.Tensor,
                     generator: torch.Generator) -> None:
         """Re-seed codes no item used this epoch with residuals of random items."""
         m = self.module
