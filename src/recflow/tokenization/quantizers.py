@@ -296,7 +296,7 @@ class RQVAE(ResidualTokenizer):
 
     @torch.no_grad()
     def reset_dead(self, data: torch.Tensor, usage: torch.Tensor,
-                    generator: torch.Generator) -> None:
+                   generator: torch.Generator) -> None:
         """Re-seed codes no item used this epoch with residuals of random items."""
         m = self.module
         pick = torch.randperm(len(data), generator=generator)[: 4 * self.codebook_size]
