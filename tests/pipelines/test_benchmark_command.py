@@ -19,6 +19,8 @@ from recflow.evaluation.benchmark import (
 from tests.conftest import make_project
 from tests.pipelines.test_semantic_ids_pipeline import SMALL_SIDS
 
+pytestmark = pytest.mark.slow  # runs kedro in subprocesses
+
 BASE = {"preprocessing": {"split": {"strategy": "temporal", "valid_start": 0.7,
                                     "test_start": 0.85}, "fields": {}},
         "retrieval": {"baseline": "popularity", "models": {"popularity": {}, "sasrec": {}}}}

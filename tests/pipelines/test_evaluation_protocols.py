@@ -17,6 +17,8 @@ import yaml
 
 from tests.conftest import run_kedro
 
+pytestmark = pytest.mark.slow  # kedro runs from disk
+
 TRAINER = {"epochs": 2, "batch_size": 256, "lr": 0.005, "embedding_lr": 0.02,
            "progress": False, "seed": 0}
 MODELS = {"lr": {"model": "lr"}, "fm": {"model": "fm", "params": {"embed_dim": 4}}}

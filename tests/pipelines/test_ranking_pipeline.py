@@ -48,6 +48,7 @@ def ranked_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return project
 
 
+@pytest.mark.slow  # kedro run from disk
 def test_ranking_run_writes_contract_metrics(ranked_project: Path) -> None:
     report = json.loads((ranked_project / "data/08_reporting/ranking_metrics.json").read_text())
     assert set(report["models"]) == {"lr", "deepfm", "din", "esmm", "popularity"}
@@ -63,6 +64,7 @@ def test_ranking_run_writes_contract_metrics(ranked_project: Path) -> None:
     assert report["models"]["lr"]["auc_lift_over_baseline"] == 0.0
 
 
+@pytest.mark.slow  # kedro run from disk
 def test_ranking_run_writes_models_and_plots(ranked_project: Path) -> None:
     for name in ("lr", "deepfm", "din", "esmm"):
         assert (ranked_project / f"data/06_models/ranking/{name}.pt").stat().st_size > 0
@@ -71,6 +73,7 @@ def test_ranking_run_writes_models_and_plots(ranked_project: Path) -> None:
         assert png.read_bytes()[:4] == b"\x89PNG"
 
 
+@pytest.mark.slow  # kedro run from disk
 def test_ranking_run_ends_with_parity_checked_onnx(ranked_project: Path) -> None:
     report = json.loads((ranked_project / "data/08_reporting/export_report.json").read_text())
     assert set(report["models"]) == {"lr", "deepfm", "din", "esmm"}
@@ -82,6 +85,7 @@ def test_ranking_run_ends_with_parity_checked_onnx(ranked_project: Path) -> None
         assert abs(row["quantized_auc_delta"]) < 0.05
 
 
+@pytest.mark.slow  # kedro run from disk
 def test_saved_model_reloads_and_refuses_other_spec(ranked_project: Path) -> None:
     import torch
 

@@ -20,6 +20,8 @@ from recflow.datagen import GeneratorConfig, write_shards
 from tests.conftest import make_project, run_kedro
 from tests.pipelines.test_ranking_pipeline import FAST_EXPORT
 
+pytestmark = pytest.mark.slow  # kedro runs from disk, DDP processes
+
 TRAINER = {"epochs": 2, "batch_size": 256, "lr": 0.01, "embedding_lr": 0.01,
            "progress": False, "seed": 3, "shuffle_buffer": 2_000}
 MODELS = {"lr": {"model": "lr"},

@@ -17,6 +17,8 @@ from tests.pipelines.test_semantic_ids_pipeline import (
     write_params,
 )
 
+pytestmark = pytest.mark.slow  # kedro runs from disk
+
 
 @pytest.fixture(scope="module")
 def retrieval_project(tmp_path_factory: pytest.TempPathFactory) -> Path:

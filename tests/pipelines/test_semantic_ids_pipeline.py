@@ -91,6 +91,7 @@ def sid_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return project
 
 
+@pytest.mark.slow  # kedro run from disk
 def test_semantic_ids_report_follows_the_contract(sid_project: Path) -> None:
     report = json.loads((sid_project / "data/08_reporting/semantic_ids_report.json").read_text())
     assert set(report["tokenizers"]) == {"rq_kmeans", "rq_vae"}
@@ -111,6 +112,7 @@ def test_semantic_ids_report_follows_the_contract(sid_project: Path) -> None:
     assert (sid_project / "data/08_reporting/semantic_ids_code_usage.png").stat().st_size > 0
 
 
+@pytest.mark.slow  # kedro run from disk
 def test_semantic_id_tables_are_unique_and_cover_the_catalogue(sid_project: Path) -> None:
     items = pd.read_parquet(sid_project / "data/01_raw/items.parquet")
     for name in ("rq_kmeans", "rq_vae"):
@@ -120,6 +122,7 @@ def test_semantic_id_tables_are_unique_and_cover_the_catalogue(sid_project: Path
         assert [c for c in table.columns if c.startswith("sid_")] == ["sid_0", "sid_1", "sid_2"]
 
 
+@pytest.mark.slow  # kedro run from disk
 def test_saved_tokenizer_reloads_and_encodes_without_refit(sid_project: Path) -> None:
     from recflow.pipelines.semantic_ids.nodes import embeddings_matrix, load_tokenizer
 

@@ -7,10 +7,13 @@ import json
 from pathlib import Path
 
 import pandas as pd
+import pytest
 import yaml
 
 from tests.conftest import make_project, run_kedro
 from tests.pipelines.test_ranking_pipeline import FAST_EXPORT, SMALL_TRAINER
+
+pytestmark = pytest.mark.slow  # kedro runs from disk
 
 
 def test_ranking_with_semantic_prefix_fields(tmp_path: Path) -> None:

@@ -18,6 +18,8 @@ from recflow.training import TrainerConfig, fit, frame_to_tensors
 from recflow.training.distributed import fit_distributed
 from tests.helpers import tiny_spec
 
+pytestmark = pytest.mark.slow  # spawns DDP processes
+
 N_USERS, N_ITEMS, N_CATS, SEQ = 30, 50, 5, 3
 WEIGHT_ATOL = 1e-5
 METRIC_ATOL = 1e-5

@@ -234,6 +234,7 @@ def test_keyboard_interrupt_in_a_plugin_import_still_interrupts(plugin_env) -> N
         fresh_models().list()
 
 
+@pytest.mark.slow  # spawns a Python process
 def test_a_plugin_calling_sys_exit_does_not_end_the_process(tmp_path: Path) -> None:
     """In a fresh interpreter, as `kedro run` / `recflow list` would meet it."""
     site = tmp_path / "site"
@@ -385,6 +386,7 @@ def test_normalize_dist() -> None:
     assert normalize_dist("Recflow_Final.MLP") == "recflow-final-mlp"
 
 
+@pytest.mark.slow  # spawns a Python process
 def test_real_registries_load_builtins_then_plugins_and_survive_broken_ones(
         tmp_path: Path) -> None:
     """In a fresh interpreter: the module-level registries, a clash and a broken plugin."""

@@ -15,6 +15,8 @@ from tests.conftest import make_project, run_kedro
 from tests.unit.test_streaming import SPLITS, _params, assert_frames_match, assert_specs_match
 from tests.unit.test_streaming import in_memory as in_memory_run
 
+pytestmark = pytest.mark.slow  # starts a Spark session
+
 pyspark = pytest.importorskip("pyspark", reason="the `spark` extra (in `dev`) installs pyspark")
 
 

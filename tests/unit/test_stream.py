@@ -150,6 +150,7 @@ print(json.dumps(out))
 """
 
 
+@pytest.mark.slow  # spawns processes
 def test_peak_memory_does_not_grow_with_the_shard_count(tmp_path) -> None:
     """Measured in a fresh process: RSS growth in a long test session is allocator noise."""
     large = write_shards(tmp_path / "large", [25_000] * 20, row_group=5000)
@@ -181,6 +182,7 @@ def test_fit_trains_from_a_stream(shards, spec, tmp_path) -> None:
         assert torch.equal(weights[0][key], weights[1][key]), key
 
 
+@pytest.mark.slow  # spawns processes
 def test_two_ddp_processes_train_from_file_shards(shards, spec) -> None:
     valid = frame_to_tensors(make_frame(800, 9), spec)
     torch.manual_seed(0)

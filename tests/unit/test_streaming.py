@@ -188,6 +188,7 @@ def _peak(project: Path) -> dict:
     return {"rows": rows, "peak_kib": usage.ru_maxrss}
 
 
+@pytest.mark.slow  # measures a subprocess's peak memory
 def test_peak_memory_does_not_grow_with_the_number_of_shards(tmp_path: Path) -> None:
     sizes = {"small": 2, "large": 20}  # shards of ~12.5k impressions each: 25k vs 250k rows
     peaks = {}
