@@ -112,8 +112,8 @@ def raw_test_records(project: Path, spec: Any) -> Any:
     """Raw joined columns of the test split with histories as lists: what clients send."""
     import pandas as pd
 
-    from recflow.pipelines.preprocessing.nodes import join_events
     from recflow.features.records import raw_records
+    from recflow.pipelines.preprocessing.nodes import join_events
 
     raw = {n: pd.read_parquet(project / f"data/01_raw/{n}.parquet")
            for n in ("interactions", "users", "items")}
@@ -128,8 +128,8 @@ def bench_model(project: Path, name: str, records: Any, bundles: Path,
 
     from recflow.datasets.onnx_model import ServingBundleDataset
     from recflow.export.checks import _time
+    from recflow.export.params import ExportParams
     from recflow.pipelines.export import nodes
-    from recflow.pipelines.export.params import ExportParams
     from recflow.serving import Scorer
 
     spec_dict = json.loads((project / "data/05_model_input/feature_spec.json").read_text())

@@ -12,11 +12,11 @@ from recflow.datagen import GeneratorConfig, generate
 from recflow.datasets.onnx_model import ServingBundleDataset
 from recflow.export.checks import torch_scores
 from recflow.export.onnx_export import model_input_schema
+from recflow.export.params import ExportParams
 from recflow.features import FeaturesConfig, FeatureSpec
 from recflow.features.records import raw_records
 from recflow.models.payload import to_payload
 from recflow.pipelines.export import nodes as export_nodes
-from recflow.pipelines.export.params import ExportParams
 from recflow.pipelines.preprocessing import nodes as prep
 from recflow.registry import MODELS
 from recflow.serving.schema import feeds_from_frame

@@ -18,11 +18,11 @@ from kedro.io import DatasetError
 from recflow.datasets.onnx_model import OnnxModelDataset, ServingBundleDataset
 from recflow.export.checks import ParityError, latency_table, parity, torch_scores
 from recflow.export.onnx_export import example_inputs, export_onnx, read_metadata
+from recflow.export.params import ExportParams
 from recflow.export.runtime import optimize_graph, quantize_int8, run, session
 from recflow.features import FeatureSpec
 from recflow.models.payload import to_payload
 from recflow.pipelines.export import create_pipeline, nodes, pipeline_kwargs
-from recflow.pipelines.export.params import ExportParams
 from recflow.registry import MODELS
 from recflow.serving.schema import OUTPUT_NAME, feeds_from_frame, input_schema
 from tests.helpers import tiny_spec

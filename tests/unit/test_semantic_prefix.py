@@ -195,10 +195,10 @@ def test_scorer_reproduces_offline_scores_with_prefix_fields(tmp_path: Path) -> 
     from recflow.datasets.onnx_model import ServingBundleDataset
     from recflow.export.checks import torch_scores
     from recflow.export.onnx_export import model_input_schema
+    from recflow.export.params import ExportParams
     from recflow.features.records import raw_records
     from recflow.models.payload import to_payload
     from recflow.pipelines.export import nodes as export_nodes
-    from recflow.pipelines.export.params import ExportParams
     from recflow.pipelines.preprocessing import nodes as prep
     from recflow.registry import MODELS
     from recflow.serving import Scorer

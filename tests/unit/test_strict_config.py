@@ -82,8 +82,8 @@ def test_per_entry_params_and_distillation_entries_name_their_path():
 @pytest.mark.parametrize("env", sorted(p.name for p in (REPO / "conf").iterdir()
                                        if p.is_dir() and p.name != "base"))
 def test_every_env_validates(env):
+    from recflow.export.params import ExportParams
     from recflow.pipelines.distillation.params import validate as distillation
-    from recflow.pipelines.export.params import ExportParams
     from recflow.pipelines.preprocessing_streaming.params import PreprocessingStreamingParams
     from recflow.pipelines.ranking.params import RankingParams
     from recflow.pipelines.retrieval.params import RetrievalParams

@@ -16,13 +16,13 @@ import pandas as pd
 import torch
 
 from recflow.datasets import TorchModelDataset
+from recflow.export.params import ExportParams
+from recflow.export.ranking import export_ranking
 from recflow.features import FeatureSpec
 from recflow.features.spec import LABEL_PREFIX
 from recflow.models.base import RankingModel
 from recflow.models.payload import from_payload, to_payload
 from recflow.pipelines.distillation.params import DistillationParams, validate
-from recflow.pipelines.export.nodes import export_model
-from recflow.pipelines.export.params import ExportParams
 from recflow.pipelines.ranking.params import ModelEntry
 from recflow.registry import MODELS
 from recflow.training.data import TensorBatch, frame_to_tensors
@@ -206,12 +206,12 @@ def _metrics(test: pd.DataFrame, p_ctr: np.ndarray) -> dict[str, Any]:
 def _latency(payload: dict[str, Any], feature_spec: dict[str, Any], test: pd.DataFrame,
              metrics: dict[str, Any], export: ExportParams | dict[str, Any] | None,
              batches: list[int], name: str) -> tuple[Any, dict[str, Any]]:
-    """Export through the export pipeline's node (parity-checked), fp32, ORT latency."""
+    """Export as the export pipeline does (parity-checked), fp32, ORT latency."""
     base = export if isinstance(export, ExportParams) else ExportParams.model_validate(export or {})
     latency = base.latency.model_copy(update={"batches": list(batches)})
     params = base.model_copy(update={"quantize": False, "latency": latency})
-    proto, _bundle, summary = export_model(payload, feature_spec, test, metrics, params, name=name)
-    return proto, summary
+    out = export_ranking(payload, feature_spec, test, metrics, params, name=name)
+    return out.onnx, out.summary
 
 
 def _row(metrics: dict[str, Any], n_params: int, summaries: list[dict[str, Any]],

@@ -12,8 +12,8 @@ from typing import Any
 
 from kedro.pipeline import Pipeline, node
 
+from recflow.export.params import ExportParams
 from recflow.pipelines.distillation import nodes
-from recflow.pipelines.export.params import ExportParams
 
 DATA = ["model_input_train", "model_input_valid", "feature_spec"]
 PARAMS = "params:distillation"

@@ -18,8 +18,8 @@ import onnx
 import pandas as pd
 
 from recflow.evaluation.retrieval_protocol import build_data
+from recflow.export.params import ExportParams
 from recflow.export.retrieval import EXPORTABLE, export_retriever
-from recflow.pipelines.export.params import ExportParams
 from recflow.pipelines.retrieval.params import RetrievalParams
 
 logger = logging.getLogger(__name__)

@@ -18,7 +18,7 @@ from typing import Any
 import pandas as pd
 from kedro.pipeline import Pipeline, node
 
-from recflow.pipelines.export.params import ExportParams
+from recflow.export.params import ExportParams
 from recflow.pipelines.retrieval import export_nodes, nodes
 from recflow.pipelines.retrieval.params import RetrievalParams
 
