@@ -36,8 +36,9 @@ def _typed_param_models() -> list[type[BaseModel]]:
     """Found independently of the generator: pydantic models defined in the params modules."""
     import recflow.pipelines
 
-    modules = [importlib.import_module("recflow.features.config"),
-               importlib.import_module("recflow.training.trainer")]
+    modules = [importlib.import_module(name) for name in (
+        "recflow.features.config", "recflow.training.trainer", "recflow.training.entry",
+        "recflow.export.params", "recflow.evaluation.retrieval_params")]
     for info in pkgutil.iter_modules(recflow.pipelines.__path__):
         if importlib.util.find_spec(f"recflow.pipelines.{info.name}.params"):
             modules.append(importlib.import_module(f"recflow.pipelines.{info.name}.params"))

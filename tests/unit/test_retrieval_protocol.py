@@ -17,10 +17,10 @@ from pydantic import ValidationError
 
 from recflow.datasets.movielens import load_movielens
 from recflow.evaluation import retrieval_protocol as rp
+from recflow.evaluation.retrieval_params import RetrievalParams
 from recflow.models.retrieval import RETRIEVAL_MODELS
 from recflow.models.retrieval.base import mask_seen, top_k
 from recflow.pipelines.retrieval import nodes
-from recflow.pipelines.retrieval.params import RetrievalParams
 from recflow.settings import CONFIG_LOADER_ARGS
 from recflow.training.core import Checkpoints, Step, build_optimizer, fit
 

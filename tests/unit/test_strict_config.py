@@ -82,11 +82,11 @@ def test_per_entry_params_and_distillation_entries_name_their_path():
 @pytest.mark.parametrize("env", sorted(p.name for p in (REPO / "conf").iterdir()
                                        if p.is_dir() and p.name != "base"))
 def test_every_env_validates(env):
+    from recflow.evaluation.retrieval_params import RetrievalParams
     from recflow.export.params import ExportParams
     from recflow.pipelines.distillation.params import validate as distillation
     from recflow.pipelines.preprocessing_streaming.params import PreprocessingStreamingParams
     from recflow.pipelines.ranking.params import RankingParams
-    from recflow.pipelines.retrieval.params import RetrievalParams
     from recflow.pipelines.semantic_ids.params import SemanticIdsParams
 
     loader = OmegaConfigLoader(conf_source=str(REPO / "conf"), env=env, **CONFIG_LOADER_ARGS)

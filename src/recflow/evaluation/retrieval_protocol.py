@@ -55,7 +55,7 @@ from recflow.tokenization.semantic_ids import SemanticIdTable
 from recflow.training.core import Checkpoints, FitConfig
 
 if TYPE_CHECKING:
-    from recflow.pipelines.retrieval.params import RetrievalParams
+    from recflow.evaluation.retrieval_params import RetrievalParams
 
 __all__ = [
     "build_data",

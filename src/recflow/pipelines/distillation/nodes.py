@@ -23,7 +23,6 @@ from recflow.features.spec import LABEL_PREFIX
 from recflow.models.base import RankingModel
 from recflow.models.payload import from_payload, to_payload
 from recflow.pipelines.distillation.params import DistillationParams, validate
-from recflow.pipelines.ranking.params import ModelEntry
 from recflow.registry import MODELS
 from recflow.training.data import TensorBatch, frame_to_tensors
 from recflow.training.distillation import (
@@ -33,6 +32,7 @@ from recflow.training.distillation import (
     teacher_logits,
     with_teacher_labels,
 )
+from recflow.training.entry import ModelEntry
 from recflow.training.metrics import evaluate_scores
 from recflow.training.trainer import fit, predict
 

@@ -7,9 +7,9 @@ from typing import Any, Literal
 from pydantic import Field, ValidationError, model_validator
 
 from recflow.config_checks import BatchSize, StrictModel
-from recflow.pipelines.ranking.params import ModelEntry
 from recflow.registry import LOSSES
 from recflow.training.distillation import LossEntry
+from recflow.training.entry import ModelEntry
 from recflow.training.trainer import TrainerConfig
 
 _FILE = "parameters_distillation.yml"

@@ -12,6 +12,7 @@ from recflow.datasets.declaration import ITEM, TIME, USER, DatasetDeclaration
 from recflow.datasets.prepare import handle_duplicates, join_tables, prepare_log, prepare_side
 from recflow.evaluation import key_columns, split_statistics
 from recflow.features import FeaturesConfig, FeatureSpec
+from recflow.features.columns import check_columns
 from recflow.features.records import input_example
 from recflow.features.sequences import build_histories
 from recflow.features.spec import LABEL_PREFIX
@@ -23,7 +24,6 @@ from recflow.tokenization.semantic_ids import SemanticIdTable
 logger = logging.getLogger(__name__)
 SPLITS = ("train", "valid", "test")
 SID_INPUT_PREFIX = "sid__"
-ROLE_OF = {USER: "user", ITEM: "item", TIME: "time"}
 #: model-input key columns, written for the roles the data has
 KEYS = {"key_user": USER, "key_item": ITEM, "key_timestamp": TIME}
 
@@ -66,39 +66,6 @@ def split_by_time(events: pd.DataFrame, params: FeaturesConfig) -> dict[str, Any
     record, _ = split_record(events, params.split)
     logger.info("%s split %s", params.split.strategy, record)
     return record
-
-
-def _missing_columns(events: pd.DataFrame, params: FeaturesConfig) -> dict[str, str]:
-    """YAML key -> raw column it names, for every column the joined data lacks."""
-    needed: dict[str, str] = {f"preprocessing.labels[{i}]": c for i, c in enumerate(params.labels)}
-    for name, cfg in params.fields.items():
-        key = f"preprocessing.fields.{name}"
-        if cfg.transform == "hash_cross":
-            needed.update({f"{key}.columns[{i}]": c for i, c in enumerate(cfg.columns)})
-        elif cfg.transform == "sequence":
-            needed[f"{key}.event"] = cfg.event
-        else:
-            needed[key + (".column" if cfg.column else "")] = cfg.column or name
-    return {k: c for k, c in needed.items() if c not in events.columns}
-
-
-def check_columns(events: pd.DataFrame, params: FeaturesConfig,
-                  log: str = "raw_interactions") -> None:
-    """Every column the YAML names exists in the joined raw data (`log` + users + items)."""
-    missing = _missing_columns(events, params)
-    for name, cfg in params.fields.items():
-        if cfg.transform == "sequence":  # histories are per user, in time
-            missing.update({f"preprocessing.fields.{name} (a behaviour sequence)": c
-                            for c in (USER, TIME) if c not in events.columns})
-    if missing:
-        listed = "; ".join(f"{key} -> column '{column}'" + (
-            f" (the {ROLE_OF[column]} role: dataset.events.{ROLE_OF[column]} is not declared)"
-            if column in ROLE_OF else "") for key, column in missing.items())
-        raise KeyError(
-            f"parameters_preprocessing.yml names column(s) that the joined raw data "
-            f"({log} + its declared side tables) does not have: {listed}; "
-            f"available: {sorted(map(str, events.columns))}"
-        )
 
 
 def fit_feature_spec(

@@ -2,43 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from pydantic import BaseModel, Field, model_validator
+from pydantic import Field, model_validator
 
 from recflow.config_checks import StrictModel
-from recflow.registry import MODELS
+from recflow.training.entry import ModelEntry
 from recflow.training.trainer import TrainerConfig
 
 _FILE = "parameters_ranking.yml"
-
-
-class ModelEntry(StrictModel):
-    """One model to train: a registered name, its params, optional trainer overrides."""
-
-    model: str = Field(description="Registered model name, e.g. deepfm (see MODELS.list()).")
-    params: dict[str, Any] = Field(default_factory=dict)
-    trainer: dict[str, Any] = Field(
-        default_factory=dict, description="Overrides of ranking.trainer for this model."
-    )
-
-    @model_validator(mode="after")
-    def _known_and_valid(self) -> ModelEntry:
-        component = MODELS.get(self.model)
-        component.validate_params(self.params, where=f"{_FILE}: params")
-        unknown = sorted(set(self.trainer) - set(TrainerConfig.model_fields))
-        if unknown:
-            raise ValueError(
-                f"{_FILE}: trainer: unknown key(s) {unknown}; "
-                f"allowed keys: {sorted(TrainerConfig.model_fields)}"
-            )
-        return self
-
-    def typed_params(self) -> BaseModel:
-        return MODELS.get(self.model).validate_params(self.params)
-
-    def trainer_config(self, base: TrainerConfig) -> TrainerConfig:
-        return TrainerConfig.model_validate({**base.model_dump(), **self.trainer})
 
 
 class RankingParams(StrictModel):

@@ -17,10 +17,10 @@ from typing import Any
 import onnx
 import pandas as pd
 
+from recflow.evaluation.retrieval_params import RetrievalParams
 from recflow.evaluation.retrieval_protocol import build_data
 from recflow.export.params import ExportParams
 from recflow.export.retrieval import EXPORTABLE, export_retriever
-from recflow.pipelines.retrieval.params import RetrievalParams
 
 logger = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from typing import Any
 import pandas as pd
 
 from recflow.evaluation import retrieval_protocol as protocol
-from recflow.pipelines.retrieval.params import RetrievalParams
+from recflow.evaluation.retrieval_params import RetrievalParams
 
 logger = logging.getLogger(__name__)
 

@@ -18,9 +18,9 @@ from typing import Any
 import pandas as pd
 from kedro.pipeline import Pipeline, node
 
+from recflow.evaluation.retrieval_params import RetrievalParams
 from recflow.export.params import ExportParams
 from recflow.pipelines.retrieval import export_nodes, nodes
-from recflow.pipelines.retrieval.params import RetrievalParams
 
 
 def _train_for(name: str, with_sids: bool):

@@ -10,7 +10,7 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from recflow.pipelines.retrieval.params import RetrievalParams
+from recflow.evaluation.retrieval_params import RetrievalParams
 from recflow.pipelines.semantic_ids.params import SemanticIdsParams, TokenizerEntry
 from recflow.registry import ITEM_ENCODERS, TOKENIZERS
 from recflow.tokenization.encoders import encoder_needs_events
