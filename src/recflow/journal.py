@@ -9,7 +9,6 @@ whose process is gone (`kill -9`, power loss) and says so in the log; `AtomicRun
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
@@ -18,6 +17,8 @@ import socket
 import time
 from pathlib import Path
 from typing import Any
+
+from recflow.atomic import atomic_file
 
 logger = logging.getLogger(__name__)
 BACKUP_SUFFIX = ".recflow-backup"
@@ -165,19 +166,8 @@ def _is_zombie(pid: int) -> bool:
 
 
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
+    with atomic_file(path, "w") as f:
         json.dump(data, f, indent=1)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    with contextlib.suppress(OSError):  # make the rename durable (not on every platform)
-        fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 def path_exists(path: Path) -> bool:

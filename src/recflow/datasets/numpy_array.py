@@ -8,12 +8,13 @@ loads never unpickle (``allow_pickle=False``).
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from kedro.io import AbstractDataset, DatasetError
+
+from recflow.atomic import atomic_file
 
 
 class NumpyArrayDataset(AbstractDataset[np.ndarray, np.ndarray]):
@@ -57,17 +58,8 @@ class NumpyArrayDataset(AbstractDataset[np.ndarray, np.ndarray]):
         if data.dtype == object:
             raise DatasetError(f"{self._filepath}: object arrays are not saved (no pickling)")
         array = np.ascontiguousarray(data, dtype=self._dtype or data.dtype)
-        self._filepath.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self._filepath.with_name(self._filepath.name + ".tmp")
-        try:
-            with open(tmp, "wb") as handle:
-                np.save(handle, array, allow_pickle=False)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, self._filepath)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        with atomic_file(self._filepath) as handle:
+            np.save(handle, array, allow_pickle=False)
 
     def _exists(self) -> bool:
         return self._filepath.is_file()

@@ -7,13 +7,13 @@ interrupted save never leaves a truncated model where a server would load it.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import onnx
 from kedro.io import AbstractDataset, DatasetError
 
+from recflow.atomic import write_bytes
 from recflow.serving.bundle import read_file, read_manifest, write_bundle
 
 _PROTOBUF_LIMIT = 2**31 - 1
@@ -46,7 +46,7 @@ class OnnxModelDataset(AbstractDataset[onnx.ModelProto, onnx.ModelProto]):
         if data.ByteSize() > _PROTOBUF_LIMIT:
             raise DatasetError(f"{self._filepath}: the model is over 2 GiB, beyond what a "
                                "single ONNX protobuf holds; export it with external data")
-        _atomic_write(self._filepath, data.SerializeToString())
+        write_bytes(self._filepath, data.SerializeToString())
 
     def _exists(self) -> bool:
         return self._filepath.is_file()
@@ -95,17 +95,3 @@ class ServingBundleDataset(AbstractDataset[dict[str, Any], dict[str, Any]]):
 
     def _describe(self) -> dict[str, Any]:
         return {"filepath": str(self._filepath)}
-
-
-def _atomic_write(path: Path, blob: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with open(tmp, "wb") as handle:
-            handle.write(blob)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from recflow.atomic import write_bytes
+
 BUNDLE_FORMAT = "recflow-serving-bundle"
 BUNDLE_VERSION = 1
 MANIFEST = "manifest.json"
@@ -57,8 +59,8 @@ def write_bundle(directory: str | Path, *, model: bytes, feature_spec: dict[str,
     staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
     try:
         for role, blob in blobs.items():
-            _write(staging / FILES[role], blob)
-        _write(staging / MANIFEST, json.dumps(manifest, indent=2, default=str).encode())
+            write_bytes(staging / FILES[role], blob)
+        write_bytes(staging / MANIFEST, json.dumps(manifest, indent=2, default=str).encode())
         old = None
         if directory.exists():
             old = directory.with_name(f".{directory.name}.old")
@@ -143,10 +145,3 @@ def read_file(bundle: Bundle | str | Path, role: str,
         raise BundleError(f"{path}: SHA-256 does not match the manifest; the bundle was "
                           "modified or partially copied")
     return blob
-
-
-def _write(path: Path, blob: bytes) -> None:
-    with open(path, "wb") as handle:
-        handle.write(blob)
-        handle.flush()
-        os.fsync(handle.fileno())

@@ -48,7 +48,6 @@ from __future__ import annotations
 import itertools
 import logging
 import math
-import os
 import re
 import time
 from collections.abc import Iterable, Mapping
@@ -61,6 +60,7 @@ from pydantic import Field
 from torch import nn
 from tqdm import tqdm
 
+from recflow.atomic import atomic_file
 from recflow.config_checks import MAX_EPOCHS, MAX_ROWS, StrictModel
 
 logger = logging.getLogger(__name__)
@@ -183,18 +183,9 @@ class Checkpoints:
     def save(self, epoch: int, payload: dict[str, Any]) -> Path:
         """Write atomically (tmp + fsync + rename), then drop older epochs: a crash leaves
         one valid file."""
-        self.directory.mkdir(parents=True, exist_ok=True)
         path = self.directory / f"epoch_{epoch:04d}.pt"
-        tmp = path.with_name(path.name + ".tmp")
-        try:
-            with open(tmp, "wb") as f:
-                torch.save({**payload, "fingerprint": self.fingerprint}, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        with atomic_file(path) as f:
+            torch.save({**payload, "fingerprint": self.fingerprint}, f)
         for old in self.directory.glob("epoch_*.pt"):
             if old != path and CHECKPOINT.fullmatch(old.name):
                 old.unlink()
