@@ -18,11 +18,11 @@ import torch
 import yaml
 from pydantic import ValidationError
 
+from recflow.evaluation.ranking import item_train_stats, rare_item_metrics
 from recflow.features import FeaturesConfig, FeatureSpec
 from recflow.features.semantic import SemanticPrefix
 from recflow.features.transforms import OOV, PAD
 from recflow.pipelines.preprocessing import pipeline_kwargs
-from recflow.pipelines.ranking.nodes import item_train_stats, rare_item_metrics
 from recflow.tokenization.semantic_ids import SemanticIdTable
 from tests.helpers import embedded_declaration, embedded_events
 

@@ -1,6 +1,8 @@
-"""Evaluation helpers shared by every report: seed aggregation and dataset statistics.
+"""Evaluation: seed aggregation, dataset statistics, ranking and retrieval protocols.
 
-numpy / pandas only (no torch, no Kedro), so reports, benchmarks and notebooks reuse them.
+The package root and `aggregate` / `stats` / `ranking` are numpy / pandas only, so
+reports, benchmarks and notebooks reuse them; `retrieval_protocol` trains models
+(torch), and `benchmark` drives `kedro run` in child processes.
 """
 
 from recflow.evaluation.aggregate import mean_std

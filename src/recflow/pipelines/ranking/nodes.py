@@ -20,15 +20,19 @@ import torch
 from matplotlib.figure import Figure
 
 from recflow.datasets.sharded import ParquetParts
-from recflow.evaluation import key_columns, mean_std, split_statistics
-from recflow.evaluation.aggregate import STD_KIND, format_mean_std
+from recflow.evaluation.aggregate import format_mean_std
+from recflow.evaluation.ranking import (
+    popularity_row,
+    ranking_report,
+    rare_item_metrics,
+)
 from recflow.features import FeatureSpec
 from recflow.features.spec import LABEL_PREFIX
 from recflow.models.payload import from_payload, to_payload
 from recflow.pipelines.ranking.params import ModelEntry, RankingParams
 from recflow.registry import MODELS
 from recflow.training.data import frame_to_tensors
-from recflow.training.metrics import auc, evaluate_scores
+from recflow.training.metrics import evaluate_scores
 from recflow.training.plots import calibration_figure, learning_curves_figure, roc_figure
 from recflow.training.stream import train_input
 from recflow.training.trainer import TrainerConfig, fit, predict
@@ -168,43 +172,6 @@ def _keys(frame: Split) -> list[str]:
     return [k for k in ("key_user", "key_item") if k in frame.columns]
 
 
-def item_train_stats(train: Split) -> pd.DataFrame:
-    """Train impressions and clicks per item (index `key_item`): all the rare-item and
-    popularity figures need of the train split, computed once for every model.
-    Empty when the log has no item key."""
-    if "key_item" not in train.columns:
-        return pd.DataFrame({"impressions": pd.Series(dtype=np.int64),
-                             "clicks": pd.Series(dtype=np.float64)},
-                            index=pd.Index([], name="key_item"))
-    chunks = (train.iter_frames(["key_item", "label_click"], rows=4_000_000)
-              if isinstance(train, ParquetParts) else [train[["key_item", "label_click"]]])
-    parts = [chunk.groupby("key_item")["label_click"].agg(impressions="count", clicks="sum")
-             for chunk in chunks]
-    stats = pd.concat(parts).groupby(level=0).sum()
-    return stats.astype({"impressions": np.int64, "clicks": np.float64})
-
-
-def rare_item_mask(test_items: pd.Series, item_stats: pd.DataFrame, threshold: int) -> np.ndarray:
-    """Test rows whose item has fewer than `threshold` train impressions (unseen ones too)."""
-    return test_items.map(item_stats["impressions"]).fillna(0).to_numpy() < threshold
-
-
-def rare_item_metrics(test_scores: pd.DataFrame, item_stats: pd.DataFrame,
-                      threshold: int) -> dict[str, Any]:
-    """pCTR AUC on the long tail, where id embeddings saw (almost) no training signal.
-
-    `auc_rare_items` is None when those rows hold a single class (AUC undefined).
-    """
-    if "key_item" not in test_scores:
-        return {"auc_rare_items": None, "rare_items_rows": None,
-                "rare_items_threshold": threshold}
-    rare = rare_item_mask(test_scores["key_item"], item_stats, threshold)
-    value = auc(test_scores["label_click"].to_numpy()[rare],
-                test_scores["score_ctr"].to_numpy()[rare])
-    return {"auc_rare_items": None if np.isnan(value) else value,
-            "rare_items_rows": int(rare.sum()), "rare_items_threshold": threshold}
-
-
 def evaluate_model(test_scores: pd.DataFrame, history: dict[str, Any],
                    item_stats: pd.DataFrame, params: RankingParams) -> dict[str, Any]:
     """Test metrics on pCTR (overall and on rare items), plus size and training cost."""
@@ -227,14 +194,6 @@ def evaluate_model(test_scores: pd.DataFrame, history: dict[str, Any],
     return metrics
 
 
-def popularity_scores(item_stats: pd.DataFrame, test: pd.DataFrame,
-                      prior: float = 20.0) -> np.ndarray:
-    """The popularity baseline: each item's smoothed train CTR."""
-    rate = item_stats["clicks"].sum() / item_stats["impressions"].sum()
-    smoothed = (item_stats["clicks"] + prior * rate) / (item_stats["impressions"] + prior)
-    return test["key_item"].map(smoothed).fillna(rate).to_numpy(np.float64)
-
-
 def report_ranking(
     params: RankingParams, item_stats: pd.DataFrame, train: Split, valid: Split, test: Split,
     feature_spec: dict[str, Any], **outputs: Any
@@ -247,38 +206,18 @@ def report_ranking(
     names = list(params.models)
     metrics = {n: outputs[f"metrics__{n}"] for n in names}
     scores = {n: outputs[f"scores__{n}"] for n in names}
-    histories = {n: outputs[f"history__{n}"]["epochs"] for n in names}
-
-    reference = scores[names[0]]
     curves = {n: (s["label_click"].to_numpy(), s["score_ctr"].to_numpy()) for n, s in scores.items()}
+    reference = scores[names[0]]
     if "key_item" in reference:  # the popularity baseline needs an item key
-        pop = popularity_scores(item_stats, reference)
-        users = reference["key_user"].to_numpy() if "key_user" in reference else None
-        metrics["popularity"] = {
-            **evaluate_scores(reference["label_click"].to_numpy(), pop, users),
-            **rare_item_metrics(reference.assign(score_ctr=pop), item_stats,
-                                params.rare_item_impressions),
-            "params": 0, "train_seconds": 0.0,
-        }
+        metrics["popularity"], pop = popularity_row(reference, item_stats,
+                                                    params.rare_item_impressions)
         curves["popularity"] = (reference["label_click"].to_numpy(), pop)
-    base_auc = metrics[params.baseline]["auc"]
-    for m in metrics.values():
-        m["auc_lift_over_baseline"] = m["auc"] - base_auc
-    for n in names:
-        metrics[n]["seeds"] = mean_std(outputs[f"seed_runs__{n}"])
-    report = {
-        "split": "test",
-        "split_strategy": {**feature_spec.get("split", {}), "rows": feature_spec.get("rows", {})},
-        "seeds": params.seeds,  # None: each model's trainer seed, once
-        "std": STD_KIND,
-        "baseline": params.baseline,
-        "rows": len(reference),
-        "statistics": split_statistics(
-            {"train": train, "valid": valid, "test": test}, **key_columns(train)),
-        "models": metrics,
-        "best": max(names, key=lambda n: metrics[n]["auc"]),
-    }
+    report = ranking_report(metrics, {n: outputs[f"seed_runs__{n}"] for n in names},
+                            baseline=params.baseline, seeds=params.seeds,
+                            feature_spec=feature_spec, rows=len(reference),
+                            splits={"train": train, "valid": valid, "test": test})
     logger.info("ranking test AUC: %s", {
         n: format_mean_std(m["seeds"], "auc") if "seeds" in m else f"{m['auc']:.4f}"
         for n, m in metrics.items()})
+    histories = {n: outputs[f"history__{n}"]["epochs"] for n in names}
     return report, roc_figure(curves), calibration_figure(curves), learning_curves_figure(histories)

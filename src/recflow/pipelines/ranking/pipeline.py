@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from kedro.pipeline import Pipeline, node, pipeline
 
+from recflow.evaluation.ranking import item_train_stats
 from recflow.pipelines.ranking import nodes
 
 SHARED_INPUTS = {"model_input_train", "model_input_valid", "model_input_test", "feature_spec",
@@ -61,7 +62,7 @@ def create_pipeline(model_names: list[str] | None = None, **kwargs) -> Pipeline:
                               f"history__{name}": f"{name}.history",
                               f"seed_runs__{name}": f"{name}.seed_runs"})
     shared = Pipeline([
-        node(nodes.item_train_stats, "model_input_train", "ranking_item_stats",
+        node(item_train_stats, "model_input_train", "ranking_item_stats",
              name="item_train_stats"),
         node(nodes.report_ranking, report_inputs,
              ["ranking_metrics", "ranking_roc_plot", "ranking_calibration_plot",
