@@ -40,6 +40,8 @@ from recflow.features.transforms import (
 SPEC_VERSION = 1
 LABEL_PREFIX = "label_"
 KEY_COLUMNS = ("key_user", "key_item", "key_timestamp")
+#: the canonical role columns the keys copy (`recflow.datasets.declaration` USER / ITEM / TIME)
+ROLE_COLUMNS = ("user_id", "item_id", "timestamp")
 #: frames with at least this many rows fit / transform their fields on several threads
 #: (the column kernels of numpy and pyarrow release the GIL); serving requests stay serial
 PARALLEL_MIN_ROWS = 100_000
@@ -313,6 +315,22 @@ class FeatureSpec:
                 out[f.name] = values
         # the arrays are fresh: one block each, not copied into consolidated 2-D blocks
         return pd.DataFrame(out, index=raw.index, copy=False)
+
+    def model_input(
+        self, rows: pd.DataFrame, history_ids: dict[str, np.ndarray] | None = None
+    ) -> pd.DataFrame:
+        """Keys, model-ready features and labels of raw rows: the layout every engine writes.
+
+        `key_user` / `key_item` / `key_timestamp` for the role columns the rows have,
+        then `transform_frame`'s columns, then `label_<name>` (int64) per label.
+        """
+        features = self.transform_frame(rows, history_ids=history_ids)
+        keys = pd.DataFrame({key: rows[column].to_numpy() for key, column in
+                             zip(KEY_COLUMNS, ROLE_COLUMNS, strict=True) if column in rows},
+                            index=rows.index)
+        labels = pd.DataFrame({LABEL_PREFIX + label: rows[label].to_numpy(np.int64)
+                               for label in self.labels}, index=rows.index)
+        return pd.concat([keys, features, labels], axis=1)
 
     def index_history_source(self, field: str, log: pd.DataFrame) -> np.ndarray:
         """Vocabulary ids of the column a sequence field draws from, one per log row."""

@@ -36,7 +36,7 @@ import pandas as pd
 
 from recflow.features.config import FeaturesConfig
 from recflow.features.sequences import build_histories
-from recflow.features.spec import LABEL_PREFIX, FeatureSpec, FieldSpec, build_transform
+from recflow.features.spec import FeatureSpec, FieldSpec, build_transform
 from recflow.features.split import split_masks
 from recflow.features.transforms import PAD, QuantileBucket, Standardize
 
@@ -388,17 +388,7 @@ def transform_shard(
         history_ids[f.name] = build_histories(
             log.assign(click=1), f.length, queries=events, pad=PAD)
         history[f.name] = _tail_per_user(log, f.length)
-    features = spec.transform_frame(events, history_ids=history_ids)
-    keys = pd.DataFrame({
-        "key_user": events["user_id"].to_numpy(),
-        "key_item": events["item_id"].to_numpy(),
-        "key_timestamp": events["timestamp"].to_numpy(np.int64),
-    }, index=events.index)
-    labels = pd.DataFrame(
-        {LABEL_PREFIX + label: events[label].to_numpy(np.int64) for label in spec.labels},
-        index=events.index,
-    )
-    rows = pd.concat([keys, features, labels], axis=1)
+    rows = spec.model_input(events, history_ids=history_ids)
     masks = split_masks(events["timestamp"], spec.split)
     return {name: rows.loc[mask].reset_index(drop=True) for name, mask in masks.items()}
 

@@ -5,17 +5,15 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
-from recflow.datasets.declaration import ITEM, TIME, USER, DatasetDeclaration
+from recflow.datasets.declaration import ITEM, TIME, DatasetDeclaration
 from recflow.datasets.prepare import handle_duplicates, join_tables, prepare_log, prepare_side
 from recflow.evaluation import key_columns, split_statistics
 from recflow.features import FeaturesConfig, FeatureSpec
 from recflow.features.columns import check_columns
 from recflow.features.records import input_example
 from recflow.features.sequences import build_histories
-from recflow.features.spec import LABEL_PREFIX
 from recflow.features.split import SPLIT_CODES, recorded_splits, split_record
 from recflow.features.transforms import PAD
 from recflow.schemas.expectations import ATTRS_KEY, quality_summary
@@ -25,7 +23,6 @@ logger = logging.getLogger(__name__)
 SPLITS = ("train", "valid", "test")
 SID_INPUT_PREFIX = "sid__"
 #: model-input key columns, written for the roles the data has
-KEYS = {"key_user": USER, "key_item": ITEM, "key_timestamp": TIME}
 
 
 def prepare_interactions(
@@ -110,33 +107,27 @@ def transform_split(
 ) -> pd.DataFrame:
     """Model-ready columns for one split: keys, features, labels; bounds stamped in attrs."""
     spec = FeatureSpec.from_dict(feature_spec)
-    mask = recorded_splits(events, spec.split) == SPLIT_CODES[split]
-    rows = events.loc[mask]
-    features = spec.transform_frame(rows, history_ids=_history_ids(events, rows, spec))
-    keys = pd.DataFrame({key: rows[column].to_numpy() for key, column in KEYS.items()
-                         if column in rows.columns}, index=rows.index)
-    labels = pd.DataFrame(
-        {LABEL_PREFIX + label: rows[label].to_numpy(np.int64) for label in spec.labels},
-        index=rows.index,
-    )
-    out = pd.concat([keys, features, labels], axis=1).reset_index(drop=True)
-    # Only a temporal split has one time window per split (leave-one-out / random do not).
+    rows = events.loc[recorded_splits(events, spec.split) == SPLIT_CODES[split]]
+    out = spec.model_input(rows, history_ids=_history_ids(events, rows, spec))
+    out = out.reset_index(drop=True)
+    out.attrs[ATTRS_KEY] = _bounds(events, spec, split)
+    return out
+
+
+def _bounds(events: pd.DataFrame, spec: FeatureSpec, split: str) -> dict[str, Any]:
+    """What the split's expectations check: its time window (temporal splits only; leave-
+    one-out / random have none) and the largest valid index of every categorical column."""
     window = {
         "train": (int(events[TIME].min()), spec.split["train_end"]),
         "valid": (spec.split["train_end"], spec.split["valid_end"]),
         "test": (spec.split["valid_end"], int(events[TIME].max()) + 1),
     }[split] if "train_end" in spec.split else None
-    out.attrs[ATTRS_KEY] = {
+    return {
         "split": split,
         "time_window": list(window) if window else None,
-        "max_index": {
-            column: f.vocab_size - 1
-            for f in spec.fields
-            if f.vocab_size is not None
-            for column in f.output_columns()
-        },
+        "max_index": {column: f.vocab_size - 1 for f in spec.fields if f.vocab_size is not None
+                      for column in f.output_columns()},
     }
-    return out
 
 
 def transform_train(events: pd.DataFrame, feature_spec: dict[str, Any]) -> pd.DataFrame:
