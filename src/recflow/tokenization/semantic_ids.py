@@ -130,3 +130,28 @@ class SemanticIdTable:
         ids = frame[cols].to_numpy(np.int64)
         size = codebook_size or int(ids[:, :-1].max()) + 1
         return cls(frame["item_id"].to_numpy(), ids, size)
+
+
+def code_metrics(codes: np.ndarray, table: SemanticIdTable, codebook_size: int,
+                 labels: pd.DataFrame, purity_columns: list[str]) -> dict[str, object]:
+    """How good a tokenizer's codes are: collisions before and after disambiguation, prefix
+    spread, codebook use, and the purity of first-level groups for each label column
+    beside its chance level (the same group sizes, shuffled)."""
+    metrics: dict[str, object] = {
+        "items": len(codes),
+        "collision_rate_before": collision_rate(codes),
+        "collision_rate": collision_rate(table.ids),  # after disambiguation: 0 by construction
+        "distinct_prefixes": distinct_prefixes(codes),
+        "max_disambiguation": int(table.ids[:, -1].max()),
+        "utilization": utilization(codes, codebook_size),
+        "perplexity": perplexity(codes),
+        "usage": [np.bincount(codes[:, lv], minlength=codebook_size).tolist()
+                  for lv in range(codes.shape[1])],
+    }
+    for column in purity_columns:
+        if column in labels:
+            metrics[f"purity_{column}"] = prefix_purity(codes[:, 0], labels[column].to_numpy())
+            rng = np.random.default_rng(0)
+            metrics[f"purity_{column}_shuffled"] = prefix_purity(
+                rng.permutation(codes[:, 0]), labels[column].to_numpy())
+    return metrics

@@ -14,14 +14,7 @@ from recflow.evaluation.retrieval_params import RetrievalParams
 from recflow.pipelines.semantic_ids.params import SemanticIdsParams, TokenizerEntry
 from recflow.registry import ITEM_ENCODERS, TOKENIZERS
 from recflow.tokenization.encoders import encoder_needs_events
-from recflow.tokenization.semantic_ids import (
-    SemanticIdTable,
-    collision_rate,
-    distinct_prefixes,
-    perplexity,
-    prefix_purity,
-    utilization,
-)
+from recflow.tokenization.semantic_ids import SemanticIdTable, code_metrics
 
 logger = logging.getLogger(__name__)
 EMB_PREFIX = "e_"
@@ -71,29 +64,10 @@ def fit_tokenizer(embeddings: pd.DataFrame, items: pd.DataFrame, entry: Tokenize
     codes = tok.encode(x)
     table = SemanticIdTable.build(embeddings["item_id"].to_numpy(), codes, tok.codebook_size)
     labels = items.set_index("item_id").reindex(embeddings["item_id"])
-    errors = tok.reconstruction_errors(x)
-    metrics: dict[str, Any] = {
-        "tokenizer": entry.tokenizer,
-        "levels": tok.levels,
-        "codebook_size": tok.codebook_size,
-        "items": len(codes),
-        "collision_rate_before": collision_rate(codes),
-        "collision_rate": collision_rate(table.ids),  # after disambiguation: 0 by construction
-        "distinct_prefixes": distinct_prefixes(codes),
-        "max_disambiguation": int(table.ids[:, -1].max()),
-        "utilization": utilization(codes, tok.codebook_size),
-        "perplexity": perplexity(codes),
-        "reconstruction_error": errors,
-        "usage": [np.bincount(codes[:, lv], minlength=tok.codebook_size).tolist()
-                  for lv in range(tok.levels)],
-    }
-    for column in params.purity_columns:
-        if column in labels:
-            metrics[f"purity_{column}"] = prefix_purity(codes[:, 0], labels[column].to_numpy())
-            # chance level: purity of the same number of random groups of equal sizes
-            rng = np.random.default_rng(0)
-            metrics[f"purity_{column}_shuffled"] = prefix_purity(
-                rng.permutation(codes[:, 0]), labels[column].to_numpy())
+    metrics = {"tokenizer": entry.tokenizer, "levels": tok.levels,
+               "codebook_size": tok.codebook_size,
+               **code_metrics(codes, table, tok.codebook_size, labels, params.purity_columns),
+               "reconstruction_error": tok.reconstruction_errors(x)}
     payload = {"model": entry.tokenizer, "params": entry.params, "state_dict": tok.state(),
                "feature_spec_hash": None}
     logger.info("%s: collisions %.3f -> %.3f, utilisation %s", entry.tokenizer,
