@@ -276,3 +276,27 @@ class DistillationObjective(RankingModel):
 
     def predict(self, logits: torch.Tensor) -> torch.Tensor:
         return self.student.predict(logits)
+
+
+def distillation_summary(teacher: dict[str, Any], student_kd: dict[str, Any],
+                         student_plain: dict[str, Any], baseline: dict[str, Any] | None
+                         ) -> dict[str, Any]:
+    """The verdict of a distillation run from its metric rows (`auc`, `params` each).
+
+    `target_met`: the KD student has at most 10% of the teacher's parameters, keeps at
+    least 95% of the teacher's AUC lift over the baseline, and beats the plain student.
+    """
+    summary: dict[str, Any] = {
+        "param_ratio": student_kd["params"] / teacher["params"] if teacher["params"] else None,
+        "kd_minus_plain_auc": student_kd["auc"] - student_plain["auc"],
+    }
+    if baseline:
+        lift = teacher["auc"] - baseline["auc"]
+        for key, row in (("student_kd", student_kd), ("student_plain", student_plain)):
+            summary[f"{key}_lift_retained"] = ((row["auc"] - baseline["auc"]) / lift
+                                               if lift > 0 else None)
+    kd_ret = summary.get("student_kd_lift_retained")
+    summary["target_met"] = bool(
+        summary["param_ratio"] is not None and summary["param_ratio"] <= 0.10
+        and kd_ret is not None and kd_ret >= 0.95 and summary["kd_minus_plain_auc"] > 0)
+    return summary

@@ -27,6 +27,7 @@ from recflow.registry import MODELS
 from recflow.training.data import TensorBatch, frame_to_tensors
 from recflow.training.distillation import (
     DistillationObjective,
+    distillation_summary,
     objective_from_config,
     shared_tasks,
     teacher_logits,
@@ -162,16 +163,7 @@ def train_online(train: pd.DataFrame, valid: pd.DataFrame, feature_spec: dict[st
     """
     params = _params(params)
     spec = FeatureSpec.from_dict(feature_spec)
-    teachers, entries = [], []
-    for member in params.teacher.members:
-        if member.checkpoint is not None:
-            payload = _load_checkpoint(member.checkpoint)
-            teachers.append(from_payload(payload, spec).train())
-            entries.append((payload["model"], payload["params"]))
-        else:
-            entry = member.entry()
-            teachers.append(MODELS.create(entry.model, spec, params=entry.typed_params()))
-            entries.append((entry.model, entry.typed_params()))
+    teachers, entries = _online_teachers(params, spec)
     student = _student(params, spec)
     tasks = shared_tasks(teachers, student)
     objective = DistillationObjective(student, objective_from_config(params.losses), tasks,
@@ -185,6 +177,22 @@ def train_online(train: pd.DataFrame, valid: pd.DataFrame, feature_spec: dict[st
                                    for n, _ in entries]}
     return (to_payload(student, params.student.model, params.student.typed_params(), spec),
             history, _bundle(payloads, spec, params), teacher_history)
+
+
+def _online_teachers(params: DistillationParams, spec: FeatureSpec
+                     ) -> tuple[list[RankingModel], list[tuple[str, Any]]]:
+    """Each member fresh from its entry, or warm from its checkpoint; with (name, params)."""
+    teachers, entries = [], []
+    for member in params.teacher.members:
+        if member.checkpoint is not None:
+            payload = _load_checkpoint(member.checkpoint)
+            teachers.append(from_payload(payload, spec).train())
+            entries.append((payload["model"], payload["params"]))
+        else:
+            entry = member.entry()
+            teachers.append(MODELS.create(entry.model, spec, params=entry.typed_params()))
+            entries.append((entry.model, entry.typed_params()))
+    return teachers, entries
 
 
 def train_student_plain(train: pd.DataFrame, valid: pd.DataFrame, feature_spec: dict[str, Any],
@@ -290,20 +298,9 @@ def report_distillation(teacher: dict[str, Any], student_kd: dict[str, Any],
         "student_kd": student_kd,
         "student_plain": student_plain,
     }
-    summary: dict[str, Any] = {
-        "param_ratio": student_kd["params"] / teacher["params"] if teacher["params"] else None,
-        "kd_minus_plain_auc": student_kd["auc"] - student_plain["auc"],
-    }
     if baseline:
         report["baseline"] = baseline
-        lift = teacher["auc"] - baseline["auc"]
-        for key in ("student_kd", "student_plain"):
-            summary[f"{key}_lift_retained"] = ((report[key]["auc"] - baseline["auc"]) / lift
-                                               if lift > 0 else None)
-    kd_ret = summary.get("student_kd_lift_retained")
-    summary["target_met"] = bool(
-        summary["param_ratio"] is not None and summary["param_ratio"] <= 0.10
-        and kd_ret is not None and kd_ret >= 0.95 and summary["kd_minus_plain_auc"] > 0)
+    summary = distillation_summary(teacher, student_kd, student_plain, baseline)
     report["summary"] = summary
     logger.info("distillation test AUC: teacher %.4f, student_kd %.4f, student_plain %.4f%s",
                 teacher["auc"], student_kd["auc"], student_plain["auc"],
