@@ -41,7 +41,7 @@ ENVS = {"parquet": None, "csv": "csvlog"}
 
 
 def make_project(root: Path, impressions: int, seed: int, source: Path = REPO) -> None:
-    from recflow.datagen import GeneratorConfig, generate, write_parquet
+    from recflow.datasets.synthetic import GeneratorConfig, generate, write_parquet
 
     for name in ("pyproject.toml", ".telemetry"):
         if (source / name).exists():

@@ -2,7 +2,7 @@
 
     python benchmarks/bench_preprocessing.py --impressions 1000000 10000000
 
-For each size, data is generated with `recflow.datagen` into a temp dir, then two
+For each size, data is generated with `recflow.datasets.synthetic` into a temp dir, then two
 workers run, each in its own fresh subprocess:
 
 * recflow: the preprocessing node functions called directly (join_events ->
@@ -91,7 +91,7 @@ def _load(data: Path, timer: Timer) -> dict[str, Any]:
 # Workers (each runs in its own subprocess)
 # --------------------------------------------------------------------------- #
 def worker_generate(data: Path, impressions: int, users: int, items: int, seed: int) -> dict:
-    from recflow.datagen import GeneratorConfig, generate, write_parquet
+    from recflow.datasets.synthetic import GeneratorConfig, generate, write_parquet
 
     t0 = time.perf_counter()
     tables = generate(

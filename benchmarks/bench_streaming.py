@@ -3,7 +3,7 @@
     nice -n 10 python benchmarks/bench_streaming.py --impressions 1000000 10000000
     nice -n 10 python benchmarks/bench_streaming.py --impressions 50000000 --modes streaming
 
-For each size, `recflow.datagen.write_shards` writes users, items and one parquet
+For each size, `recflow.datasets.synthetic.write_shards` writes users, items and one parquet
 shard per simulated day (60 days) into a temp dir; then each mode runs in its own
 subprocess and writes its outputs (train/valid/test parquet), so I/O is measured:
 
@@ -60,7 +60,7 @@ def _sizes(impressions: int) -> tuple[int, int]:
 
 # --------------------------------------------------------------------------- workers
 def worker_generate(data: Path, impressions: int, seed: int) -> dict:
-    from recflow.datagen import GeneratorConfig, write_shards
+    from recflow.datasets.synthetic import GeneratorConfig, write_shards
 
     users, items = _sizes(impressions)
     t0 = time.perf_counter()
@@ -209,7 +209,7 @@ def markdown(report: dict) -> str:
         f"jobs: timings are upper bounds), Python {report['machine']['python']} "
         f"({report['date']}). Raw JSON: `benchmarks/results/streaming.json`.",
         "",
-        "Data: `recflow.datagen.write_shards`, one parquet shard per day (60 shards). Every mode "
+        "Data: `recflow.datasets.synthetic.write_shards`, one parquet shard per day (60 shards). Every mode "
         "writes its train/valid/test outputs. Peak RSS = the worker's `ru_maxrss` (imports "
         "included). Spark: local[2] (spark.driver.memory 4g), time without JVM start-up; its "
         "peak RSS is the Python driver's only (the JVM is not a waited-for child).",

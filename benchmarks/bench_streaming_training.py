@@ -4,7 +4,7 @@
     nice -n 10 python benchmarks/bench_streaming_training.py --impressions 50000000 \\
         --modes streaming --merge
 
-For each size, `recflow.datagen.write_shards` writes users, items and one parquet shard
+For each size, `recflow.datasets.synthetic.write_shards` writes users, items and one parquet shard
 per simulated day into a throw-away Kedro project (conf/ copied from this repo, the
 ranking block replaced by `--models` trained for `--epochs` epochs). Each mode is one
 real `kedro run` subprocess: preprocessing, training, test scoring, statistics, report
@@ -52,7 +52,7 @@ def make_project(root: Path, impressions: int, args: argparse.Namespace) -> dict
     """A Kedro project over freshly generated shards; returns the generator's summary."""
     import pyarrow.parquet as pq
 
-    from recflow.datagen import GeneratorConfig, write_shards
+    from recflow.datasets.synthetic import GeneratorConfig, write_shards
 
     for name in ("pyproject.toml", ".telemetry"):
         if (REPO / name).exists():

@@ -26,7 +26,7 @@ def prepare(impressions: int, workdir: Path) -> Path:
     """Generate data and run the preprocessing node functions once; returns the data dir."""
     import yaml
 
-    from recflow.datagen import GeneratorConfig, generate
+    from recflow.datasets.synthetic import GeneratorConfig, generate
     from recflow.features import FeaturesConfig
     from recflow.pipelines.preprocessing import nodes
 

@@ -17,7 +17,7 @@ LAYERS = ("01_raw", "02_intermediate", "03_primary", "04_feature", "05_model_inp
 def make_project(root: Path, *, n_users: int = 300, n_items: int = 400,
                  n_impressions: int = 20_000, seed: int = 7) -> Path:
     """Copy conf/ + pyproject into `root` and write small generated raw data."""
-    from recflow.datagen import GeneratorConfig, generate, write_parquet
+    from recflow.datasets.synthetic import GeneratorConfig, generate, write_parquet
 
     root.mkdir(parents=True, exist_ok=True)
     for name in ("pyproject.toml", ".telemetry"):

@@ -8,8 +8,8 @@ from typing import Any
 import torch
 import yaml
 
-from recflow.datagen import GeneratorConfig, generate
 from recflow.datasets.onnx_model import ServingBundleDataset
+from recflow.datasets.synthetic import GeneratorConfig, generate
 from recflow.export.checks import torch_scores
 from recflow.export.onnx_export import model_input_schema
 from recflow.export.params import ExportParams

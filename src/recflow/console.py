@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return example_data(rest)
     if args.command == "generate":
-        from recflow.datagen import main as generate
+        from recflow.datasets.synthetic import main as generate
 
         return generate(rest)
     from recflow.datasets.movielens import main as fetch

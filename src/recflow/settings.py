@@ -6,10 +6,13 @@ disabled here) because recflow must never touch the network at run time.
 
 import os
 
-from recflow.hints import MissingInputsHook
-from recflow.hooks import AtomicRunHooks, ConfigCaptureHooks
-from recflow.spark_hooks import SparkHooks
-from recflow.tracking import MlflowArtifactsHook
+from recflow.hooks import (
+    AtomicRunHooks,
+    ConfigCaptureHooks,
+    MissingInputsHook,
+    MlflowArtifactsHook,
+    SparkHooks,
+)
 
 os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("DO_NOT_TRACK", "1")
@@ -23,7 +26,7 @@ CONFIG_LOADER_ARGS = {
     "default_run_env": "local",
     "config_patterns": {
         "parameters": ["parameters*", "parameters*/**", "**/parameters*"],
-        "spark": ["spark*", "spark*/**"],  # conf/spark/spark.yml: recflow.spark_hooks
+        "spark": ["spark*", "spark*/**"],  # conf/spark/spark.yml: recflow.hooks.spark
     },
 }
 

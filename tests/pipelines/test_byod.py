@@ -17,7 +17,7 @@ import yaml
 
 from recflow.datasets import examples
 from recflow.datasets.scaffold import main as scaffold
-from recflow.hints import MissingInputError
+from recflow.hooks.hints import MissingInputError
 from recflow.serving.scorer import Scorer
 from tests.conftest import make_project, output_files, run_kedro
 from tests.unit.test_streaming import assert_frames_match, assert_specs_match

@@ -20,7 +20,7 @@ from kedro.validation.parameter_validator import ParameterValidator
 from kedro.validation.utils import get_typed_fields
 
 from recflow import settings
-from recflow.datagen import GeneratorConfig, generate
+from recflow.datasets.synthetic import GeneratorConfig, generate
 from recflow.pipelines import export, preprocessing, ranking
 
 REPO = Path(__file__).resolve().parents[2]

@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from recflow.datagen import GeneratorConfig, write_shards
+from recflow.datasets.synthetic import GeneratorConfig, write_shards
 from tests.conftest import make_project, run_kedro
 from tests.pipelines.test_ranking_pipeline import FAST_EXPORT
 

@@ -171,7 +171,7 @@ def test_scaffold_refuses_bad_files_and_flags(tmp_path: Path, capsys) -> None:
 def test_embedded_declaration_gives_the_plain_join() -> None:
     """The declared path reproduces what preprocessing joined before declarations existed
     (so the embedded default's features and metrics are unchanged)."""
-    from recflow.datagen import GeneratorConfig, generate
+    from recflow.datasets.synthetic import GeneratorConfig, generate
     from tests.helpers import embedded_events
 
     t = generate(GeneratorConfig(n_users=60, n_items=80, n_impressions=3_000, seed=1))

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from recflow.hints import MissingInputError, MissingInputsHook
+from recflow.hooks.hints import MissingInputError, MissingInputsHook
 
 
 class _Dataset:
@@ -53,7 +53,7 @@ def test_nothing_missing_passes(tmp_path: Path) -> None:
 
 
 def test_env_that_swaps_only_some_raw_tables_is_named(tmp_path: Path) -> None:
-    from recflow.hints import partially_overridden
+    from recflow.hooks.hints import partially_overridden
 
     declared = ["raw_interactions", "raw_users", "raw_items"]
     (tmp_path / "mine").mkdir()

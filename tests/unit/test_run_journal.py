@@ -63,7 +63,7 @@ def _leftovers(project: Path) -> list[Path]:
 def _blocking_copy(baseline: Path, tmp_path: Path) -> Path:
     """A copy of `baseline` with other raw data (the next run writes other bytes) and
     `feature_spec` saved through the blocking dataset."""
-    from recflow.datagen import GeneratorConfig, generate, write_parquet
+    from recflow.datasets.synthetic import GeneratorConfig, generate, write_parquet
 
     project = Path(shutil.copytree(baseline, tmp_path / "project"))
     write_parquet(generate(GeneratorConfig(n_users=300, n_items=400, n_impressions=2_000,

@@ -191,8 +191,8 @@ def test_rare_item_auc_covers_only_items_below_the_threshold() -> None:
 
 # ---- serving reproduces the tokens and the scores ---------------------------------------------
 def test_scorer_reproduces_offline_scores_with_prefix_fields(tmp_path: Path) -> None:
-    from recflow.datagen import GeneratorConfig, generate
     from recflow.datasets.onnx_model import ServingBundleDataset
+    from recflow.datasets.synthetic import GeneratorConfig, generate
     from recflow.export.checks import torch_scores
     from recflow.export.onnx_export import model_input_schema
     from recflow.export.params import ExportParams

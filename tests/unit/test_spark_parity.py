@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from recflow.datagen import GeneratorConfig, write_shards
+from recflow.datasets.synthetic import GeneratorConfig, write_shards
 from tests.conftest import make_project, run_kedro
 from tests.unit.test_streaming import SPLITS, _params, assert_frames_match, assert_specs_match
 from tests.unit.test_streaming import in_memory as in_memory_run

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from recflow.datagen import GeneratorConfig, write_shards
+from recflow.datasets.synthetic import GeneratorConfig, write_shards
 from recflow.features import FeaturesConfig
 from recflow.features.streaming import (
     ValueCounts,

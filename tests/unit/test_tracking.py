@@ -1,4 +1,4 @@
-"""recflow.tracking logs metrics, plots and ONNX bundles only while an MLflow run is active."""
+"""recflow.hooks.tracking logs metrics, plots and ONNX bundles only while an MLflow run is active."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel
 
-from recflow.tracking import MlflowArtifactsHook, flatten_metrics, flatten_params
+from recflow.hooks.tracking import MlflowArtifactsHook, flatten_metrics, flatten_params
 
 
 class _FakeMlflow(types.ModuleType):

@@ -165,7 +165,7 @@ def shard_cutoffs(
                 f"raw_interaction_shards: shard '{name}' starts at {stats[-1]['min']} but "
                 f"'{stats[-2]['shard']}' ends at {stats[-2]['max']}; shards must hold "
                 f"disjoint time ranges in name order (write them with "
-                f"recflow.datagen.write_shards or sort the log and split on timestamp changes)"
+                f"recflow.datasets.synthetic.write_shards or sort the log and split on timestamp changes)"
             )
     if not stats:
         raise ValueError("raw_interaction_shards: every shard is empty")

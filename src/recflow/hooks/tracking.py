@@ -24,7 +24,7 @@ from typing import Any
 
 from kedro.framework.hooks import hook_impl
 
-from recflow.hooks import dataset_filepath
+from recflow.hooks.runs import dataset_filepath
 
 logger = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recflow.datagen import (
+from recflow.datasets.synthetic import (
     DEVICES,
     START_TIMESTAMP,
     TAXONOMY,
@@ -249,7 +249,7 @@ def test_cli_writes_files(tmp_path: Path) -> None:
     not (RAW_DIR / "interactions.parquet").exists(), reason="default raw data not generated"
 )
 def test_committed_raw_data_matches_defaults() -> None:
-    """data/01_raw must be exactly `python -m recflow.datagen` with defaults."""
+    """data/01_raw must be exactly `python -m recflow.datasets.synthetic` with defaults."""
     expected = generate(GeneratorConfig())
     for name in ("users", "items", "interactions"):
         got = pd.read_parquet(RAW_DIR / f"{name}.parquet")

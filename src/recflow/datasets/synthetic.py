@@ -6,7 +6,7 @@ log whose click/purchase/dwell behaviour follows known formulas (see docs/data.m
 Everything is vectorised numpy so 10M impressions take seconds, and one seed fixes
 every table bit for bit.
 
-Run ``python -m recflow.datagen --help`` to (re)generate the parquet files.
+Run ``python -m recflow.datasets.synthetic --help`` to (re)generate the parquet files.
 """
 
 from __future__ import annotations
@@ -675,7 +675,7 @@ def write_shards(
 def main(argv: list[str] | None = None) -> int:
     """CLI: generate with the given sizes/seed and write parquet files."""
     parser = argparse.ArgumentParser(
-        prog="python -m recflow.datagen", description="Generate synthetic recommender data."
+        prog="python -m recflow.datasets.synthetic", description="Generate synthetic recommender data."
     )
     defaults = GeneratorConfig()
     parser.add_argument("--users", type=int, default=defaults.n_users)

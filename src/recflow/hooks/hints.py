@@ -16,7 +16,7 @@ import yaml
 from kedro.framework.hooks import hook_impl
 
 from recflow.datasets.declaration import DatasetDeclaration
-from recflow.hooks import dataset_filepath
+from recflow.hooks.runs import dataset_filepath
 
 #: canonical tables the preprocessing pipeline prepares when the declaration has them
 DECLARED_TABLES = {
