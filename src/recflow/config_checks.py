@@ -123,14 +123,18 @@ class StrictModel(BaseModel):
         return data
 
 
-#: top-level parameter keys that are not a pipeline's block (conf/base/parameters.yml)
-SHARED_KEYS = ("seed",)
+#: top-level keys recflow once accepted and no longer reads -> what to write instead
+RETIRED_KEYS = {
+    "seed": "the top-level `seed` was never read; each block has its own: "
+            "ranking.trainer.seed, retrieval.seed, semantic_ids.tokenizers.<name>.params.seed, "
+            "distillation.trainer.seed",
+}
 # Blocks whose model does not live in recflow.pipelines.<block>.params (docs/gen_reference.py).
 _EXPLICIT_BLOCKS = ("dataset", "preprocessing")
 
 
 def known_blocks() -> list[str]:
-    """Top-level keys a parameters file may have: every typed block, then the shared keys."""
+    """Top-level keys a parameters file may have: one per typed block."""
     import recflow.pipelines
 
     blocks = list(_EXPLICIT_BLOCKS)
@@ -138,11 +142,15 @@ def known_blocks() -> list[str]:
         if info.ispkg and info.name not in blocks and importlib.util.find_spec(
                 f"recflow.pipelines.{info.name}.params") is not None:
             blocks.append(info.name)
-    return blocks + list(SHARED_KEYS)
+    return blocks
 
 
 def check_top_level(parameters: dict[str, Any]) -> None:
     """Refuse a top-level key no typed block owns: a misspelt block would be ignored."""
+    retired = sorted(k for k in parameters if k in RETIRED_KEYS)
+    if retired:
+        raise ValueError("parameters: " + "; ".join(f"{k}: {RETIRED_KEYS[k]}" for k in retired)
+                         + " (remove it from conf/<env>/parameters*.yml)")
     known = known_blocks()
     unknown = sorted(k for k in parameters if k not in known and not str(k).startswith("_"))
     if unknown:

@@ -360,7 +360,7 @@ def write(conf: Path, env: str, plan: dict[str, Any], force: bool) -> Path:
               {"ranking": {"baseline": "lr", "trainer": {
                   "epochs": 3, "batch_size": 512, "optimizer": "adamw", "lr": 0.001,
                   "embedding_lr": 0.001, "early_stopping_patience": 1, "seed": 42,
-                  "checkpoint_dir": f"data/{env}/06_models/checkpoints"},
+                  "checkpoint_dir": "${globals:out}/06_models/checkpoints"},
                   "models": _ranking_models(has)}})
         _dump(staging / "parameters_distillation.yml", "Teacher -> student for this data.",
               {"distillation": {
