@@ -9,16 +9,9 @@ import pytest
 from matplotlib.figure import Figure
 from sklearn.metrics import roc_auc_score
 
-from recflow.training.metrics import (
-    auc,
-    calibration,
-    ece,
-    evaluate_scores,
-    gauc,
-    logloss,
-    reliability_bins,
-)
-from recflow.training.plots import calibration_figure, learning_curves_figure, roc_figure
+from recflow.metrics.calibration import calibration, ece, reliability_bins
+from recflow.metrics.ranking import auc, evaluate_scores, gauc, logloss
+from recflow.reporting.plots import calibration_figure, learning_curves_figure, roc_figure
 
 
 def test_auc_counts_ties_half():
@@ -94,3 +87,30 @@ def test_figures_are_labelled():
         fig.canvas.draw()
     labels = [t.get_text() for t in figs[0].axes[0].get_legend().get_texts()]
     assert labels[0].startswith("good (AUC") and len(figs[2].axes) == 3
+
+
+def _recall_ndcg_loop(topk: np.ndarray, targets: list, k: int) -> tuple[float, float]:
+    """The definition, one user at a time (the reference the vectorised version must meet)."""
+    recalls, ndcgs = [], []
+    discounts = 1.0 / np.log2(np.arange(2, k + 2))
+    for row, target in zip(topk[:, :k], targets, strict=True):
+        target = set(target)
+        if target:
+            hits = np.array([item in target for item in row])
+            recalls.append(hits.sum() / len(target))
+            ndcgs.append((hits * discounts[: len(row)]).sum()
+                         / discounts[: min(len(target), k)].sum())
+    return float(np.mean(recalls)), float(np.mean(ndcgs))
+
+
+@pytest.mark.parametrize("k", [1, 5, 10, 30])
+def test_recall_ndcg_equal_the_per_user_definition(k: int) -> None:
+    from recflow.metrics.retrieval import recall_ndcg_at_k
+
+    rng = np.random.default_rng(k)
+    topk = np.stack([rng.permutation(60)[:20] + 1 for _ in range(200)])  # 20 < k = 30 too
+    targets = [list(rng.integers(1, 61, size=rng.integers(0, 6))) for _ in range(200)]
+    targets[3] = [topk[3, 0], topk[3, 0]]  # a repeated target counts once
+    got = recall_ndcg_at_k(topk, targets, k)
+    assert got == pytest.approx(_recall_ndcg_loop(topk, targets, k), abs=1e-12)
+    assert np.isnan(recall_ndcg_at_k(topk[:2], [[], []], k)[0])

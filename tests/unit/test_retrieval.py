@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
+from recflow.metrics.retrieval import coverage_at_k, recall_ndcg_at_k, retrieval_report
 from recflow.models.retrieval import RETRIEVAL_MODELS, RetrievalData, Trie
 from recflow.models.retrieval.base import left_pad, windows
-from recflow.models.retrieval.metrics import coverage_at_k, recall_ndcg_at_k, retrieval_report
 from recflow.models.retrieval.tiger import (
     TigerModule,
     TigerParams,

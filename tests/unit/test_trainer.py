@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from torch import nn
 
 from recflow.features.spec import FeatureSpec, FieldSpec, sequence_columns
+from recflow.metrics.ranking import auc
 from recflow.models.base import RankingModel
 from recflow.training import (
     TensorBatch,
@@ -23,7 +24,6 @@ from recflow.training import (
     iterate_batches,
     predict,
 )
-from recflow.training.metrics import auc
 
 N_USERS, N_ITEMS, SEQ_LEN = 40, 60, 4
 

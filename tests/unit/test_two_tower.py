@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
+from recflow.metrics.retrieval import recall_ndcg_at_k
 from recflow.models.retrieval import RETRIEVAL_MODELS, RetrievalData
-from recflow.models.retrieval.metrics import recall_ndcg_at_k
 from recflow.models.retrieval.two_tower import (
     TwoTower,
     feature_table,

@@ -17,7 +17,7 @@ import pandas as pd
 from recflow.datasets.sharded import ParquetParts
 from recflow.evaluation import key_columns, mean_std, split_statistics
 from recflow.evaluation.aggregate import STD_KIND
-from recflow.training.metrics import auc, evaluate_scores
+from recflow.metrics.ranking import auc, evaluate_scores
 
 Split = pd.DataFrame | ParquetParts
 

@@ -48,9 +48,9 @@ import pandas as pd
 from recflow.evaluation.aggregate import mean_std
 from recflow.evaluation.stats import dataset_statistics
 from recflow.features.split import DROPPED, SPLIT_CODES, assign_splits, temporal_cutoffs
+from recflow.metrics.retrieval import retrieval_report
 from recflow.models.retrieval import RETRIEVAL_MODELS, RetrievalData
 from recflow.models.retrieval.base import EvalSet
-from recflow.models.retrieval.metrics import retrieval_report
 from recflow.tokenization.semantic_ids import SemanticIdTable
 from recflow.training.core import Checkpoints, FitConfig
 

@@ -31,10 +31,10 @@ from recflow.export.params import ExportParams, LatencyParams
 from recflow.export.runtime import optimize_graph, quantize_int8, run, session
 from recflow.features import FeatureSpec
 from recflow.features.spec import LABEL_PREFIX
+from recflow.metrics.ranking import auc
 from recflow.models.base import RankingModel
 from recflow.models.payload import from_payload
 from recflow.serving.schema import feeds_from_frame, raw_schema
-from recflow.training.metrics import auc
 
 logger = logging.getLogger(__name__)
 

@@ -20,11 +20,11 @@ from pydantic import Field
 from torch import nn
 
 from recflow.config_checks import MAX_BATCH, MAX_BUCKETS, MAX_EPOCHS, MAX_ROWS, StrictModel
+from recflow.metrics.ranking import auc, logloss
 from recflow.models.base import RankingModel
 from recflow.training.core import Checkpoints, FitConfig, FitResult, Step, build_optimizer
 from recflow.training.core import fit as core_fit
 from recflow.training.data import TensorBatch, iterate_batches
-from recflow.training.metrics import auc, logloss
 from recflow.training.stream import ParquetShards, train_batches
 
 logger = logging.getLogger(__name__)

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel
 
-from recflow.models.retrieval.metrics import recall_ndcg_at_k
+from recflow.metrics.retrieval import recall_ndcg_at_k
 from recflow.registry import Registry
 from recflow.training.core import Checkpoints, FitConfig, FitResult, Step, build_optimizer
 from recflow.training.core import fit as core_fit

@@ -20,6 +20,7 @@ from recflow.export.params import ExportParams
 from recflow.export.ranking import export_ranking
 from recflow.features import FeatureSpec
 from recflow.features.spec import LABEL_PREFIX
+from recflow.metrics.ranking import evaluate_scores
 from recflow.models.base import RankingModel
 from recflow.models.payload import from_payload, to_payload
 from recflow.pipelines.distillation.params import DistillationParams, validate
@@ -34,7 +35,6 @@ from recflow.training.distillation import (
     with_teacher_labels,
 )
 from recflow.training.entry import ModelEntry
-from recflow.training.metrics import evaluate_scores
 from recflow.training.trainer import fit, predict
 
 logger = logging.getLogger(__name__)

@@ -28,12 +28,12 @@ from recflow.evaluation.ranking import (
 )
 from recflow.features import FeatureSpec
 from recflow.features.spec import LABEL_PREFIX
+from recflow.metrics.ranking import evaluate_scores
 from recflow.models.payload import from_payload, to_payload
 from recflow.pipelines.ranking.params import ModelEntry, RankingParams
 from recflow.registry import MODELS
+from recflow.reporting.plots import calibration_figure, learning_curves_figure, roc_figure
 from recflow.training.data import frame_to_tensors
-from recflow.training.metrics import evaluate_scores
-from recflow.training.plots import calibration_figure, learning_curves_figure, roc_figure
 from recflow.training.stream import train_input
 from recflow.training.trainer import TrainerConfig, fit, predict
 

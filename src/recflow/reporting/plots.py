@@ -12,7 +12,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from sklearn.metrics import roc_curve
 
-from recflow.training.metrics import auc, ece, reliability_bins
+from recflow.metrics.calibration import ece, reliability_bins
+from recflow.metrics.ranking import auc
 
 Curves = dict[str, tuple[np.ndarray, np.ndarray]]
 

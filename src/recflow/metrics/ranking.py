@@ -1,4 +1,4 @@
-"""Ranking and calibration metrics on numpy arrays (no torch, so reports can reuse them).
+"""Ranking metrics on numpy arrays: AUC, logloss, GAUC, and every metric of a score column.
 
 Degenerate inputs (one class only) give NaN rather than raising, so a tiny or
 skewed split still produces a full report.
@@ -7,6 +7,8 @@ skewed split still produces a full report.
 from __future__ import annotations
 
 import numpy as np
+
+from recflow.metrics.calibration import calibration, ece
 
 EPS = 1e-7
 
@@ -60,35 +62,6 @@ def gauc(y: np.ndarray, p: np.ndarray, users: np.ndarray) -> float:
     rank_sum = np.bincount(codes, weights=rank * y)
     user_auc = (rank_sum[both] - pos[both] * (pos[both] + 1) / 2) / (pos[both] * neg[both])
     return float(np.average(user_auc, weights=count[both]))
-
-
-def calibration(y: np.ndarray, p: np.ndarray) -> float:
-    """Mean prediction / observed positive rate: 1 is calibrated, >1 over-predicts."""
-    rate = float(np.mean(y)) if len(y) else 0.0
-    return float(np.mean(p)) / rate if rate > 0 else float("nan")
-
-
-def reliability_bins(
-    y: np.ndarray, p: np.ndarray, n_bins: int = 10
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per equal-width bin of p on [0, 1]: (mean prediction, positive rate, count); NaN if empty."""
-    p = np.asarray(p, dtype=np.float64)
-    y = np.asarray(y, dtype=np.float64)
-    bins = np.clip((p * n_bins).astype(np.int64), 0, n_bins - 1)
-    count = np.bincount(bins, minlength=n_bins).astype(np.float64)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean_p = np.bincount(bins, weights=p, minlength=n_bins) / count
-        rate = np.bincount(bins, weights=y, minlength=n_bins) / count
-    return mean_p, rate, count
-
-
-def ece(y: np.ndarray, p: np.ndarray, n_bins: int = 10) -> float:
-    """Expected calibration error: count-weighted |mean prediction - rate| over equal-width bins."""
-    mean_p, rate, count = reliability_bins(y, p, n_bins)
-    if count.sum() == 0:
-        return float("nan")
-    filled = count > 0
-    return float(np.sum(count[filled] * np.abs(mean_p[filled] - rate[filled])) / count.sum())
 
 
 def evaluate_scores(y: np.ndarray, p: np.ndarray,

@@ -12,20 +12,23 @@ def recall_ndcg_at_k(topk: np.ndarray, targets: Sequence[Iterable[int]], k: int
     """Mean Recall@K = |top_K ∩ T| / |T| and NDCG@K (binary relevance, IDCG over min(|T|, K)).
 
     `topk` is (n_users, >= k) ranked item indices; users with empty target sets are skipped.
+    Vectorised: a hit is a (user, item) key of the top K found among the target keys.
     """
-    recalls, ndcgs = [], []
-    discounts = 1.0 / np.log2(np.arange(2, k + 2))
-    for row, target in zip(np.asarray(topk)[:, :k], targets, strict=True):
-        target = set(target)
-        if not target:
-            continue
-        hits = np.fromiter((item in target for item in row), dtype=bool, count=len(row))
-        recalls.append(hits.sum() / len(target))
-        idcg = discounts[: min(len(target), k)].sum()
-        ndcgs.append(float((hits * discounts[: len(row)]).sum() / idcg))
-    if not recalls:
+    top = np.asarray(topk)[:, :k].astype(np.int64, copy=False)
+    sets = [np.unique(np.fromiter(t, dtype=np.int64)) for t in targets]
+    sizes = np.fromiter((len(t) for t in sets), dtype=np.int64, count=len(sets))
+    keep = sizes > 0
+    if not keep.any():
         return float("nan"), float("nan")
-    return float(np.mean(recalls)), float(np.mean(ndcgs))
+    span = int(max(top.max(initial=0), max((t.max() for t in sets if len(t)), default=0))) + 1
+    users = np.repeat(np.arange(len(sets)), sizes)
+    wanted = users * span + (np.concatenate(sets) if len(users) else np.zeros(0, np.int64))
+    hits = np.isin(np.arange(len(top))[:, None] * span + top, wanted)
+    discounts = 1.0 / np.log2(np.arange(2, k + 2))
+    idcg = np.cumsum(discounts)[np.minimum(sizes, k) - 1]
+    recall = hits.sum(axis=1)[keep] / sizes[keep]
+    ndcg = (hits * discounts[: top.shape[1]]).sum(axis=1)[keep] / idcg[keep]
+    return float(np.mean(recall)), float(np.mean(ndcg))
 
 
 def coverage_at_k(topk: np.ndarray, k: int, n_items: int) -> float:

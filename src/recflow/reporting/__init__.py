@@ -1,0 +1,1 @@
+"""Figures of the reports (matplotlib, headless): ROC, calibration, learning curves."""
