@@ -1,21 +1,16 @@
-"""Serving: raw records -> Scorer (spec transforms + onnxruntime) and the HTTP service.
+"""Serving: raw records -> Scorer (spec transforms + onnxruntime).
 
 The scorer must reproduce torch on preprocessing's own output from raw records
-(train/serve skew), run with torch and Kedro unimportable, and the service must
-answer bad requests with a 4xx that names the problem and keep serving.
+(train/serve skew) and run with torch and Kedro unimportable. The HTTP service
+is tested in test_http_service.py.
 """
 
 from __future__ import annotations
 
 import json
-import signal
-import socket
 import subprocess
 import sys
 import textwrap
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -136,93 +131,3 @@ def test_scorer_runs_without_torch_or_kedro(world: dict, tmp_path: Path) -> None
     out = json.loads(done.stdout.strip().splitlines()[-1])
     assert out["loaded"] == []
     assert np.abs(np.array(out["scores"]) - entry["offline"][:50, 0]).max() <= 1e-5
-
-
-# ---- the HTTP service ----------------------------------------------------------------------
-def _call(url: str, body: Any = None, *, raw: bytes | None = None) -> tuple[int, dict]:
-    data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
-    request = urllib.request.Request(url, data=data, method="POST" if data is not None else "GET",
-                                     headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read())
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@pytest.fixture(scope="module", params=["stdlib", "asgi"])
-def service(world: dict, request: pytest.FixtureRequest):
-    """`python -m recflow.serving BUNDLE [--asgi]` on 127.0.0.1, a free port, max batch 8."""
-    port = _free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "recflow.serving", str(world["models"]["din"]["bundle"]),
-         "--host", "127.0.0.1", "--port", str(port), "--max-batch", "8",
-         "--max-body-bytes", "20000", "--log-level", "WARNING",
-         *(["--asgi"] if request.param == "asgi" else [])],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if _call(f"{url}/health")[0] == 200:
-                break
-        except OSError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            pytest.fail(f"{request.param} service did not start: {process.stderr.read()}")
-        time.sleep(0.2)
-    yield url
-    process.terminate()
-    process.wait(timeout=10)
-    # uvicorn shuts down gracefully, then re-raises the SIGTERM it caught
-    assert process.returncode in ((0,) if request.param == "stdlib" else (0, -signal.SIGTERM))
-
-
-def test_service_scores_good_requests(service: str, world: dict) -> None:
-    assert _call(f"{service}/health") == (200, {"status": "ok", "model": "din"})
-    assert _call(f"{service}/healthz")[0] == 200
-    status, meta = _call(f"{service}/metadata")
-    assert status == 200 and meta["max_batch"] == 8 and "hist_item_id" in meta["fields"]
-    records = json.loads(world["records"].head(5).to_json(orient="records"))
-    status, body = _call(f"{service}/score", {"records": records})
-    assert status == 200 and body["score_names"] == ["ctr"] and len(body["scores"]) == 5
-    got = np.array([s["ctr"] for s in body["scores"]])
-    assert np.abs(got - world["models"]["din"]["offline"][:5, 0]).max() <= 1e-5
-    assert _call(f"{service}/score", records[:2])[0] == 200  # a bare list works too
-    assert _call(f"{service}/score", {"records": []}) == (200, {
-        "model": "din", "score_names": ["ctr"], "scores": [], "stats": {}})
-    unseen = {**records[0], "item_id": 10**9, "price": None}
-    status, body = _call(f"{service}/score", {"records": [unseen]})
-    assert status == 200 and body["stats"]["item_id"] == {"oov": 1}
-    assert body["stats"]["price"] == {"missing": 1}
-
-
-def test_service_rejects_bad_requests_and_stays_up(service: str, world: dict) -> None:
-    records = json.loads(world["records"].head(9).to_json(orient="records"))
-    good = records[0]
-    missing = {k: v for k, v in good.items() if k != "price"}
-    cases = [
-        ({"records": [good, missing]}, None, 422, "missing field 'price'"),
-        ({"records": [{**good, "price": "cheap"}]}, None, 422, "field 'price' must be a number"),
-        ({"records": [{**good, "hist_item_id": 7}]}, None, 422, "field 'hist_item_id'"),
-        ({"records": records}, None, 413, "batch of 9 records exceeds the limit of 8"),
-        (None, b"{not json", 400, "not valid JSON"),
-        ({"rows": records}, None, 400, '{"records"'),
-        (None, b" " * 30000, 413, "exceeds the limit of 20000"),
-    ]
-    for body, raw, status, message in cases:
-        got_status, got = _call(f"{service}/score", body, raw=raw)
-        assert got_status == status and message in got["error"], (status, got)
-    status, got = _call(f"{service}/score", {"records": [good, missing]})
-    assert got["field"] == "price" and got["record"] == 1
-    assert _call(f"{service}/nope")[0] == 404
-    assert _call(f"{service}/nope", {"records": []})[0] == 404
-    assert _call(f"{service}/score", {"records": [good]})[0] == 200  # still serving
-    assert _call(f"{service}/health")[0] == 200
