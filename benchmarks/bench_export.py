@@ -11,12 +11,12 @@ Per model (the entries of `ranking.models`):
    call at batch 1/64/1024 of torch eager, onnxruntime fp32 and onnxruntime int8,
    all pinned to the same number of intra-op threads (`--threads`, default 1);
 2. the serving path end to end: `Scorer.score` on raw test records (validation +
-   FeatureSpec transforms + onnxruntime) at the same batch sizes.
+   transforms + onnxruntime) at the same batch sizes, timed in interleaved pairs with
+   the bare onnxruntime session on the very feeds the scorer builds for those records
+   (`scorer.feeds`): the ratio is the scorer's whole overhead over the model.
 
-Then the HTTP service (`python -m recflow.serving BUNDLE` in its own process)
-under a bounded closed-loop load: C client threads, each on one keep-alive
-connection, send requests of B raw records back to back for T seconds; reported:
-requests/s, records/s, p50/p99 request latency, errors.
+The HTTP service is measured by `benchmarks/bench_serving_http.py` (`--keep-bundles DIR`
+leaves the bundles here for it).
 
 Without --project, a temp project is made from conf/ and the embedded raw data
 and `kedro run --pipelines=ranking` trains the default models (`--epochs` caps the
@@ -27,16 +27,12 @@ epochs to keep it short). Results: benchmarks/results/export.json and the
 from __future__ import annotations
 
 import argparse
-import http.client
 import json
 import os
 import platform
-import re
 import shutil
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -111,13 +107,20 @@ def model_names(project: Path) -> list[str]:
 def raw_test_records(project: Path, spec: Any) -> Any:
     """Raw joined columns of the test split with histories as lists: what clients send."""
     import pandas as pd
+    import yaml
 
+    from recflow.datasets.declaration import load_declaration
+    from recflow.datasets.prepare import join_tables, prepare_log, prepare_side
     from recflow.features.records import raw_records
-    from recflow.pipelines.preprocessing.nodes import join_events
 
+    params = yaml.safe_load((project / "conf/base/parameters_dataset.yml").read_text())
+    decl = load_declaration(params)
     raw = {n: pd.read_parquet(project / f"data/01_raw/{n}.parquet")
            for n in ("interactions", "users", "items")}
-    return raw_records(join_events(raw["interactions"], raw["users"], raw["items"]), spec)
+    events = join_tables(prepare_log(decl, {"raw_interactions": raw["interactions"]}), decl,
+                         {"users": prepare_side(decl, "users", raw["users"]),
+                          "items": prepare_side(decl, "items", raw["items"])})
+    return raw_records(events, spec)
 
 
 # ---- per model -----------------------------------------------------------------------------
@@ -127,10 +130,10 @@ def bench_model(project: Path, name: str, records: Any, bundles: Path,
     import torch
 
     from recflow.datasets.onnx_model import ServingBundleDataset
-    from recflow.export.checks import _time
     from recflow.export.params import ExportParams
     from recflow.pipelines.export import nodes
     from recflow.serving import Scorer
+    from recflow.serving.schema import OUTPUT_NAME
 
     spec_dict = json.loads((project / "data/05_model_input/feature_spec.json").read_text())
     test = pd.read_parquet(project / "data/05_model_input/test.parquet")
@@ -146,93 +149,37 @@ def bench_model(project: Path, name: str, records: Any, bundles: Path,
 
     scorer = Scorer.from_bundle(bundles / name, threads=args.threads)
     needed = records[list(scorer.raw_schema)]
-    served = {}
+    served, bare = {}, {}
     for batch in args.batches:
         rows = needed.iloc[np.arange(batch) % len(needed)].to_dict("records")
-        served[str(batch)] = _time(lambda r=rows: scorer.score(r), args.repeats, args.warmup,
-                                   args.budget_s)
+        feeds = scorer.feeds(rows)
+        served[str(batch)], bare[str(batch)] = timed_pair(
+            lambda r=rows: scorer.score(r),
+            lambda f=feeds: scorer.session.run([OUTPUT_NAME], f), args)
     print(f"{name}: max|onnx-torch| {summary['max_abs_diff']:.1e} on {summary['rows']} rows, "
           f"int8 AUC delta {summary['quantized_auc_delta']:+.5f}", flush=True)
     keep = ("model", "rows", "max_abs_diff", "max_abs_diff_unoptimized", "opset",
             "graph_optimization", "auc_fp32", "auc_int8", "quantized_auc_delta",
             "quantized_max_abs_diff", "onnx_bytes", "onnx_int8_bytes", "latency")
-    return {**{k: summary.get(k) for k in keep}, "scorer": served}
+    return {**{k: summary.get(k) for k in keep}, "scorer": served, "ort_same_feeds": bare}
 
 
-# ---- the service under load ---------------------------------------------------------------
-def start_service(bundle: Path, threads: int | None) -> tuple[subprocess.Popen, str, int]:
-    cmd = [sys.executable, "-m", "recflow.serving", str(bundle), "--port", "0",
-           "--max-batch", "4096", "--log-level", "WARNING"]
-    if threads is not None:
-        cmd += ["--threads", str(threads)]
-    process = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
-    line = process.stdout.readline()
-    match = re.search(r"http://([\d.]+):(\d+)", line)
-    if not match:
-        process.kill()
-        raise RuntimeError(f"service did not start: {line!r}")
-    return process, match.group(1), int(match.group(2))
-
-
-def load_test(host: str, port: int, body: bytes, clients: int, seconds: float) -> dict[str, Any]:
-    """Closed loop: `clients` threads, one keep-alive connection each, for `seconds`."""
-    latencies: list[list[float]] = [[] for _ in range(clients)]
-    errors = [0] * clients
-    stop = time.perf_counter() + seconds
-    headers = {"Content-Type": "application/json"}
-
-    def client(i: int) -> None:
-        conn = http.client.HTTPConnection(host, port, timeout=30)
-        while time.perf_counter() < stop:
+def timed_pair(first: Any, second: Any, args: argparse.Namespace
+               ) -> tuple[dict[str, float], dict[str, float]]:
+    """p50/p99 ms of two calls timed alternately (same load for both), within the budget."""
+    for _ in range(args.warmup):
+        first(), second()
+    times: tuple[list[float], list[float]] = ([], [])
+    deadline = time.perf_counter() + args.budget_s
+    for _ in range(args.repeats):
+        for call, out in ((first, times[0]), (second, times[1])):
             start = time.perf_counter()
-            try:
-                conn.request("POST", "/score", body=body, headers=headers)
-                response = conn.getresponse()
-                response.read()
-                if response.status != 200:
-                    errors[i] += 1
-            except (OSError, http.client.HTTPException):
-                errors[i] += 1
-                conn.close()
-                conn = http.client.HTTPConnection(host, port, timeout=30)
-                continue
-            latencies[i].append((time.perf_counter() - start) * 1e3)
-        conn.close()
-
-    started = time.perf_counter()
-    workers = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
-    for w in workers:
-        w.start()
-    for w in workers:
-        w.join()
-    elapsed = time.perf_counter() - started
-    all_ms = np.concatenate([np.asarray(x) for x in latencies]) if any(latencies) else np.zeros(1)
-    return {"requests": int(all_ms.size), "seconds": round(elapsed, 2),
-            "rps": all_ms.size / elapsed, "p50_ms": float(np.percentile(all_ms, 50)),
-            "p99_ms": float(np.percentile(all_ms, 99)), "errors": int(sum(errors))}
-
-
-def bench_service(bundle: Path, records: Any, args: argparse.Namespace) -> list[dict[str, Any]]:
-    from recflow.serving import Scorer
-
-    needed = records[list(Scorer.from_bundle(bundle).raw_schema)]
-    process, host, port = start_service(bundle, args.threads)
-    rows = []
-    try:
-        for batch in args.service_batches:
-            sample = needed.iloc[np.arange(batch) % len(needed)]
-            body = json.dumps({"records": json.loads(sample.to_json(orient="records"))}).encode()
-            for clients in args.clients:
-                result = load_test(host, port, body, clients, args.seconds)
-                result.update(batch=batch, clients=clients,
-                              records_per_s=result["rps"] * batch)
-                rows.append(result)
-                print(f"service b={batch} c={clients}: {result['rps']:.0f} req/s, "
-                      f"p99 {result['p99_ms']:.1f} ms, errors {result['errors']}", flush=True)
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
-    return rows
+            call()
+            out.append((time.perf_counter() - start) * 1e3)
+        if time.perf_counter() > deadline:
+            break
+    return tuple({"p50_ms": float(np.percentile(t, 50)), "p99_ms": float(np.percentile(t, 99)),
+                  "calls": len(t)} for t in times)
 
 
 # ---- report --------------------------------------------------------------------------------
@@ -241,33 +188,34 @@ def markdown(results: dict[str, Any]) -> str:
     lines = [f"## {SECTION}", "",
              f"`python benchmarks/bench_export.py` on {results['machine']['cpu']} "
              f"({results['machine']['cores']} cores), {results['threads']} intra-op thread(s) "
-             f"for torch and onnxruntime alike; {results['rows']} test rows. "
-             "p50 / p99 ms per call.", "",
+             f"for torch and onnxruntime alike; {results['rows']} test rows; "
+             f"{results.get('load', 'load not recorded')}. p50 / p99 ms per call.", "",
              "| model | max abs diff | int8 AUC delta | "
-             + " | ".join(f"{v} b{b}" for b in batches for v in (*VARIANTS, "scorer")) + " |",
-             "|---|---|---|" + "---|" * (len(batches) * (len(VARIANTS) + 1))]
+             + " | ".join(f"{v} b{b}" for b in batches for v in VARIANTS) + " |",
+             "|---|---|---|" + "---|" * (len(batches) * len(VARIANTS))]
     for name, r in results["models"].items():
         cells = []
         for b in batches:
             for v in VARIANTS:
                 s = r["latency"].get(v, {}).get(str(b))
                 cells.append(f"{s['p50_ms']:.3f} / {s['p99_ms']:.3f}" if s else "-")
-            s = r["scorer"][str(b)]
-            cells.append(f"{s['p50_ms']:.2f} / {s['p99_ms']:.2f}")
         lines.append(f"| {name} | {r['max_abs_diff']:.1e} | {r['quantized_auc_delta']:+.4f} | "
                      + " | ".join(cells) + " |")
-    lines += ["", "`scorer` = `Scorer.score` on raw records (validation + FeatureSpec transforms "
-              "+ onnxruntime fp32).", ""]
-    if results.get("service"):
-        lines += [f"HTTP service (`python -m recflow.serving`, model `{results['service_model']}`), "
-                  f"closed loop, {results['service_seconds']} s per row:", "",
-                  "| records/request | clients | requests/s | records/s | p50 ms | p99 ms | errors |",
-                  "|---|---|---|---|---|---|---|"]
-        for s in results["service"]:
-            lines.append(f"| {s['batch']} | {s['clients']} | {s['rps']:.0f} | "
-                         f"{s['records_per_s']:.0f} | {s['p50_ms']:.2f} | {s['p99_ms']:.2f} | "
-                         f"{s['errors']} |")
-        lines.append("")
+    lines += ["", "Raw records end to end: `Scorer.score` (request checks + transforms + "
+              "onnxruntime fp32) beside the bare onnxruntime session on the feeds the scorer "
+              "builds for the same records, timed in alternating pairs. p50 / p99 ms; ratio of "
+              "the p50s.", "",
+              "| model | " + " | ".join(f"scorer b{b} | bare b{b} | ratio b{b}" for b in batches)
+              + " |", "|---|" + "---|---|---|" * len(batches)]
+    for name, r in results["models"].items():
+        cells = []
+        for b in batches:
+            s, o = r["scorer"][str(b)], r["ort_same_feeds"][str(b)]
+            cells += [f"{s['p50_ms']:.3f} / {s['p99_ms']:.3f}", f"{o['p50_ms']:.3f} / "
+                      f"{o['p99_ms']:.3f}", f"{s['p50_ms'] / o['p50_ms']:.2f}x"]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines += ["", "The HTTP service: `benchmarks/bench_serving_http.py` (section *HTTP serving*).",
+              ""]
     return "\n".join(lines)
 
 
@@ -282,10 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--budget-s", type=float, default=5.0)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--service-model", help="entry served in the load test (default: din)")
-    parser.add_argument("--service-batches", type=int, nargs="+", default=[1, 64])
-    parser.add_argument("--clients", type=int, nargs="+", default=[1, 4])
-    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--keep-bundles", type=Path, help="write the bundles here (kept)")
     parser.add_argument("--json", type=Path, default=RESULTS)
     parser.add_argument("--doc", type=Path, default=DOC)
     args = parser.parse_args(argv)
@@ -307,13 +252,13 @@ def main(argv: list[str] | None = None) -> int:
     spec = FeatureSpec.from_dict(json.loads(
         (project / "data/05_model_input/feature_spec.json").read_text()))
     records = raw_test_records(project, spec)
-    bundles = Path(tempfile.mkdtemp(prefix="recflow-bundles-"))
+    bundles = args.keep_bundles or Path(tempfile.mkdtemp(prefix="recflow-bundles-"))
+    load_before = os.getloadavg()[0]
     try:
         models = {n: bench_model(project, n, records, bundles, args) for n in names}
-        service_model = args.service_model or ("din" if "din" in models else names[0])
-        service = bench_service(bundles / service_model, records, args)
     finally:
-        shutil.rmtree(bundles, ignore_errors=True)
+        if args.keep_bundles is None:
+            shutil.rmtree(bundles, ignore_errors=True)
         if tmp is not None and args.workdir is None:
             shutil.rmtree(tmp, ignore_errors=True)
     import onnxruntime
@@ -324,8 +269,9 @@ def main(argv: list[str] | None = None) -> int:
                     "python": platform.python_version(), "torch": torch.__version__,
                     "onnxruntime": onnxruntime.__version__},
         "threads": args.threads, "batches": args.batches, "rows": len(records),
-        "models": models, "service_model": service_model, "service_seconds": args.seconds,
-        "service": service,
+        "load": f"load average {load_before:.2f} before the first model, "
+                f"{os.getloadavg()[0]:.2f} after the last",
+        "models": models,
     }
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(results, indent=2))

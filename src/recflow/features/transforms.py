@@ -157,13 +157,13 @@ def id_key(index: pd.Index) -> Callable[[Any], Any]:
     keeps the two matching the same values (a test pins them on every value kind).
     """
     if pd.api.types.is_numeric_dtype(index.dtype) and not pd.api.types.is_bool_dtype(index.dtype):
-        return _numeric_key
+        return numeric_key
     if index.inferred_type == "string":
         return canonical_text
     return _same
 
 
-def _numeric_key(value: Any) -> Any:
+def numeric_key(value: Any) -> Any:
     """`pd.to_numeric(errors="coerce")` for one value: numbers as they are, numeric text parsed."""
     if isinstance(value, str):
         try:

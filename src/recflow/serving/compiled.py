@@ -22,7 +22,7 @@ import pandas as pd
 
 from recflow.features import FeatureSpec
 from recflow.features.spec import FieldSpec
-from recflow.features.transforms import N_RESERVED, OOV, PAD, id_key
+from recflow.features.transforms import N_RESERVED, OOV, PAD, canonical_text, id_key, numeric_key
 from recflow.serving.validate import is_null
 
 #: columns (raw key -> values) and the numeric keys as validated float64 arrays
@@ -37,11 +37,19 @@ class IdLookup:
     def __init__(self, keys: list[Any], ids: list[int]) -> None:
         self.key = id_key(pd.Index(keys))
         self.table = dict(zip(keys, ids, strict=True))
+        # the type that needs no key function (and is never null) on this table
+        self.plain = int if self.key is numeric_key else str if self.key is canonical_text \
+            else None
 
     def __call__(self, value: Any) -> int:
         if value is None or (type(value) is not str and is_null(value)):
             return PAD
         return self.table.get(self.key(value), OOV)
+
+    def many(self, values: list[Any]) -> list[int]:
+        """`[self(v) for v in values]`, with the common id type looked up directly."""
+        get, plain = self.table.get, self.plain
+        return [get(v, OOV) if type(v) is plain else self(v) for v in values]
 
 
 def id_lookup(spec: FeatureSpec, f: FieldSpec) -> IdLookup:
@@ -73,7 +81,7 @@ def _compile(spec: FeatureSpec, f: FieldSpec, raw: Callable[[str], str]) -> Op:
         return _sequence(id_lookup(spec, spec[f.shares_vocab_with]), f.name, f.length)
     if f.transform in ("vocab", "semantic_prefix"):
         lookup, column = id_lookup(spec, f), raw(f.columns[0])
-        return lambda cols, nums: np.array([lookup(v) for v in cols[column]], dtype=np.int64)
+        return lambda cols, nums: np.array(lookup.many(cols[column]), dtype=np.int64)
     if f.transform in ("standardize", "quantile_bucket"):
         transform, column = spec.fitted(f), raw(f.columns[0])
         return lambda cols, nums: transform.transform(nums[column])
@@ -92,7 +100,7 @@ def _sequence(lookup: IdLookup, column: str, length: int) -> Op:
                 continue
             tail = list(history)[-length:] if length else []
             if tail:
-                row[length - len(tail):] = [lookup(v) for v in tail]
+                row[length - len(tail):] = lookup.many(tail)
         return out
 
     return op
