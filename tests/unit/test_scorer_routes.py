@@ -50,6 +50,12 @@ def test_compiled_and_vectorised_routes_give_identical_feeds_on_the_whole_split(
             assert fast[key].dtype == slow[key].dtype and fast[key].shape == slow[key].shape
             np.testing.assert_array_equal(fast[key], slow[key], err_msg=key)
         assert np.abs(compiled.score(records) - entry["offline"]).max() <= 1e-5
+    # one record per request (cached per-value results), twice: misses, then hits
+    for _ in range(2):
+        singles = [compiled.feeds([r]) for r in records[:150]]
+        for key in fast:
+            np.testing.assert_array_equal(np.concatenate([f[key] for f in singles]),
+                                          fast[key][:150], err_msg=key)
 
 
 def test_small_requests_take_the_compiled_route_and_agree_record_by_record(world: dict) -> None:

@@ -32,8 +32,7 @@ from recflow.serving.schema import OUTPUT_NAME, feeds_from_frame, raw_schema, se
 from recflow.serving.validate import (
     TYPE_HELP,
     RecordError,
-    check_id_range,
-    check_types,
+    check_column,
     frame_columns,
     numeric_values,
     record_columns,
@@ -107,6 +106,12 @@ class Scorer:
         self.bounds = {c: checks[c] for c, kind in self.raw_schema.items()
                        if kind == "numeric" and checks.get(c)}
         self._compiled = CompiledInputs(self._spec, self.input_schema, self.aliases)
+        #: id inputs and what their stats count: sequences only unseen ids (padding slots are
+        #: not missing values), vocabularies both, other id transforms only missing values
+        self._id_inputs = [
+            (e["name"], "oov" if e["kind"] == "sequence" else
+             "both" if self.spec[e["name"]].transform == "vocab" else "missing")
+            for e in self.input_schema if e["kind"] != "numeric"]
         #: numeric input -> the raw key its values come from
         self._numeric_inputs = {
             e["name"]: self.aliases.get(c, c) for e in self.input_schema if e["kind"] == "numeric"
@@ -224,20 +229,19 @@ class Scorer:
         """Per input: unseen ids (OOV) and missing values (PAD / NaN). Padding slots of a
         sequence are not missing values. Counted over every id input at once (a handful
         of numpy calls, not two per input: this runs on every request)."""
-        ids = [n for n in self.input_names if n not in self._numeric_inputs]
-        flat = np.concatenate([feeds[n].ravel() for n in ids]) if ids else np.zeros(0, np.int64)
-        starts = np.cumsum([0] + [feeds[n].size for n in ids[:-1]])
-        oov = np.add.reduceat(flat == OOV, starts) if flat.size else np.zeros(len(ids), int)
-        pad = np.add.reduceat(flat == PAD, starts) if flat.size else np.zeros(len(ids), int)
+        ids = self._id_inputs
         stats: dict[str, dict[str, int]] = {}
-        for name, n_oov, n_pad in zip(ids, oov.tolist(), pad.tolist(), strict=True):
-            field = self.spec[name]
-            if field.kind == "sequence":
-                stats[name] = {"oov": n_oov}
-            elif field.transform == "vocab":
-                stats[name] = {"oov": n_oov, "missing": n_pad}
+        if ids:
+            flat = np.concatenate([feeds[n].ravel() for n, _ in ids])
+            starts = np.cumsum([0] + [feeds[n].size for n, _ in ids[:-1]])
+            if flat.size:
+                oov = np.add.reduceat(flat == OOV, starts).tolist()
+                pad = np.add.reduceat(flat == PAD, starts).tolist()
             else:
-                stats[name] = {"missing": n_pad}
+                oov = pad = [0] * len(ids)
+            for (name, counts), n_oov, n_pad in zip(ids, oov, pad, strict=True):
+                stats[name] = {"oov": n_oov, "missing": n_pad} if counts == "both" else \
+                    {"oov": n_oov} if counts == "oov" else {"missing": n_pad}
         for name, column in self._numeric_inputs.items():
             stats[name] = {"missing": int(np.count_nonzero(np.isnan(numbers[column])))}
         return {name: stats[name] for name in self.input_names}
@@ -250,11 +254,9 @@ class Scorer:
             else record_columns(records, names)
         numbers = {}
         for column, kind in self.raw_schema.items():
-            check_types(columns[column], column, kind)
+            check_column(columns[column], column, kind)
             if kind == "numeric":
                 numbers[column] = numeric_values(columns[column], column, self.bounds.get(column))
-            else:
-                check_id_range(columns[column], column, kind)
         return _Checked(columns, numbers)
 
     @staticmethod

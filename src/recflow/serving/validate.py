@@ -70,14 +70,25 @@ def frame_columns(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
     return frame[columns].reset_index(drop=True)
 
 
+def check_column(values: Sequence[Any] | pd.Series, column: str, kind: str) -> None:
+    """Types of one field's values, and for ids their 64-bit range; RecordError if not.
+
+    Plain JSON values (str / int / float / null, lists of them) pass with one set lookup
+    each; anything else takes the slow path that names the first offender.
+    """
+    if not isinstance(values, pd.Series) and _plain_json(values, kind):
+        return
+    check_types(values, column, kind)
+    if kind != "numeric":
+        check_id_range(values, column, kind)
+
+
 def check_types(values: Sequence[Any] | pd.Series, column: str, kind: str) -> None:
     """Raise RecordError naming the field and record of the first wrongly typed value."""
     if isinstance(values, pd.Series):
         if _typed_column_ok(values.dtype, kind):
             return
         values = values.to_numpy(dtype=object)
-    elif _plain_json(values, kind):
-        return
     ok = _CHECKS[kind]
     if _all_types_ok(values, ok) and (kind != "sequence" or _all_types_ok(
             chain.from_iterable(v for v in values if isinstance(v, list | tuple | np.ndarray)),
@@ -183,12 +194,20 @@ _PLAIN = {"numeric": frozenset({int, float, type(None)}),
 
 
 def _plain_json(values: Sequence[Any], kind: str) -> bool:
-    """The common case of a few JSON values, checked with one set lookup per value."""
-    if kind != "sequence":
+    """The common case of JSON values, checked with one set lookup per value; ids also
+    within 64 bits (what `check_id_range` checks), so a plain id column is done here."""
+    if kind == "numeric":
         plain = _PLAIN[kind]
         return all(type(v) in plain for v in values)
+    if kind == "categorical":
+        return _plain_ids(values)
+    return all(v is None or (type(v) is list and _plain_ids(v)) for v in values)
+
+
+def _plain_ids(values: Sequence[Any]) -> bool:
     ids = _PLAIN["categorical"]
-    return all(v is None or (type(v) is list and all(type(x) in ids for x in v)) for v in values)
+    return all(type(v) in ids for v in values) and all(
+        -(2**63) <= v < 2**64 for v in values if type(v) is int)
 
 
 def _all_types_ok(values: Iterable[Any], ok: Any) -> bool:
