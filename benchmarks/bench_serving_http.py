@@ -13,7 +13,7 @@ far less per request than the server; it still shares the machine's cores with i
 the table's load average note records.
 
 Reported per cell: requests/s, records/s, p50/p90/p99/max latency (ms), errors (non-200
-answers and broken connections). Raw JSON: `--out` (data/09_benchmarks/serving_http.json)
+answers and broken connections). Raw JSON: `--out` (benchmarks/results/serving_http.json)
 and the `## HTTP serving` section of docs/benchmarks.md (`--no-doc` to leave it).
 Without --bundle, `tests/serving_world.py` builds the test suite's DIN bundle in a temp dir
 (needs torch); with --bundle the records come from `--records FILE` (a JSON list of raw
@@ -41,7 +41,7 @@ import numpy as np
 from _docs import machine_note, write_section
 
 REPO = Path(__file__).resolve().parents[1]
-OUT = REPO / "data/09_benchmarks/serving_http.json"
+OUT = REPO / "benchmarks/results/serving_http.json"
 DOC = REPO / "docs/benchmarks.md"
 
 
