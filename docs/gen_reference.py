@@ -89,11 +89,9 @@ def parameter_blocks() -> list[Block]:
 
 def registries() -> list[tuple[str, Any]]:
     """(title, registry) for every component registry, built-ins and plugins loaded."""
-    from recflow.models.retrieval import RETRIEVAL_MODELS
-    from recflow.registry import ITEM_ENCODERS, LOSSES, MODELS, TOKENIZERS
+    from recflow.registry import ALL
 
-    return [("Ranking models", MODELS), ("Retrieval models", RETRIEVAL_MODELS),
-            ("Tokenizers", TOKENIZERS), ("Item encoders", ITEM_ENCODERS), ("Losses", LOSSES)]
+    return list(ALL)
 
 
 # --------------------------------------------------------------------------- formatting

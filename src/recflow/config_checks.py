@@ -1,127 +1,23 @@
-"""Strict configuration: number types, size bounds, and the checks run at pipeline registration.
+"""The checks run at pipeline registration (the strict types: `recflow.config_types`).
 
-* `StrictModel`: the base of every typed parameter block and component schema
-  (config `STRICT`). Numbers are strict: an int field refuses `true` (no bool -> 1) and
-  `1e12` (a float), naming the integer range it takes; a float field refuses a bool but
-  takes an int; unknown keys are refused.
-* `MAX_*`: upper bounds of size-like parameters (buckets, vocabularies, widths, batch
-  sizes, ...), generous but finite, so `num_buckets: 1e12` fails with the bound in the
-  message instead of "can't allocate 4 TB" deep in training.
 * `check_parameters`: called by `register_pipelines`, so before any node runs. It refuses
   a top-level block no typed model owns, and validates every per-entry override *merged
   with its base* (`ranking.models.<name>.trainer` over `ranking.trainer`, each entry's
   `params` against its registered schema; the same for distillation, retrieval and
   semantic IDs), errors naming the file and the full YAML path.
 
-This module imports nothing of recflow at import time (the params modules import it).
+Registries and the trainer's config are imported where a check needs them.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import pkgutil
-import re
-import types
-from typing import Annotated, Any, Union, get_args, get_origin
+from typing import Any
 
-import annotated_types
-from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+from pydantic import ValidationError
 
-STRICT = ConfigDict(extra="forbid", strict=True)
-
-# ---- bounds of size-like parameters (each error message states the bound) ------------------
-MAX_BUCKETS = 100_000_000  # hash buckets, vocabulary sizes: rows of an embedding table
-MAX_EMBED_DIM = 4096  # embedding / latent / output vector sizes
-MAX_WIDTH = 65_536  # hidden-layer widths
-MAX_BATCH = 1_000_000  # rows per batch
-MAX_EPOCHS = 10_000
-MAX_LAYERS = 64  # stacked layers, attention heads, code levels
-MAX_COUNT = 1_000_000  # negatives, beams, repeats: per-step counts
-MAX_ROWS = 1_000_000_000  # buffers and row caps
-
-#: a hidden-layer width, bounded
-Width = Annotated[int, annotated_types.Ge(1), annotated_types.Le(MAX_WIDTH)]
-#: a batch size, bounded
-BatchSize = Annotated[int, annotated_types.Ge(1), annotated_types.Le(MAX_BATCH)]
-
-_BOUND_TEXT = {annotated_types.Ge: ("ge", ">="), annotated_types.Gt: ("gt", ">"),
-               annotated_types.Le: ("le", "<="), annotated_types.Lt: ("lt", "<")}
-
-
-def _bounds(metadata: list[Any]) -> list[str]:
-    """['>= 2', '<= 100000000'] from a field's (or an Annotated type's) constraints."""
-    out = []
-    for m in metadata:
-        for kind, (attr, op) in _BOUND_TEXT.items():
-            if isinstance(m, kind):
-                out.append(f"{op} {getattr(m, attr)}")
-        for inner in getattr(m, "metadata", None) or []:  # pydantic's Field(...) in Annotated
-            out += _bounds([inner])
-    return out
-
-
-def _int_type(tp: Any) -> tuple[str, list[str]] | None:
-    """('int' | 'list', bounds) when `tp` is an int or a list of ints (Optional/Annotated
-    unwrapped), else None."""
-    origin = get_origin(tp)
-    if origin is Annotated:
-        base, *meta = get_args(tp)
-        found = _int_type(base)
-        return None if found is None else (found[0], _bounds(meta) + found[1])
-    if origin in (Union, types.UnionType):
-        found = [f for a in get_args(tp) if a is not type(None) and (f := _int_type(a))]
-        return found[0] if len(found) == 1 else None
-    if origin is list:
-        (item,) = get_args(tp) or (Any,)
-        found = _int_type(item)
-        return ("list", found[1]) if found is not None and found[0] == "int" else None
-    return ("int", []) if tp is int else None
-
-
-_SEP = "; "
-#: "<key>: expected an integer ...", one per key, from StrictModel's check
-_LAX_INT = re.compile(r"^(\w+): (expected an integer .*)$")
-
-
-def _lax_int(value: Any, bounds: list[str]) -> str | None:
-    if isinstance(value, bool | float):
-        what = " and ".join(bounds)
-        return (f"expected an integer{' ' + what if what else ''}, got {value!r} "
-                f"({type(value).__name__}: YAML bools and floats such as 1e12 are not integers)")
-    return None
-
-
-class StrictModel(BaseModel):
-    """Base of the typed parameters: unknown keys refused, numbers strict."""
-
-    model_config = STRICT
-
-    @model_validator(mode="before")
-    @classmethod
-    def _strict_ints(cls, data: Any) -> Any:
-        # strict mode refuses these too, but without the range: say which integers fit
-        if not isinstance(data, dict):
-            return data
-        problems = []
-        for name, field in cls.model_fields.items():
-            key = field.alias or name
-            if key not in data:
-                continue
-            found = _int_type(field.annotation)
-            if found is None:
-                continue
-            kind, bounds = found
-            values = [data[key]] if kind == "int" else (
-                data[key] if isinstance(data[key], list) else [])
-            bounds = _bounds(field.metadata) + bounds if kind == "int" else bounds
-            for value in values:
-                if (problem := _lax_int(value, bounds)) is not None:
-                    problems.append(f"{key}: {problem}")
-                    break
-        if problems:
-            raise ValueError(_SEP.join(problems))
-        return data
-
+from recflow.config_types import LAX_INT_PROBLEM, PROBLEM_SEPARATOR
 
 #: top-level keys recflow once accepted and no longer reads -> what to write instead
 RETIRED_KEYS = {
@@ -166,7 +62,7 @@ def _problems(exc: ValidationError, prefix: str, where: Any = None) -> str:
     for e in exc.errors():
         msg = e["msg"].removeprefix("Value error, ")
         # StrictModel's "key: expected an integer ..." parts: the key joins the path
-        parts = [_LAX_INT.match(part) for part in msg.split(_SEP)]
+        parts = [LAX_INT_PROBLEM.match(part) for part in msg.split(PROBLEM_SEPARATOR)]
         located = [((*e["loc"], m[1]), m[2]) for m in parts if m] if all(parts) else [
             (tuple(e["loc"]), msg)]
         for loc, text in located:
@@ -174,7 +70,7 @@ def _problems(exc: ValidationError, prefix: str, where: Any = None) -> str:
             got = f" (got {e['input']!r})" if "input" in e and "got" not in text and (
                 not isinstance(e["input"], dict | list)) else ""
             out.append(f"{path}: {text}{got}")
-    return _SEP.join(out)
+    return PROBLEM_SEPARATOR.join(out)
 
 
 def _mapping(value: Any, file: str, path: str) -> dict[str, Any]:
@@ -263,7 +159,7 @@ def check_distillation(parameters: dict[str, Any]) -> None:
 
 
 def check_retrieval(parameters: dict[str, Any]) -> None:
-    from recflow.models.retrieval import RETRIEVAL_MODELS
+    from recflow.registry import RETRIEVAL_MODELS
 
     file = "parameters_retrieval.yml"
     block = _mapping(parameters.get("retrieval"), file, "retrieval")

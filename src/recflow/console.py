@@ -61,10 +61,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _registries() -> dict:
-    from recflow import registry
+    from recflow.registry import ALL
 
-    return {r.kind: r for r in (registry.MODELS, registry.TOKENIZERS, registry.ITEM_ENCODERS,
-                                registry.LOSSES)}
+    return {r.kind: r for _, r in ALL}
 
 
 def _list(kind: str | None, pattern: str) -> int:
@@ -73,7 +72,7 @@ def _list(kind: str | None, pattern: str) -> int:
             for k, r in sorted(registries.items()) if kind in (None, k)
             for c in r if c.name in r.list(pattern)]
     for row in rows:
-        sys.stdout.write("{:<14} {:<22} {:<24} {}\n".format(*row))
+        sys.stdout.write("{:<17} {:<22} {:<24} {}\n".format(*row))
     return 0 if rows else 1
 
 
@@ -85,7 +84,7 @@ def _show(kind: str, name: str) -> int:
     except RegistryError as exc:
         sys.stderr.write(f"error: {exc}\n")
         return 1
-    sys.stdout.write(f"{kind[:-1] if kind != 'losses' else 'loss'} '{component.name}' "
+    sys.stdout.write(f"{_registries()[kind].singular} '{component.name}' "
                      f"from {component.source}: {component.summary}\n")
     for field, annotation, default in schema_fields(component.params):
         sys.stdout.write(f"  {field}: {annotation} = {default!r}\n")

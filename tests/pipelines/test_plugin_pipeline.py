@@ -24,8 +24,7 @@ import pytest
 import torch
 
 from recflow.features import FeatureSpec
-from recflow.plugins import load_plugins
-from recflow.registry import MODELS
+from recflow.registry import MODELS, load_plugins
 from tests.conftest import REPO, make_project, run_kedro
 
 pytestmark = pytest.mark.slow

@@ -37,7 +37,7 @@ def _typed_param_models() -> list[type[BaseModel]]:
     import recflow.pipelines
 
     modules = [importlib.import_module(name) for name in (
-        "recflow.features.config", "recflow.training.trainer", "recflow.training.entry",
+        "recflow.features.config", "recflow.training.ranking_task", "recflow.training.entry",
         "recflow.export.params", "recflow.evaluation.retrieval_params")]
     for info in pkgutil.iter_modules(recflow.pipelines.__path__):
         if importlib.util.find_spec(f"recflow.pipelines.{info.name}.params"):

@@ -20,8 +20,15 @@ import pytest
 import torch
 
 from recflow.features import FeatureSpec, FieldSpec
-from recflow.plugins import PluginWarning, load_plugins, normalize_dist, plugin_records
-from recflow.registry import MODELS, Registry, RegistryError
+from recflow.registry import (
+    MODELS,
+    PluginWarning,
+    Registry,
+    RegistryError,
+    load_plugins,
+    normalize_dist,
+    plugin_records,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -132,9 +139,10 @@ def plugin_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
 
 def fresh_models() -> Registry:
     """A models registry like MODELS: built-ins first (copied from MODELS), then plugins."""
-    registry = Registry("models", plugin_group="recflow.models")
     builtins = [c for c in MODELS if c.source == "recflow"]
-    registry.set_discovery(lambda r: [r.add(c) for c in builtins])
+    registry = Registry("models", builtins=lambda r: [r.add(c) for c in builtins],
+                        plugin_group="recflow.models", loader=load_plugins)
+    registry.set_contract(MODELS.contract)  # the RankingModel contract, as MODELS has it
     return registry
 
 
@@ -374,7 +382,7 @@ def test_other_kinds_take_classes_or_factories(plugin_env) -> None:
     install, mod = plugin_env
     install("acme-losses", {"recflow.losses": {"focal": f"{mod}:focal_loss",
                                                "notaloss": f"{mod}"}})
-    losses = Registry("losses", plugin_group="recflow.losses")
+    losses = Registry("losses", plugin_group="recflow.losses", loader=load_plugins)
     assert (f"module '{mod}' is not a loss component: expected a class or a factory "
             "function") in discover(losses)
     assert losses.list() == ["focal"]

@@ -8,7 +8,8 @@ import pytest
 from kedro.config import OmegaConfigLoader
 from pydantic import ValidationError
 
-from recflow.config_checks import MAX_BUCKETS, check_parameters, known_blocks
+from recflow.config_checks import check_parameters, known_blocks
+from recflow.config_types import MAX_BUCKETS
 from recflow.features.config import FeaturesConfig
 from recflow.settings import CONFIG_LOADER_ARGS
 from recflow.training.trainer import TrainerConfig

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 from annotated_types import Ge, Le
 from pydantic import Field, field_validator, model_validator
 
-from recflow.config_checks import MAX_COUNT, MAX_EPOCHS, StrictModel
+from recflow.config_types import MAX_COUNT, MAX_EPOCHS, StrictModel
 from recflow.features.config import SplitConfig
 from recflow.models.retrieval import RETRIEVAL_MODELS
 

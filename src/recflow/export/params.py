@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import Field, PositiveInt
 
-from recflow.config_checks import MAX_COUNT, MAX_ROWS, BatchSize, StrictModel
+from recflow.config_types import MAX_COUNT, MAX_ROWS, BatchSize, StrictModel
 
 
 class LatencyParams(StrictModel):

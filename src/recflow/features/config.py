@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 from annotated_types import Le
 from pydantic import ConfigDict, Field, model_validator
 
-from recflow.config_checks import MAX_BUCKETS, MAX_LAYERS, StrictModel
+from recflow.config_types import MAX_BUCKETS, MAX_LAYERS, StrictModel
 
 
 class _Strict(StrictModel):

@@ -8,11 +8,14 @@ model-specific for the trainer, the evaluator or the ONNX exporter.
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from recflow.features import FeatureSpec
+from recflow.registry import MODELS
 
 
 class RankingModel(nn.Module):
@@ -46,3 +49,28 @@ class RankingModel(nn.Module):
     def score_names(self) -> list[str]:
         """Name of each `predict` column, e.g. ["ctr"] or ["ctr", "ctcvr"]."""
         return ["ctr" if t == "click" else t for t in self.tasks]
+
+
+#: what a ranking model class must provide besides being an nn.Module (RankingModel does)
+MODEL_CONTRACT = ("forward", "input_names", "tasks", "loss", "predict", "score_names")
+
+
+def model_contract_problems(target: object) -> str:
+    """'' when a plugin's target is a ranking model class, else what is wrong with it.
+
+    The contract the registry checks third-party models against (like a pluggy
+    hookspec, it lives beside the base class it describes).
+    """
+    if not inspect.isclass(target):
+        return "a model must be a class (a torch.nn.Module implementing RankingModel)"
+    if not issubclass(target, nn.Module):
+        return "a model class must subclass torch.nn.Module (subclass RankingModel)"
+    missing = [a for a in MODEL_CONTRACT if not hasattr(target, a)]
+    if missing:
+        return f"it lacks {missing} of the RankingModel contract (subclass RankingModel)"
+    if target.forward in (nn.Module.forward, RankingModel.forward):
+        return "it does not implement forward(inputs: dict[str, Tensor]) -> logits"
+    return ""
+
+
+MODELS.set_contract(model_contract_problems)

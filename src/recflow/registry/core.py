@@ -1,4 +1,4 @@
-"""One registry for every pluggable component, in the timm style.
+"""The registry: name -> component for one kind, in the timm style. A leaf module.
 
     @MODELS.register("deepfm", params=DeepFMParams)
     class DeepFM(RankingModel): ...
@@ -10,15 +10,18 @@ Each component declares a parameter schema (a pydantic model or dataclass), so
 YAML is validated against it before anything trains; only registered names
 can be referenced from YAML (nothing is imported from a config string).
 
-Third-party packages add components through Python entry points, loaded after
-the built-ins on a registry's first use: see `recflow.plugins` and docs/plugins.md.
+A registry discovers on first use: it imports its `builtins` module (whose
+decorators register the built-ins), then calls its `loader` (for the registries of
+`recflow.registry`, the entry-point loader of `recflow.registry.entry_points`). Every
+registry of recflow is listed in `recflow.registry.ALL`; see docs/plugins.md.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import fnmatch
-from collections.abc import Callable, Iterator
+import importlib
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar, get_args
 
@@ -97,18 +100,33 @@ def _field_names(schema: type) -> list[str]:
 
 
 class Registry:
-    """Name -> component for one kind (models, tokenizers, item_encoders, losses)."""
+    """Name -> component for one kind (models, retrieval models, tokenizers, ...).
 
-    def __init__(self, kind: str, plugin_group: str | None = None) -> None:
+    Args:
+        kind: plural name ("models"); messages use `singular` ("model").
+        builtins: the module whose import registers the built-ins, or a callable doing
+            the registering (tests); imported on first use, before `loader` runs.
+        plugin_group: the entry-point group third-party components come from.
+        loader: called once after the built-ins, with the registry (the entry points).
+        contract: target -> "" when a third-party target fits this kind, else why not;
+            set by the package that defines the kind's base class (`set_contract`).
+    """
+
+    def __init__(self, kind: str, *, builtins: str | Callable[[Registry], object] | None = None,
+                 plugin_group: str | None = None,
+                 loader: Callable[[Registry], object] | None = None,
+                 singular: str | None = None) -> None:
         self.kind = kind
+        self.singular = singular or _singular(kind)
         #: entry-point group third-party components of this kind are discovered from
         self.plugin_group = plugin_group
-        #: names whose plugin failed to load (or is ambiguous) -> why; quoted by `get`
-        self.unavailable: dict[str, str] = {}
+        self.contract: Callable[[Any], str] | None = None
+        self._builtins = builtins
+        self._loader = loader
+        self._unavailable: dict[str, str] = {}
         self._components: dict[str, Component] = {}
-        self._discover: Callable[[Registry], None] | None = None
-        self._plugins_pending = plugin_group is not None
 
+    # ---- registration ---------------------------------------------------------------------
     def register(
         self, name: str, *, params: type, source: str = "recflow"
     ) -> Callable[[T], T]:
@@ -132,31 +150,46 @@ class Registry:
             )
         self._components[component.name] = component
 
-    def set_discovery(self, discover: Callable[[Registry], None]) -> None:
-        self._discover = discover
+    def set_contract(self, contract: Callable[[Any], str]) -> None:
+        """How third-party targets of this kind are checked (see the class docstring)."""
+        self.contract = contract
 
-    def _ensure_discovered(self) -> None:
-        """Built-ins first, then entry-point plugins (recflow.plugins); once, on first use."""
-        if self._discover is not None:
-            discover, self._discover = self._discover, None
-            discover(self)
-        if self._plugins_pending:
-            self._plugins_pending = False
-            from recflow.plugins import load_plugins
+    def mark_unavailable(self, name: str, reason: str) -> None:
+        """`name` cannot be had (a plugin failed, or is ambiguous): `get` quotes `reason`."""
+        self._unavailable[name] = reason
 
-            load_plugins(self)
+    @property
+    def unavailable(self) -> Mapping[str, str]:
+        return dict(self._unavailable)
 
+    def find(self, name: str) -> Component | None:
+        """The component registered as `name`, without discovering anything."""
+        return self._components.get(name)
+
+    # ---- discovery ----------------------------------------------------------------------------
+    def discover(self) -> None:
+        """Built-ins first, then the loader (plugins); each once, on first use."""
+        builtins, self._builtins = self._builtins, None
+        if isinstance(builtins, str):
+            importlib.import_module(builtins)
+        elif builtins is not None:
+            builtins(self)
+        loader, self._loader = self._loader, None
+        if loader is not None:
+            loader(self)
+
+    # ---- lookup ---------------------------------------------------------------------------------
     def get(self, name: str) -> Component:
-        self._ensure_discovered()
+        self.discover()
         try:
             return self._components[name]
         except KeyError:
-            if name in self.unavailable:
+            if name in self._unavailable:
                 raise RegistryError(
-                    f"{_singular(self.kind)} '{name}' is not available: {self.unavailable[name]}"
+                    f"{self.singular} '{name}' is not available: {self._unavailable[name]}"
                 ) from None
             raise RegistryError(
-                f"unknown {_singular(self.kind)} '{name}'; registered {self.kind}: {self.list()}"
+                f"unknown {self.singular} '{name}'; registered {self.kind}: {self.list()}"
             ) from None
 
     def create(self, name: str, *args: Any, params: dict[str, Any] | Any = None,
@@ -169,36 +202,14 @@ class Registry:
         return component.target(*args, params=typed, **kwargs)
 
     def list(self, pattern: str = "*") -> list[str]:
-        self._ensure_discovered()
+        """Registered names matching a glob pattern, sorted (discovers first)."""
+        self.discover()
         return sorted(n for n in self._components if fnmatch.fnmatch(n, pattern))
 
     def __contains__(self, name: str) -> bool:
-        self._ensure_discovered()
+        self.discover()
         return name in self._components
 
     def __iter__(self) -> Iterator[Component]:
-        self._ensure_discovered()
+        self.discover()
         return iter(sorted(self._components.values(), key=lambda c: c.name))
-
-
-MODELS = Registry("models", plugin_group="recflow.models")
-TOKENIZERS = Registry("tokenizers", plugin_group="recflow.tokenizers")
-ITEM_ENCODERS = Registry("item_encoders", plugin_group="recflow.item_encoders")
-LOSSES = Registry("losses", plugin_group="recflow.losses")
-
-
-def _builtins(module: str) -> Callable[[Registry], None]:
-    """Importing the built-in module runs its @register decorators, on first use only."""
-
-    def discover(registry: Registry) -> None:
-        import importlib
-
-        importlib.import_module(module)
-
-    return discover
-
-
-MODELS.set_discovery(_builtins("recflow.models"))
-TOKENIZERS.set_discovery(_builtins("recflow.tokenization"))
-ITEM_ENCODERS.set_discovery(_builtins("recflow.tokenization"))
-LOSSES.set_discovery(_builtins("recflow.training.distillation"))

@@ -1,12 +1,13 @@
 """Third-party components through Python entry points: the recflow plugin contract.
 
 A plugin is any installed distribution that declares entry points in one of
-these groups (one group per registry kind):
+these groups (one group per registry kind, `recflow.registry.ALL`):
 
-    recflow.models          ranking models (MODELS)
-    recflow.tokenizers      semantic-ID tokenizers (TOKENIZERS)
-    recflow.item_encoders   item content encoders (ITEM_ENCODERS)
-    recflow.losses          training losses (LOSSES)
+    recflow.models            ranking models (MODELS)
+    recflow.retrieval_models  retrieval models (RETRIEVAL_MODELS)
+    recflow.tokenizers        semantic-ID tokenizers (TOKENIZERS)
+    recflow.item_encoders     item content encoders (ITEM_ENCODERS)
+    recflow.losses            training losses (LOSSES)
 
 The contract, for every kind:
 
@@ -21,11 +22,14 @@ The contract, for every kind:
    pydantic ``BaseModel`` (``extra="forbid"`` recommended) or a dataclass. YAML
    ``params`` are validated against it, then ``Component(*args, params=typed)``
    is called (models: ``Component(spec, params=typed)``).
-4. Models additionally implement the `recflow.models.RankingModel` contract
-   (subclassing it is the easy way): ``forward(inputs: dict[str, Tensor]) ->
-   logits (B, len(tasks))``, ``input_names``, ``tasks``, and optionally ``loss``,
-   ``predict``, ``score_names``. Training, evaluation, distillation, ONNX export
-   and serving use nothing else.
+4. The target meets its kind's contract, which the package defining the kind
+   declares beside its base class (`Registry.set_contract`): ranking models the
+   `recflow.models.RankingModel` contract (``forward(inputs: dict[str, Tensor]) ->
+   logits (B, len(tasks))``, ``input_names``, ``tasks``, ``loss``, ``predict``,
+   ``score_names``; subclassing it is the easy way), retrieval models the
+   `recflow.models.retrieval.Retriever` one; other kinds take a class or a factory.
+
+This module uses only the public API of `recflow.registry.core.Registry`.
 
 Loading is lazy and happens once per registry, on its first lookup, after the
 built-ins. Problems never break built-ins or other plugins: the entry point is
@@ -63,29 +67,14 @@ from collections import defaultdict
 from dataclasses import dataclass
 from importlib import metadata
 from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from recflow.registry import Registry
+from recflow.registry.core import Component, Registry
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("recflow.plugins")  # the name users filter on
 
-#: registry kind -> entry-point group
-GROUPS: dict[str, str] = {
-    "models": "recflow.models",
-    "tokenizers": "recflow.tokenizers",
-    "item_encoders": "recflow.item_encoders",
-    "losses": "recflow.losses",
-}
-#: registry kind -> how messages name one component of it
-SINGULAR: dict[str, str] = {
-    "models": "model", "tokenizers": "tokenizer", "item_encoders": "item encoder",
-    "losses": "loss",
-}
 #: attribute of a component that holds its parameter schema
 PARAMS_ATTRIBUTE = "params_schema"
-#: what a model class must provide besides being an nn.Module (RankingModel provides all)
-MODEL_CONTRACT = ("forward", "input_names", "tasks", "loss", "predict", "score_names")
 
 
 class PluginWarning(UserWarning):
@@ -135,7 +124,7 @@ def load_plugins(registry: Registry) -> list[PluginRecord]:
     Call it after the registry's built-ins are registered (the registries do so
     themselves on first use). Never raises for a broken plugin: it warns.
     """
-    group = registry.plugin_group or GROUPS.get(registry.kind)
+    group = registry.plugin_group
     if group is None:
         return []
     seen = _LOADED.setdefault(registry, set())
@@ -159,8 +148,8 @@ def load_plugins(registry: Registry) -> list[PluginRecord]:
         except BaseException as exc:  # noqa: BLE001 - third-party code: SystemExit included
             problem = _failure("checking it", candidate, exc)
         if problem:
-            if ep.name not in registry._components:
-                registry.unavailable[ep.name] = f"{candidate.where} failed to load: {problem}"
+            if registry.find(ep.name) is None:
+                registry.mark_unavailable(ep.name, f"{candidate.where} failed to load: {problem}")
             records.append(_skip(group, candidate, f"{candidate.where}: {problem}"))
             continue
         candidates.append(candidate)
@@ -206,8 +195,8 @@ def _check(registry: Registry, candidate: _Candidate) -> str:
         raise
     except BaseException as exc:  # noqa: BLE001 - any import-time failure, SystemExit included
         return _failure("import", candidate, exc)
-    kind = _singular(registry)
-    not_component = _not_a_component(registry.kind, target)
+    kind = registry.singular
+    not_component = _not_a_component(registry, target)
     if not_component:
         return f"{_describe(target)} is not a {kind} component: {not_component}"
     schema = getattr(target, PARAMS_ATTRIBUTE, None)
@@ -234,31 +223,14 @@ def _failure(action: str, candidate: _Candidate, exc: BaseException) -> str:
     return problem
 
 
-def _not_a_component(kind: str, target: Any) -> str:
+def _not_a_component(registry: Registry, target: Any) -> str:
     """'' when `target` fits the kind's contract, else what is wrong with it."""
-    if kind == "models":
-        if not inspect.isclass(target):
-            return "a model must be a class (a torch.nn.Module implementing RankingModel)"
-        from torch import nn
-
-        from recflow.models.base import RankingModel
-
-        if not issubclass(target, nn.Module):
-            return "a model class must subclass torch.nn.Module (subclass RankingModel)"
-        missing = [a for a in MODEL_CONTRACT if not hasattr(target, a)]
-        if missing:
-            return f"it lacks {missing} of the RankingModel contract (subclass RankingModel)"
-        if target.forward in (nn.Module.forward, RankingModel.forward):
-            return "it does not implement forward(inputs: dict[str, Tensor]) -> logits"
-        return ""
+    if registry.contract is not None:
+        return registry.contract(target)
     if isinstance(target, ModuleType) or not (inspect.isclass(target)
                                               or inspect.isroutine(target)):
         return "expected a class or a factory function called as f(*args, params=typed)"
     return ""
-
-
-def _singular(registry: Registry) -> str:
-    return SINGULAR.get(registry.kind, registry.kind.removesuffix("s"))
 
 
 def _is_schema(schema: Any) -> bool:
@@ -280,10 +252,8 @@ def _describe(target: Any) -> str:
 
 def _register(registry: Registry, name: str, candidate: _Candidate, ambiguous: bool,
               rivals: list[_Candidate]) -> PluginRecord:
-    from recflow.registry import Component
-
     group = registry.plugin_group or ""
-    existing = registry._components.get(name)
+    existing = registry.find(name)
     qualified = f"{candidate.dist}:{name}"
     if existing is not None and existing.target is candidate.target:
         final, note = name, None  # already there (e.g. imported and decorated): fix the source
@@ -292,19 +262,18 @@ def _register(registry: Registry, name: str, candidate: _Candidate, ambiguous: b
     elif existing is None:  # several plugins introduce the same new name
         final = qualified
         choices = sorted(f"'{c.dist}:{name}'" for c in rivals)
-        registry.unavailable[name] = (
-            f"'{name}' is provided by several plugins; use one of {', '.join(choices)}"
-        )
-        note = (f"{candidate.where}: {_singular(registry)} '{name}' is provided by several "
+        registry.mark_unavailable(
+            name, f"'{name}' is provided by several plugins; use one of {', '.join(choices)}")
+        note = (f"{candidate.where}: {registry.singular} '{name}' is provided by several "
                 f"plugins ({', '.join(choices)}); registered it as '{qualified}' only (use that "
                 "name in YAML)")
     else:
         final = qualified
         owner = "built-in" if existing.source == "recflow" else f"'{existing.source}'"
-        note = (f"{candidate.where}: {_singular(registry)} '{name}' clashes with the {owner} "
-                f"{_singular(registry)} of that name (source: {existing.source}); registered it "
+        note = (f"{candidate.where}: {registry.singular} '{name}' clashes with the {owner} "
+                f"{registry.singular} of that name (source: {existing.source}); registered it "
                 f"as '{qualified}' instead (use that name in YAML, or rename the entry point)")
-    taken = registry._components.get(final)
+    taken = registry.find(final)
     if taken is not None and taken.target is not candidate.target:
         return _skip(group, candidate,
                      f"{candidate.where}: both '{name}' and '{qualified}' are taken by other "

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 from pydantic import Field, model_validator
 
-from recflow.config_checks import MAX_BATCH, MAX_BUCKETS, MAX_COUNT, MAX_EMBED_DIM, StrictModel
+from recflow.config_types import MAX_BATCH, MAX_BUCKETS, MAX_COUNT, MAX_EMBED_DIM, StrictModel
 from recflow.registry import ITEM_ENCODERS
 
 TEXT_EXTRA = "pip install recflow[text]"

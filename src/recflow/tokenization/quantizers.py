@@ -25,14 +25,7 @@ from pydantic import Field
 from sklearn.cluster import KMeans
 from torch import nn
 
-from recflow.config_checks import (
-    MAX_BATCH,
-    MAX_COUNT,
-    MAX_EMBED_DIM,
-    MAX_EPOCHS,
-    StrictModel,
-    Width,
-)
+from recflow.config_types import MAX_BATCH, MAX_COUNT, MAX_EMBED_DIM, MAX_EPOCHS, StrictModel, Width
 from recflow.registry import TOKENIZERS
 from recflow.training.core import FitConfig, Step, build_optimizer
 from recflow.training.core import fit as core_fit

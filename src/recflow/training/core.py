@@ -61,7 +61,7 @@ from torch import nn
 from tqdm import tqdm
 
 from recflow.atomic import atomic_file
-from recflow.config_checks import MAX_EPOCHS, MAX_ROWS, StrictModel
+from recflow.config_types import MAX_EPOCHS, MAX_ROWS, StrictModel
 
 logger = logging.getLogger(__name__)
 

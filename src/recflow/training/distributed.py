@@ -48,8 +48,7 @@ from torch.nn.parallel import DistributedDataParallel
 from recflow.models.base import RankingModel
 from recflow.training.core import EpochRecorder, Step, build_optimizer, run_epoch
 from recflow.training.data import TensorBatch
-from recflow.training.stream import ParquetShards, train_batches
-from recflow.training.trainer import (
+from recflow.training.ranking_task import (
     RankingTask,
     TrainerConfig,
     TrainResult,
@@ -57,6 +56,7 @@ from recflow.training.trainer import (
     device_of,
     to_device,
 )
+from recflow.training.stream import ParquetShards, train_batches
 
 logger = logging.getLogger(__name__)
 

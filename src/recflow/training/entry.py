@@ -10,7 +10,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field, model_validator
 
-from recflow.config_checks import StrictModel
+from recflow.config_types import StrictModel
 from recflow.registry import MODELS
 from recflow.training.trainer import TrainerConfig
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import Field, ValidationInfo, field_validator
 
-from recflow.config_checks import MAX_EMBED_DIM, MAX_WIDTH, StrictModel, Width
+from recflow.config_types import MAX_EMBED_DIM, MAX_WIDTH, StrictModel, Width
 from recflow.features import FeatureSpec
 from recflow.models.base import RankingModel
 from recflow.models.layers import Activation, Norm, resolve_fields

@@ -12,6 +12,7 @@ catalogue (no sampled negatives).
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,22 +23,12 @@ import torch
 from pydantic import BaseModel
 
 from recflow.metrics.retrieval import recall_ndcg_at_k
-from recflow.registry import Registry
+from recflow.registry import RETRIEVAL_MODELS
 from recflow.training.core import Checkpoints, FitConfig, FitResult, Step, build_optimizer
 from recflow.training.core import fit as core_fit
 
 logger = logging.getLogger(__name__)
 
-RETRIEVAL_MODELS = Registry("retrieval_models")
-
-
-def _discover(registry: Registry) -> None:
-    import importlib
-
-    importlib.import_module("recflow.models.retrieval")
-
-
-RETRIEVAL_MODELS.set_discovery(_discover)
 
 
 @dataclass
@@ -252,3 +243,16 @@ def fit_retriever(model: Retriever, data: RetrievalData, *, epochs: int, lr: flo
     model.fit_result = result
     model.train_seconds = result.train_seconds
     return result
+
+
+def retriever_contract_problems(target: object) -> str:
+    """'' when a plugin's target is a retrieval model class, else what is wrong with it."""
+    if not inspect.isclass(target) or not issubclass(target, Retriever):
+        return "a retrieval model must be a class subclassing recflow.models.retrieval.Retriever"
+    missing = [m for m in ("fit", "recommend") if getattr(target, m) is getattr(Retriever, m)]
+    if missing:
+        return f"it does not implement {missing} of the Retriever contract"
+    return ""
+
+
+RETRIEVAL_MODELS.set_contract(retriever_contract_problems)

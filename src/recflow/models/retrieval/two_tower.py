@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from recflow.config_checks import (
+from recflow.config_types import (
     MAX_BATCH,
     MAX_COUNT,
     MAX_EMBED_DIM,

@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationError, model_validator
 
-from recflow.config_checks import BatchSize, StrictModel
+from recflow.config_types import BatchSize, StrictModel
 from recflow.registry import LOSSES
 from recflow.training.distillation import LossEntry
 from recflow.training.entry import ModelEntry

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import ConfigDict, Field
 
-from recflow.config_checks import MAX_BUCKETS, StrictModel
+from recflow.config_types import MAX_BUCKETS, StrictModel
 
 
 class PreprocessingStreamingParams(StrictModel):

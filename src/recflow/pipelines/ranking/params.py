@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field, model_validator
 
-from recflow.config_checks import StrictModel
+from recflow.config_types import StrictModel
 from recflow.training.entry import ModelEntry
 from recflow.training.trainer import TrainerConfig
 

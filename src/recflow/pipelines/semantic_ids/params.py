@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import Field, model_validator
 
-from recflow.config_checks import StrictModel
+from recflow.config_types import StrictModel
 from recflow.registry import ITEM_ENCODERS, TOKENIZERS
 
 _FILE = "parameters_semantic_ids.yml"
