@@ -99,35 +99,35 @@ def check_trainable(entry: ModelEntry, spec: FeatureSpec) -> None:
 def train_model(
     train: Split,
     valid: Split,
-    test: Split,
     feature_spec: dict[str, Any],
     entry: ModelEntry,
     trainer: TrainerConfig,
     seeds: list[int] | None,
-) -> tuple[dict[str, Any], dict[str, Any], list[pd.DataFrame]]:
-    """Fit one model once per seed: (first seed's payload, its history, test scores per seed).
+) -> tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]:
+    """Fit one model once per seed: (first seed's payload, its history, every seed's payload).
 
     `ranking.seeds` (default: the trainer seed, once) repeats training; only the first
     seed's model is saved and exported, so downstream nodes see what one seed gives.
     `history["runs"]` keeps each run's seed, epochs and cost for `evaluate_seeds`.
     Sharded splits (`ParquetParts`) stream: train through `trainer.shuffle_buffer`,
-    valid and test in order.
+    valid in order.
     """
     spec = FeatureSpec.from_dict(feature_spec)
     check_trainable(entry, spec)
     base = entry.trainer_config(trainer)
     tensors = (train_input(train, spec, base.shuffle_buffer),
                train_input(valid, spec, base.shuffle_buffer))
-    first: tuple[dict[str, Any], dict[str, Any]] | None = None
-    runs, scores = [], []
-    for seed in seeds or [base.seed]:
-        payload, history = _fit_one(entry, spec, base.model_copy(update={"seed": seed}),
-                                    *tensors)
-        scores.append(score_split(payload, test, feature_spec))
-        runs.append(history)
-        first = first or (payload, history)
-    payload, history = first
-    return payload, {**history, "runs": runs}, scores
+    fitted = [_fit_one(entry, spec, base.model_copy(update={"seed": seed}), *tensors)
+              for seed in seeds or [base.seed]]
+    payload, history = fitted[0]
+    return payload, {**history, "runs": [h for _, h in fitted]}, [p for p, _ in fitted]
+
+
+def score_seeds(seed_models: list[dict[str, Any]], test: Split, feature_spec: dict[str, Any]
+                ) -> tuple[pd.DataFrame, list[pd.DataFrame]]:
+    """Test scores of every seed's model: (the first seed's, the exported one; all of them)."""
+    scores = [score_split(payload, test, feature_spec) for payload in seed_models]
+    return scores[0], scores
 
 
 def evaluate_seeds(

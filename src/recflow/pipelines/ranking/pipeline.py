@@ -20,14 +20,14 @@ def _model_template() -> Pipeline:
     return Pipeline(
         [
             node(nodes.train_model,
-                 ["model_input_train", "model_input_valid", "model_input_test", "feature_spec",
+                 ["model_input_train", "model_input_valid", "feature_spec",
                   "params:entry", "params:ranking.trainer", "params:ranking.seeds"],
-                 ["model", "history", "seed_scores"], name="train"),
+                 ["model", "history", "seed_models"], name="train"),
+            node(nodes.score_seeds, ["seed_models", "model_input_test", "feature_spec"],
+                 ["test_scores", "seed_scores"], name="score_test"),
             node(nodes.evaluate_seeds,
                  ["seed_scores", "history", "ranking_item_stats", "params:ranking"], "seed_runs",
                  name="evaluate_seeds"),
-            node(nodes.score_split, ["model", "model_input_test", "feature_spec"], "test_scores",
-                 name="score_test"),
             node(nodes.evaluate_model,
                  ["test_scores", "history", "ranking_item_stats", "params:ranking"], "metrics",
                  name="evaluate"),
