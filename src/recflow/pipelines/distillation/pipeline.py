@@ -10,10 +10,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import pandas as pd
 from kedro.pipeline import Pipeline, node
 
 from recflow.export.params import ExportParams
 from recflow.pipelines.distillation import nodes
+from recflow.pipelines.distillation.params import DistillationParams
 
 DATA = ["model_input_train", "model_input_valid", "feature_spec"]
 PARAMS = "params:distillation"
@@ -22,9 +24,9 @@ PARAMS = "params:distillation"
 def _evaluate(name: str):
     """evaluate_student with the report name bound; keeps the annotated signature for Kedro."""
 
-    def evaluate_student(payload: dict[str, Any], history: dict[str, Any], test: Any,
+    def evaluate_student(payload: dict[str, Any], history: dict[str, Any], test: pd.DataFrame,
                          feature_spec: dict[str, Any], export: ExportParams,
-                         params: Any) -> Any:
+                         params: DistillationParams) -> tuple[Any, dict[str, Any]]:
         return nodes.evaluate_student(payload, history, test, feature_spec, export, params,
                                       name=f"distillation_{name}")
 
