@@ -120,10 +120,10 @@ def test_export_alone_follows_its_parameters_and_fails_cleanly(project: Path, mo
         assert manifest["files"]["model_int8"] is None
 
         # a graph that disagrees with torch fails the run, names the model, writes nothing
-        import recflow.pipelines.export.nodes as export_nodes
+        import recflow.export.ranking as export_ranking
 
-        real = export_nodes.torch_scores
-        monkeypatch.setattr(export_nodes, "torch_scores", lambda *a, **k: real(*a, **k) + 1e-3)
+        real = export_ranking.torch_scores
+        monkeypatch.setattr(export_ranking, "torch_scores", lambda *a, **k: real(*a, **k) + 1e-3)
         before = {p: (project / p).read_bytes() for p in output_files(project)}
         with pytest.raises(Exception, match=r"model 'ctcvr'.*parity_tolerance"):
             run_kedro(project, "export")

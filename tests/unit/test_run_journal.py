@@ -210,7 +210,7 @@ def test_an_unwritable_output_folder_is_named_not_the_backup(tmp_path: Path, mon
     from kedro.io import DataCatalog
     from kedro_datasets.json import JSONDataset
 
-    from recflow import hooks as hooks_module
+    from recflow.hooks import runs as hooks_module
 
     target = tmp_path / "out" / "metrics.json"
     target.parent.mkdir()
