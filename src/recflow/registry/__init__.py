@@ -22,9 +22,9 @@ MODELS = Registry("models", builtins="recflow.models", plugin_group="recflow.mod
                   loader=load_plugins)
 RETRIEVAL_MODELS = Registry("retrieval_models", builtins="recflow.models.retrieval",
                             plugin_group="recflow.retrieval_models", loader=load_plugins)
-TOKENIZERS = Registry("tokenizers", builtins="recflow.tokenization",
+TOKENIZERS = Registry("tokenizers", builtins="recflow.tokenization.quantizers",
                       plugin_group="recflow.tokenizers", loader=load_plugins)
-ITEM_ENCODERS = Registry("item_encoders", builtins="recflow.tokenization",
+ITEM_ENCODERS = Registry("item_encoders", builtins="recflow.tokenization.encoders",
                          plugin_group="recflow.item_encoders", loader=load_plugins)
 LOSSES = Registry("losses", builtins="recflow.training.distillation",
                   plugin_group="recflow.losses", loader=load_plugins)

@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from recflow.serving.trie import TrieTable, merge_cold
+from recflow.tokenization.trie import TrieTable, merge_cold
 
 
 def _log_softmax(x: np.ndarray) -> np.ndarray:

@@ -1,29 +1,28 @@
-"""Item encoders, residual quantisers (RQ-KMeans, RQ-VAE) and semantic-ID tables.
+"""Item encoders, residual quantisers (RQ-KMeans, RQ-VAE), semantic-ID tables and their trie.
 
-Importing this package registers the built-in item encoders and tokenizers.
+Names resolve lazily (PEP 562), so `recflow.tokenization.trie` and `.semantic_ids`
+(numpy only) import without torch: the serving runtime for generative retrieval uses
+the trie. The registries import `encoders` / `quantizers` for their built-ins.
 """
 
-from recflow.tokenization import encoders, quantizers  # noqa: F401  (registers built-ins)
-from recflow.tokenization.encoders import item_text
-from recflow.tokenization.quantizers import RQVAE, ResidualTokenizer, RQKMeans
-from recflow.tokenization.semantic_ids import (
-    SemanticIdTable,
-    collision_rate,
-    disambiguate,
-    perplexity,
-    prefix_purity,
-    utilization,
-)
+from __future__ import annotations
 
-__all__ = [
-    "RQKMeans",
-    "RQVAE",
-    "ResidualTokenizer",
-    "SemanticIdTable",
-    "collision_rate",
-    "disambiguate",
-    "item_text",
-    "perplexity",
-    "prefix_purity",
-    "utilization",
-]
+import importlib
+from typing import Any
+
+_WHERE = {
+    "item_text": "encoders",
+    "RQVAE": "quantizers", "ResidualTokenizer": "quantizers", "RQKMeans": "quantizers",
+    "SemanticIdTable": "semantic_ids", "collision_rate": "semantic_ids",
+    "disambiguate": "semantic_ids", "perplexity": "semantic_ids",
+    "prefix_purity": "semantic_ids", "utilization": "semantic_ids",
+    "TrieTable": "trie", "merge_cold": "trie",
+}
+
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module 'recflow.tokenization' has no attribute '{name}'")
+    return getattr(importlib.import_module(f"recflow.tokenization.{_WHERE[name]}"), name)

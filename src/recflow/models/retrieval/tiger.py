@@ -53,7 +53,7 @@ from recflow.models.retrieval.base import (
     left_pad,
     windows,
 )
-from recflow.serving.trie import TrieTable, merge_cold
+from recflow.tokenization.trie import TrieTable, merge_cold
 from recflow.training.core import Step
 
 logger = logging.getLogger(__name__)
