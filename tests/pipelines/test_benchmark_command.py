@@ -86,6 +86,7 @@ def test_benchmark_runs_a_grid_in_separate_processes(tmp_path: Path) -> None:
         "baseline": "popularity", "models": {"popularity": {"model": "popularity"}}}}))
     grid = BenchmarkGrid(pipeline="retrieval", datasets={"tiny": "tiny"},
                          protocols=["leave_one_out"], seeds=[0, 1], output="bench")
+    conf_mtime = (project / "conf").stat().st_mtime_ns
     result = run_grid(grid, project, name="t", log=lambda _: None)
     (row,) = result["rows"]
     assert (row["dataset"], row["protocol"], row["model"]) == ("tiny", "leave_one_out",
@@ -96,4 +97,5 @@ def test_benchmark_runs_a_grid_in_separate_processes(tmp_path: Path) -> None:
     saved = json.loads((project / "bench" / "benchmark.json").read_text())
     assert saved["rows"][0]["model"] == "popularity"
     assert "| tiny | leave_one_out | popularity |" in (project / "bench/benchmark.md").read_text()
-    assert not list((project / "conf").glob("bench_*"))  # the throw-away env is gone
+    assert (project / "conf").stat().st_mtime_ns == conf_mtime  # conf/ was never written
+    assert not any((project / "bench" / ".conf").iterdir())  # the throw-away source is gone

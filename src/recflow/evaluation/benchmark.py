@@ -2,12 +2,16 @@
 
 Each grid cell runs the real Kedro pipeline in its own process (so peak memory is
 per model, as the kernel counts it) under a throw-away Kedro env that layers the
-cell's overrides (split strategy, seeds, output folder) on the dataset's env:
+cell's overrides (split strategy, seeds, output folder) on the dataset's env, in a
+conf source of its own beside the cell's outputs (`kedro run --conf-source`), so the
+project's `conf/` is never written:
 
-    conf/bench_<grid>_<dataset>_<protocol>/   (removed afterwards)
-        globals.yml        out: <output>/<dataset>/<protocol>
-        parameters.yml     the dataset env's merged parameter blocks, overridden
-        ...                the dataset env's other files (its catalog), copied
+    <output>/.conf/<dataset>_<protocol>/      (removed afterwards)
+        base/                                 a copy of conf/base
+        bench_<grid>_<dataset>_<protocol>/
+            globals.yml        out: <output>/<dataset>/<protocol>
+            parameters.yml     the dataset env's merged parameter blocks, overridden
+            ...                the dataset env's other files (its catalog), copied
 
 A grid file (validated; unknown keys fail):
 
@@ -124,11 +128,13 @@ def rebase_outputs(params: Any, old_out: str, new_out: str) -> Any:
     return params
 
 
-def _write_env(project: Path, name: str, env: str, params: dict[str, Any],
-               globals_: dict[str, Any], out: Path) -> Path:
-    target = project / "conf" / name
-    if target.exists():
-        shutil.rmtree(target)
+def _write_conf(project: Path, conf: Path, name: str, env: str, params: dict[str, Any],
+                globals_: dict[str, Any], out: Path) -> Path:
+    """A conf source at `conf`: conf/base copied, plus the cell's env `name`."""
+    if conf.exists():
+        shutil.rmtree(conf)
+    shutil.copytree(project / "conf" / "base", conf / "base")
+    target = conf / name
     target.mkdir(parents=True)
     if env != "base":
         for src in (project / "conf" / env).glob("*"):
@@ -139,9 +145,11 @@ def _write_env(project: Path, name: str, env: str, params: dict[str, Any],
     return target
 
 
-def _kedro(project: Path, env: str, pipeline: str, *extra: str) -> dict[str, float]:
+def _kedro(project: Path, conf: Path, env: str, pipeline: str, *extra: str
+           ) -> dict[str, float]:
     """Run `kedro run` in a child process; its wall time and peak RSS (kernel accounting)."""
-    cmd = [sys.executable, "-m", "kedro", "run", "--env", env, "--pipelines", pipeline, *extra]
+    cmd = [sys.executable, "-m", "kedro", "run", "--conf-source", str(conf), "--env", env,
+           "--pipelines", pipeline, *extra]
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=project, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             env={**os.environ, "KEDRO_DISABLE_TELEMETRY": "true"})
@@ -173,22 +181,23 @@ def run_grid(grid: BenchmarkGrid, project: Path, name: str = "grid",
             out = output / label / protocol
             params = rebase_outputs(cell_parameters(base_params, grid, protocol),
                                     str(globals_.get("out", "")), str(out))
-            _write_env(project, env_name, env, params, globals_, out)
+            conf = output / ".conf" / f"{label}_{protocol}"
+            _write_conf(project, conf, env_name, env, params, globals_, out)
             try:
                 for prep, to_outputs in spec["prepare"]:
                     extra = ("--to-outputs", to_outputs) if to_outputs else ()
                     log(f"[{label}/{protocol}] {prep}")
-                    _kedro(project, env_name, prep, *extra)
+                    _kedro(project, conf, env_name, prep, *extra)
                 for model in params[spec["block"]]["models"]:
                     log(f"[{label}/{protocol}] {model} × {len(grid.seeds)} seed(s)")
-                    cost = _kedro(project, env_name, grid.pipeline, "--namespaces", model,
+                    cost = _kedro(project, conf, env_name, grid.pipeline, "--namespaces", model,
                                   "--to-outputs", spec["to_outputs"].format(name=model))
                     metrics = json.loads((out / spec["metrics"].format(name=model)).read_text())
                     rows.append({"dataset": label, "protocol": protocol, "model": model,
                                  **cost, "metrics": metrics})
                     _write_result(grid, rows, output)  # a long grid keeps its finished rows
             finally:
-                shutil.rmtree(project / "conf" / env_name, ignore_errors=True)
+                shutil.rmtree(conf, ignore_errors=True)
     return _write_result(grid, rows, output)
 
 

@@ -1,6 +1,6 @@
 """Residual quantisers that turn item vectors into L-level code tuples.
 
-Residual quantisation (FIELD_NOTES): r_0 = z; per level c_l = argmin_k ||r_{l-1} - C_l[k]||,
+Residual quantisation (Zeghidour et al. 2021; TIGER, Rajput et al. 2023): r_0 = z; per level c_l = argmin_k ||r_{l-1} - C_l[k]||,
 r_l = r_{l-1} - C_l[c_l]; the ID is (c_1..c_L).
 
 * ``rq_kmeans``: each codebook C_l is a k-means (k-means++) fit on level-l residuals.

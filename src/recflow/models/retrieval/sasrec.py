@@ -4,7 +4,7 @@ Loss (``loss:``), at every position t with next item y_t and state h_t, logits
 ``o_j = <h_t, e_j>`` with tied item embeddings:
 
 * ``full_softmax`` (default): cross-entropy over the *whole* catalogue, which
-  FIELD_NOTES records as much stronger than the original BCE-with-one-negative
+  the literature reports as much stronger than the original BCE-with-one-negative
   SASRec. No negatives are sampled.
 * ``sampled_softmax``: cross-entropy over ``{y_t} ∪ N``, where N is
   ``num_negatives`` items drawn with replacement per batch (shared by every

@@ -11,7 +11,7 @@ similarity and the item side is a fixed matrix an ANN index can hold.
   masked mean + the last item; ``attention``: + a learned-query attention pool with
   recency positions) -> MLP -> L2 norm.
 * **Item tower**: ``x(i)`` -> MLP -> L2 norm.
-* **Loss**: in-batch softmax with logQ correction (Yi et al. 2019; FIELD_NOTES):
+* **Loss**: in-batch softmax with logQ correction (Yi et al. 2019):
   for a batch of B (history, next item) pairs, ``s_ij = <u_i, v_j> / temperature -
   log Q_j`` over the batch's items, cross-entropy on the diagonal. ``Q_j = B q_j``
   with ``q_j`` the share of training pairs whose target is item j (the chance a

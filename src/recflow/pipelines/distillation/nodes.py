@@ -40,7 +40,7 @@ from recflow.training.trainer import fit, predict
 logger = logging.getLogger(__name__)
 LOGIT_PREFIX = "teacher_logit_"
 ROW_KEYS = ("key_user", "key_item")
-#: keys of each row of distillation_report.json that DESIGN.md guarantees
+#: keys of each row of distillation_report.json that the report guarantees (a test pins them)
 CONTRACT_KEYS = ("auc", "logloss", "gauc", "calibration", "params", "onnx_p50_ms")
 
 
@@ -288,7 +288,7 @@ def baseline_row(train: pd.DataFrame, valid: pd.DataFrame, test: pd.DataFrame,
 def report_distillation(teacher: dict[str, Any], student_kd: dict[str, Any],
                         student_plain: dict[str, Any], baseline: dict[str, Any],
                         params: DistillationParams) -> dict[str, Any]:
-    """distillation_report.json: the three rows (DESIGN.md), the baseline, and the verdict."""
+    """distillation_report.json: the three rows, the baseline, and the verdict."""
     params = _params(params)
     report: dict[str, Any] = {
         "split": "test",

@@ -17,7 +17,7 @@ from recflow.datasets.sharded import ParquetParts
 from recflow.export.params import ExportParams
 from recflow.export.ranking import export_ranking
 
-#: keys of each model's entry in export_report.json that DESIGN.md guarantees
+#: keys of each model's entry in export_report.json that the report guarantees (a test pins them)
 CONTRACT_KEYS = ("max_abs_diff", "opset", "p50_ms_b1", "p50_ms_b1_torch", "quantized_auc_delta")
 
 
