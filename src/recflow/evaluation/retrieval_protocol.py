@@ -451,7 +451,7 @@ DESCRIPTIONS = {
 
 
 def report(params: RetrievalParams, metrics: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """report contract (pinned by the tests): {"models": {NAME: {"recall@10", "ndcg@10", "recall@10_cold",
+    """The report contract (pinned by the tests): {"models": {NAME: {"recall@10", "ndcg@10", "recall@10_cold",
     ...}}, "protocol": {...}} (full-catalogue ranking, test split)."""
     models = {k: _cleaned(v) for k, v in metrics.items()}
     dataset = next((m["dataset"] for m in models.values() if m.get("dataset")), None)

@@ -43,6 +43,6 @@ def train_and_evaluate(interactions: pd.DataFrame, items: pd.DataFrame, cutoffs:
 
 
 def report_retrieval(params: RetrievalParams, **metrics: dict) -> dict[str, Any]:
-    """report contract (pinned by the tests): {"models": {NAME: {"recall@10", "ndcg@10", "recall@10_cold", ...}},
+    """The report contract (pinned by the tests): {"models": {NAME: {"recall@10", "ndcg@10", "recall@10_cold", ...}},
     "protocol": {...}}."""
     return protocol.report(params, {k.removeprefix("metrics__"): v for k, v in metrics.items()})

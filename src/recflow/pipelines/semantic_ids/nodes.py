@@ -99,7 +99,7 @@ def usage_figure(metrics: dict[str, dict]) -> Figure:
 
 
 def report_semantic_ids(**metrics: dict) -> tuple[dict[str, Any], Figure]:
-    """report contract (pinned by the tests): {"tokenizers": {NAME: {levels, codebook_size, collision_rate_before,
+    """The report contract (pinned by the tests): {"tokenizers": {NAME: {levels, codebook_size, collision_rate_before,
     collision_rate, utilization, ...}}} plus the code-usage plot."""
     report = {"tokenizers": {name.removeprefix("metrics__"): {k: v for k, v in m.items()
                                                               if k != "usage"}
