@@ -428,3 +428,30 @@ def test_real_registries_load_builtins_then_plugins_and_survive_broken_ones(
     assert "'broken = fake_recflow_nope:X'" in done.stderr
     assert "distribution 'acme-mixed 0.1'" in done.stderr
     assert "registered it as 'acme-mixed:deepfm'" in done.stderr
+
+
+def test_every_kind_checks_what_its_pipeline_calls() -> None:
+    """The contracts the real registries check, one refusal and one acceptance per kind."""
+    from recflow.models.ranking.lr import LogisticRegression
+    from recflow.models.retrieval import Retriever
+    from recflow.registry import ITEM_ENCODERS, LOSSES, RETRIEVAL_MODELS, TOKENIZERS
+    from recflow.tokenization.quantizers import RQKMeans
+    from recflow.training.distillation import DistillTerm
+
+    for registry in (MODELS, RETRIEVAL_MODELS, TOKENIZERS, ITEM_ENCODERS, LOSSES):
+        registry.list()  # the built-ins set each contract
+    assert MODELS.contract(LogisticRegression) == ""
+    assert "subclass torch.nn.Module" in MODELS.contract(type("NotAModule", (), {}))
+
+    class HalfRetriever(Retriever):
+        def fit(self, data):  # no recommend
+            return self
+    assert "does not implement ['recommend']" in RETRIEVAL_MODELS.contract(HalfRetriever)
+    assert "subclassing" in RETRIEVAL_MODELS.contract(lambda params: None)
+    assert TOKENIZERS.contract(RQKMeans) == ""
+    assert "ResidualTokenizer" in TOKENIZERS.contract(type("Tok", (), {}))
+    assert ITEM_ENCODERS.contract(ITEM_ENCODERS.get("tfidf_svd").target) == ""
+    assert "fit_transform" in ITEM_ENCODERS.contract(type("Enc", (), {"state": 1}))
+    assert LOSSES.contract(LOSSES.get("kd_bce").target) == ""
+    assert "DistillTerm" in LOSSES.contract(lambda params: None)
+    assert "__call__" in LOSSES.contract(type("Term", (DistillTerm,), {}))

@@ -17,6 +17,7 @@ others' ``fit`` takes the item table alone.
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import numpy as np
@@ -357,3 +358,14 @@ class CooccurrenceEncoder:
 def encoder_needs_events(name: str) -> bool:
     """Whether the registered item encoder `name` learns from interactions (`needs_events`)."""
     return bool(getattr(ITEM_ENCODERS.get(name).target, "needs_events", False))
+
+
+def encoder_contract_problems(target: object) -> str:
+    """'' when a plugin's target is an item encoder class the semantic-ID pipeline can call."""
+    if not inspect.isclass(target):
+        return "an item encoder must be a class built as Encoder(params=...)"
+    missing = [m for m in ("fit_transform", "state", "load_state") if not hasattr(target, m)]
+    return f"it does not implement {missing} of the item-encoder contract" if missing else ""
+
+
+ITEM_ENCODERS.set_contract(encoder_contract_problems)

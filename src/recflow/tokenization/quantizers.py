@@ -16,6 +16,7 @@ without refitting.
 
 from __future__ import annotations
 
+import inspect
 import logging
 from typing import Any
 
@@ -327,3 +328,17 @@ class RQVAE(ResidualTokenizer):
         self.module = _RQVAEModule(int(state["in_dim"]), self.params)
         self.module.load_state_dict(state["state_dict"])
         return self
+
+
+def tokenizer_contract_problems(target: object) -> str:
+    """'' when a plugin's target is a tokenizer class the semantic-ID pipeline can drive."""
+    if not inspect.isclass(target) or not issubclass(target, ResidualTokenizer):
+        return ("a tokenizer must be a class subclassing "
+                "recflow.tokenization.quantizers.ResidualTokenizer")
+    missing = [m for m in ("fit", "encode", "reconstruct")
+               if getattr(target, m) is getattr(ResidualTokenizer, m)]
+    missing += [m for m in ("state", "load_state") if not hasattr(target, m)]
+    return f"it does not implement {missing} of the tokenizer contract" if missing else ""
+
+
+TOKENIZERS.set_contract(tokenizer_contract_problems)

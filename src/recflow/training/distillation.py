@@ -24,6 +24,7 @@ wraps a student (and, online, a teacher trained alongside with its logits detach
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -179,6 +180,18 @@ def objective_from_config(entries: Sequence[LossEntry | dict[str, Any]],
         entry = raw if isinstance(raw, LossEntry) else LossEntry.model_validate(raw)
         terms.append(LOSSES.create(entry.name, params=entry.params, where=f"{where}[{i}].params"))
     return terms
+
+
+def loss_contract_problems(target: object) -> str:
+    """'' when a plugin's target is a distillation term the objective can call."""
+    if not inspect.isclass(target) or not issubclass(target, DistillTerm):
+        return "a loss must be a class subclassing recflow.training.distillation.DistillTerm"
+    if target.__call__ is DistillTerm.__call__:
+        return "it does not implement __call__(student, labels, teacher, heads, hard)"
+    return ""
+
+
+LOSSES.set_contract(loss_contract_problems)
 
 
 # ---- teacher logits ------------------------------------------------------------------------
