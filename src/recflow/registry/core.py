@@ -108,8 +108,10 @@ class Registry:
             the registering (tests); imported on first use, before `loader` runs.
         plugin_group: the entry-point group third-party components come from.
         loader: called once after the built-ins, with the registry (the entry points).
-        contract: target -> "" when a third-party target fits this kind, else why not;
-            set by the package that defines the kind's base class (`set_contract`).
+        singular: how messages name one component ("retrieval model").
+
+    `contract` (target -> "" when a third-party target fits this kind, else why not) is
+    set by the package that defines the kind's base class, with `set_contract`.
     """
 
     def __init__(self, kind: str, *, builtins: str | Callable[[Registry], object] | None = None,
