@@ -1,4 +1,4 @@
-"""The fitted transforms compiled into plain lookups, for requests of a few records.
+"""The fitted transforms compiled into plain lookups, for requests given as lists of records.
 
 One record spends about 0.1 ms in an exported graph; building a DataFrame and running
 the vectorised `FeatureSpec.transform_frame` on it costs a hundred times that. Here each
