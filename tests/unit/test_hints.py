@@ -48,8 +48,16 @@ def test_missing_inputs_are_named_with_what_to_do(tmp_path: Path) -> None:
     assert "'model_input_train'" in message and "--pipelines=preprocessing" in message
 
 
-def test_nothing_missing_passes(tmp_path: Path) -> None:
-    MissingInputsHook().before_pipeline_run(_Pipeline("params:x"), _Catalog())
+def test_present_inputs_pass_and_the_check_follows_the_files(tmp_path: Path) -> None:
+    users = tmp_path / "data/01_raw/users.parquet"
+    users.parent.mkdir(parents=True)
+    users.write_text("x")
+    catalog = _Catalog(raw_users=_Dataset(users))
+    pipeline = _Pipeline("raw_users", "params:x")
+    MissingInputsHook().before_pipeline_run(pipeline, catalog)  # present: no error
+    users.unlink()
+    with pytest.raises(MissingInputError, match="'raw_users'"):
+        MissingInputsHook().before_pipeline_run(pipeline, catalog)
 
 
 def test_env_that_swaps_only_some_raw_tables_is_named(tmp_path: Path) -> None:

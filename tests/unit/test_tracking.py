@@ -112,8 +112,16 @@ def test_inert_without_an_active_run(monkeypatch, project) -> None:
     assert not fake.metrics and not fake.artifacts and not fake.params
 
 
-def test_inert_without_mlflow(monkeypatch, project) -> None:
+def test_inert_without_mlflow(monkeypatch, project, caplog) -> None:
     monkeypatch.setitem(sys.modules, "mlflow", None)  # import mlflow -> ImportError
     hook = MlflowArtifactsHook()
     hook.after_catalog_created(project[0])
-    hook.after_dataset_saved("ranking_metrics", {"auc": 0.7})
+    with caplog.at_level("DEBUG", logger="recflow.hooks.tracking"):
+        hook.before_node_run({"params:x": _Params()})
+        hook.after_dataset_saved("ranking_metrics", {"auc": 0.7})
+    # had it tried to log (and failed on the missing module) it would have warned
+    assert not [r for r in caplog.records if r.name == "recflow.hooks.tracking"]
+
+
+class _Params(BaseModel):
+    epochs: int = 3
