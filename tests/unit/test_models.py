@@ -212,3 +212,15 @@ def test_interactions_match_explicit_pairwise_dots() -> None:
                          itertools.combinations(range(5), 2)], dim=1)
     torch.testing.assert_close(DotInteraction(5)(e), pairs)
     torch.testing.assert_close(FMInteraction()(e), pairs.sum(1, keepdim=True))
+
+
+@pytest.mark.parametrize("name", ["deepfm", "dcnv2", "lr"])
+def test_exclude_fields_drops_fields_after_the_selection(spec: FeatureSpec, name: str) -> None:
+    dropped = spec.names[0]
+    model = MODELS.create(name, spec, params={"exclude_fields": [dropped]})
+    assert model.input_names == [n for n in spec.names if n != dropped]
+    subset = MODELS.create(name, spec, params={"fields": spec.names[:3],
+                                               "exclude_fields": [spec.names[1]]})
+    assert subset.input_names == [spec.names[0], spec.names[2]]
+    with pytest.raises(ValueError, match=r"exclude_fields: unknown field\(s\) \['nope'\]"):
+        MODELS.create(name, spec, params={"exclude_fields": ["nope"]})

@@ -25,13 +25,16 @@ __all__ = [
     "AGE_GROUPS",
     "DEVICES",
     "GENDERS",
+    "ITEM_CROSS_FIELDS",
     "REGIONS",
     "TAXONOMY",
+    "USER_CROSS_FIELDS",
     "GeneratorConfig",
     "GroundTruth",
     "RawTables",
     "generate",
     "main",
+    "oracle_auc",
     "true_affinity",
     "write_parquet",
     "write_shards",
@@ -126,6 +129,9 @@ def _parse_taxonomy(spec: str) -> dict[str, dict[str, tuple[tuple[str, ...], tup
 
 # category -> subcategory -> (nouns, adjectives)
 TAXONOMY = _parse_taxonomy(_TAXONOMY_SPEC)
+# the attributes a planted feature cross may pair (GeneratorConfig.attribute_crosses)
+USER_CROSS_FIELDS = ("age_group", "gender", "region", "device")
+ITEM_CROSS_FIELDS = ("category", "subcategory", "brand")
 
 _SYLLABLES = (
     "ac ar ba bel bo ca cor da del dor el en fa fin ga gor ha hel ix ka kin la lum ma mer "
@@ -171,10 +177,19 @@ class GeneratorConfig:
     user_activity_std: float = 0.8  # log-normal spread of sessions per user
     session_share: float = 0.35  # share of impressions drawn from the session subcategory
     affinity_share: float = 0.25  # share drawn from a category sampled from user affinity
-    session_click_weight: float = 1.5  # logit boost for items in the session subcategory
+    session_click_weight: float = 2.0  # logit boost for items in the session subcategory
     # base click rate and attributes
-    base_click_logit: float = -5.3
+    base_click_logit: float = -5.8
     device_click_offsets: tuple[float, ...] = (0.2, 0.0, -0.3)  # aligned with DEVICES
+    # feature crosses: (user attribute, item attribute, rms) -> a click-logit table over the
+    # pairs of values, double-centred (no main effect: a pure interaction) and scaled to rms
+    attribute_crosses: tuple[tuple[str, str, float], ...] = (
+        ("age_group", "category", 0.3),
+        ("gender", "subcategory", 0.3),
+        ("device", "category", 0.2),
+        ("region", "brand", 0.2),
+    )
+    price_category_std: float = 0.3  # click logit += tau_c * z_c(log price), tau centred
     # price sensitivity s_u in [0, 1]
     sensitivity_beta: tuple[float, float] = (2.0, 2.0)
     age_sensitivity_shift: float = 0.15  # youngest +shift, oldest -shift, linear in between
@@ -208,6 +223,14 @@ class GeneratorConfig:
             raise ValueError(f"device_click_offsets needs {len(DEVICES)} values")
         if not 1 <= self.min_brands <= self.max_brands:
             raise ValueError("need 1 <= min_brands <= max_brands")
+        for cross in self.attribute_crosses:
+            if len(cross) != 3 or cross[0] not in USER_CROSS_FIELDS or \
+                    cross[1] not in ITEM_CROSS_FIELDS or not cross[2] >= 0:
+                raise ValueError(
+                    f"attribute_crosses entries are (user field in {USER_CROSS_FIELDS}, item "
+                    f"field in {ITEM_CROSS_FIELDS}, rms >= 0); got {cross!r}")
+        if not self.price_category_std >= 0:
+            raise ValueError("price_category_std must be >= 0")
 
 
 @dataclass
@@ -227,6 +250,15 @@ class GroundTruth:
     session_subcategory: np.ndarray  # (n_impressions,) index into ``subcategories``
     click_logit: np.ndarray  # (n_impressions,) the true click logit
     purchase_logit: np.ndarray  # (n_impressions,) the true purchase-given-click logit
+    # (n_impressions,) the planted feature crosses' share of ``click_logit``: the attribute
+    # crosses plus the price x category term
+    cross_logit: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    # "user_field x item_field" -> (n user values, n item values) click-logit table, rows and
+    # columns in the order of AGE_GROUPS / GENDERS / REGIONS / DEVICES and categories /
+    # subcategories / brands (``brands``)
+    cross_tables: dict[str, np.ndarray] = field(default_factory=dict)
+    price_category_slope: np.ndarray = field(default_factory=lambda: np.zeros(0))  # (n_cat,)
+    brands: tuple[str, ...] = ()
 
 
 @dataclass
@@ -252,8 +284,12 @@ def _categories() -> tuple[list[str], list[str], np.ndarray]:
 
 
 def _rngs(seed: int) -> list[np.random.Generator]:
-    """Independent streams so the catalogue and users do not depend on the log size."""
-    return np.random.default_rng(seed).spawn(3)
+    """Independent streams so the catalogue and users do not depend on the log size.
+
+    Catalogue, users, log, then the feature-cross tables (spawned fourth, so adding that
+    stream left the first three as they were).
+    """
+    return np.random.default_rng(seed).spawn(4)
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -341,9 +377,17 @@ def _make_items(config: GeneratorConfig, rng: np.random.Generator) -> tuple[pd.D
         }
     )
     log_p = np.log(price)
+    item_cat = sub_cat[item_sub]
+    cat_n = np.bincount(item_cat, minlength=len(cats))
+    cat_mean = np.bincount(item_cat, log_p, minlength=len(cats)) / np.maximum(cat_n, 1)
+    dev = log_p - cat_mean[item_cat]
+    cat_sd = np.sqrt(np.bincount(item_cat, dev**2, minlength=len(cats)) / np.maximum(cat_n, 1))
     latents = {
         "sub": item_sub,
-        "cat": sub_cat[item_sub],
+        "cat": item_cat,
+        "brand": item_brand,
+        "brand_names": tuple(brand_names.tolist()),
+        "z_price_cat": dev / np.where(cat_sd > 0, cat_sd, 1.0)[item_cat],  # within category
         "popularity": popularity,
         "z_pop": (np.log(popularity) - np.log(popularity).mean()) / np.log(popularity).std(),
         "z_price": (log_p - log_p.mean()) / log_p.std(),
@@ -394,11 +438,52 @@ def _make_users(config: GeneratorConfig, rng: np.random.Generator) -> tuple[pd.D
         "affinity": affinity,
         "sub_pref": sub_pref,
         "sensitivity": sensitivity,
+        "age_group": age,
+        "gender": gender,
+        "region": region,
         "device": device,
         "bias": rng.normal(0.0, config.user_bias_std, size=n),
         "activity": rng.lognormal(0.0, config.user_activity_std, size=n),
     }
     return users, latents
+
+
+def _make_crosses(config: GeneratorConfig, il: dict, rng: np.random.Generator) -> dict:
+    """The planted feature-cross tables and per-category price slopes (their own stream).
+
+    Each (user field, item field, rms) table is drawn N(0, 1), double-centred (every row and
+    column averages 0, so neither field alone carries it) and scaled to root-mean-square
+    ``rms``; the price slopes are centred over the categories and scaled to std
+    ``price_category_std``. Only the configured crosses draw, each from its own child stream.
+    """
+    sizes = {"age_group": len(AGE_GROUPS), "gender": len(GENDERS), "region": len(REGIONS),
+             "device": len(DEVICES), "category": len(TAXONOMY),
+             "subcategory": sum(len(s) for s in TAXONOMY.values()),
+             "brand": len(il["brand_names"])}
+    streams = rng.spawn(len(config.attribute_crosses) + 1)
+    tables: dict[str, np.ndarray] = {}
+    for (user_field, item_field, rms), stream in zip(
+            config.attribute_crosses, streams, strict=False):
+        t = stream.normal(0.0, 1.0, size=(sizes[user_field], sizes[item_field]))
+        t = t - t.mean(axis=0, keepdims=True) - t.mean(axis=1, keepdims=True) + t.mean()
+        norm = np.sqrt(np.mean(t**2))
+        key = f"{user_field} x {item_field}"
+        tables[key] = tables.get(key, 0.0) + (rms / norm * t if norm > 0 else t)
+    slope = streams[-1].normal(0.0, 1.0, size=len(TAXONOMY))
+    slope -= slope.mean()
+    slope *= config.price_category_std / max(slope.std(), 1e-12)
+    return {"tables": tables, "price_slope": slope}
+
+
+def _cross_logit(crosses: dict, ul: dict, il: dict, user: np.ndarray,
+                 item: np.ndarray) -> np.ndarray:
+    """Sum of the planted crosses for each (user, item) impression."""
+    item_index = {"category": il["cat"], "subcategory": il["sub"], "brand": il["brand"]}
+    out = crosses["price_slope"][il["cat"][item]] * il["z_price_cat"][item]
+    for key, table in crosses["tables"].items():
+        user_field, item_field = key.split(" x ")
+        out += table[ul[user_field][user], item_index[item_field][item]]
+    return out
 
 
 def _draw_rows(probs: np.ndarray, rows: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -426,7 +511,7 @@ def _draw_in_ranges(
 
 
 def _make_log(
-    config: GeneratorConfig, ul: dict, il: dict, rng: np.random.Generator
+    config: GeneratorConfig, ul: dict, il: dict, crosses: dict, rng: np.random.Generator
 ) -> tuple[pd.DataFrame, GroundTruth]:
     """Sessions, exposure policy and click/purchase/dwell outcomes for every impression."""
     cats, subs, sub_cat = _categories()
@@ -534,6 +619,7 @@ def _make_log(
     match = (il["sub"][item] == imp_sub).astype(np.float64)
     sens_price = ul["sensitivity"][user] * il["z_price"][item]
     offsets = np.asarray(config.device_click_offsets, dtype=np.float64)
+    cross_logit = _cross_logit(crosses, ul, il, user, item)
     click_logit = (
         config.base_click_logit
         + offsets[ul["device"][user]]
@@ -543,6 +629,7 @@ def _make_log(
         + config.affinity_click_weight * aff
         + config.session_click_weight * match
         - config.price_click_weight * sens_price
+        + cross_logit
     )
     click = rng.random(n_imp) < _sigmoid(click_logit)
     purchase_logit = (
@@ -583,17 +670,41 @@ def _make_log(
         session_subcategory=imp_sub,
         click_logit=click_logit,
         purchase_logit=purchase_logit,
+        cross_logit=cross_logit,
+        cross_tables=crosses["tables"],
+        price_category_slope=crosses["price_slope"],
+        brands=il["brand_names"],
     )
     return interactions, truth
 
 
 def generate(config: GeneratorConfig) -> RawTables:
     """Build users, items and the impression log; identical output for identical config."""
-    rng_items, rng_users, rng_log = _rngs(config.seed)
+    rng_items, rng_users, rng_log, rng_crosses = _rngs(config.seed)
     items, il = _make_items(config, rng_items)
     users, ul = _make_users(config, rng_users)
-    interactions, truth = _make_log(config, ul, il, rng_log)
+    crosses = _make_crosses(config, il, rng_crosses)
+    interactions, truth = _make_log(config, ul, il, crosses, rng_log)
     return RawTables(users=users, items=items, interactions=interactions, truth=truth)
+
+
+def oracle_auc(tables: RawTables, from_quantile: float = 0.0) -> float:
+    """Click AUC of the true click probability: the ceiling any model can reach.
+
+    ``from_quantile`` keeps the rows at or after that timestamp quantile (0.9: the default
+    temporal test split, ``preprocessing.split.test_start``); 0 scores the whole log.
+    """
+    if tables.truth is None:
+        raise ValueError("tables carry no ground truth")
+    inter = tables.interactions
+    ts = inter["timestamp"].to_numpy()
+    keep = ts >= np.quantile(ts, from_quantile) if from_quantile > 0 else np.ones(ts.size, bool)
+    y = inter["click"].to_numpy()[keep].astype(bool)
+    ranks = pd.Series(tables.truth.click_logit[keep]).rank().to_numpy()  # ties: mean rank
+    n_pos, n_neg = int(y.sum()), int((~y).sum())
+    if not n_pos or not n_neg:
+        return float("nan")  # undefined without both clicks and non-clicks
+    return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
 def true_affinity(config: GeneratorConfig) -> np.ndarray:
@@ -601,7 +712,7 @@ def true_affinity(config: GeneratorConfig) -> np.ndarray:
 
     Cheap: users come from their own random stream, so no log is generated.
     """
-    _, rng_users, _ = _rngs(config.seed)
+    _, rng_users, _, _ = _rngs(config.seed)
     return _make_users(config, rng_users)[1]["affinity"]
 
 
@@ -641,9 +752,10 @@ def write_shards(
     shard_dir.mkdir(parents=True, exist_ok=True)
     for stale in shard_dir.glob("part-*.parquet"):
         stale.unlink()
-    rng_items, rng_users, rng_log = _rngs(config.seed)
+    rng_items, rng_users, rng_log, rng_crosses = _rngs(config.seed)
     items, il = _make_items(config, rng_items)
     users, ul = _make_users(config, rng_users)
+    crosses = _make_crosses(config, il, rng_crosses)
     items.to_parquet(out / "items.parquet", index=False, compression=compression)
     users.to_parquet(out / "users.parquet", index=False, compression=compression)
     n_windows = -(-config.days // days_per_shard)
@@ -656,7 +768,7 @@ def write_shards(
         chunk = pd.DataFrame()
         if size:
             part = replace(config, n_impressions=int(size), days=days_per_shard)
-            chunk, _ = _make_log(part, ul, il, rng)
+            chunk, _ = _make_log(part, ul, il, crosses, rng)
             chunk["timestamp"] += k * window
         if carry is not None:
             chunk = pd.concat([carry, chunk], ignore_index=True)
@@ -709,7 +821,8 @@ def main(argv: list[str] | None = None) -> int:
         f"generated {len(tables.users)} users, {len(tables.items)} items, {len(inter)} "
         f"impressions in {t1 - t0:.2f}s (write {t2 - t1:.2f}s); click rate "
         f"{inter['click'].mean():.3f}, purchase/click "
-        f"{inter['purchase'].sum() / max(inter['click'].sum(), 1):.3f}",
+        f"{inter['purchase'].sum() / max(inter['click'].sum(), 1):.3f}; oracle click AUC "
+        f"{oracle_auc(tables):.3f} (whole log), {oracle_auc(tables, 0.9):.3f} (last 10%)",
         *(f"  {path}" for path in paths.values()),
     ]
     sys.stdout.write("\n".join(lines) + "\n")

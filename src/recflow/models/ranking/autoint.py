@@ -26,7 +26,7 @@ class AutoInt(FieldModel):
     """AutoInt(+): L self-attention layers over field embeddings -> linear [+ MLP]."""
 
     def __init__(self, spec: FeatureSpec, params: AutoIntParams) -> None:
-        super().__init__(spec, params.fields)
+        super().__init__(spec, params.selected(spec))
         self.embedding = FieldEmbedding(spec, params.embed_dim, self.input_names)
         layers, dim = [], params.embed_dim
         for _ in range(params.attention_layers):

@@ -22,6 +22,17 @@ class FieldsParams(StrictModel):
     """
 
     fields: list[str] | None = Field(None, min_length=1)
+    exclude_fields: list[str] = Field(
+        default_factory=list, description="Fields not to read (applied after `fields`): "
+        "e.g. a wide hashed cross that a deep model would only memorise.")
+
+    def selected(self, spec: FeatureSpec) -> list[str]:
+        """`fields` (every spec field when None) minus `exclude_fields`, in spec order."""
+        unknown = sorted(set(self.exclude_fields) - set(spec.names))
+        if unknown:
+            raise ValueError(f"exclude_fields: unknown field(s) {unknown}; the feature spec "
+                             f"has {spec.names}")
+        return [n for n in resolve_fields(spec, self.fields) if n not in self.exclude_fields]
 
     @field_validator("*", mode="after")
     @classmethod

@@ -32,7 +32,7 @@ class DCNv2(FieldModel):
     """DCN-v2: cross network then MLP (stacked) or both side by side (parallel)."""
 
     def __init__(self, spec: FeatureSpec, params: DCNv2Params) -> None:
-        super().__init__(spec, params.fields)
+        super().__init__(spec, params.selected(spec))
         self.embedding = FieldEmbedding(spec, params.embed_dim, self.input_names)
         dim = self.embedding.num_fields * params.embed_dim
         self.parallel = params.structure == "parallel"

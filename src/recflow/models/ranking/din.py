@@ -11,7 +11,6 @@ from recflow.models.layers import (
     Activation,
     FieldEmbedding,
     TargetAttention,
-    resolve_fields,
 )
 from recflow.models.ranking.common import DeepParams, FieldModel
 from recflow.registry import MODELS
@@ -33,7 +32,7 @@ class DIN(FieldModel):
     """DIN: MLP over [u, u ⊙ v_a, all field embeddings], u = Σ_j w_j(e_j, v_a)·e_j."""
 
     def __init__(self, spec: FeatureSpec, params: DINParams) -> None:
-        reads = resolve_fields(spec, params.fields)
+        reads = params.selected(spec)
         sequence = params.sequence_field or next(
             (n for n in reads if spec[n].kind == "sequence"), None)
         if sequence is None or spec[sequence].kind != "sequence":

@@ -22,7 +22,7 @@ class DLRM(FieldModel):
     """DLRM: [bottom-MLP(dense), upper-triangle dots of all embeddings] -> top MLP."""
 
     def __init__(self, spec: FeatureSpec, params: DLRMParams) -> None:
-        super().__init__(spec, params.fields)
+        super().__init__(spec, params.selected(spec))
         self.dense = [n for n in self.input_names if spec[n].kind == "numeric"]
         sparse = [n for n in self.input_names if n not in self.dense]
         self.embedding = FieldEmbedding(spec, params.embed_dim, sparse)

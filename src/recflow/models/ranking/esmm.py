@@ -22,7 +22,7 @@ class ESMM(FieldModel):
     tasks = ("click", "purchase")
 
     def __init__(self, spec: FeatureSpec, params: ESMMParams) -> None:
-        super().__init__(spec, params.fields)
+        super().__init__(spec, params.selected(spec))
         self.embedding = FieldEmbedding(spec, params.embed_dim, self.input_names)
         in_dim = self.embedding.num_fields * params.embed_dim
         tower = dict(hidden=params.hidden, out_dim=1, dropout=params.dropout, norm=params.norm,

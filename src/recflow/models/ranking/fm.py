@@ -24,7 +24,7 @@ class FM(FieldModel):
     """Factorization machine: w0 + Σ w_i x_i + ½Σ_f[(Σ_i e_if)² − Σ_i e_if²]."""
 
     def __init__(self, spec: FeatureSpec, params: EmbeddingParams) -> None:
-        super().__init__(spec, params.fields)
+        super().__init__(spec, params.selected(spec))
         self.linear = FieldEmbedding(spec, 1, self.input_names)
         self.embedding = FieldEmbedding(spec, params.embed_dim, self.input_names)
         self.interaction = FMInteraction()

@@ -20,7 +20,7 @@ class LogisticRegression(FieldModel):
     """Logistic regression: one scalar weight per field value (w·x for numerics) + bias."""
 
     def __init__(self, spec: FeatureSpec, params: LRParams) -> None:
-        super().__init__(spec, params.fields)
+        super().__init__(spec, params.selected(spec))
         self.weights = FieldEmbedding(spec, 1, self.input_names)
         self.bias = nn.Parameter(torch.zeros(1))
 
