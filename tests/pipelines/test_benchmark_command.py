@@ -99,3 +99,19 @@ def test_benchmark_runs_a_grid_in_separate_processes(tmp_path: Path) -> None:
     assert "| tiny | leave_one_out | popularity |" in (project / "bench/benchmark.md").read_text()
     assert (project / "conf").stat().st_mtime_ns == conf_mtime  # conf/ was never written
     assert not any((project / "bench" / ".conf").iterdir())  # the throw-away source is gone
+
+
+def test_a_ranking_grid_prepares_every_model_input(tmp_path: Path) -> None:
+    """The per-model runs read the train, valid and test splits the prepare step wrote."""
+    project = make_project(tmp_path / "project", n_users=80, n_items=100, n_impressions=3_000)
+    small = project / "conf" / "small"
+    small.mkdir()
+    (small / "parameters_ranking.yml").write_text(yaml.safe_dump({"ranking": {
+        "baseline": "lr", "trainer": {"epochs": 1, "batch_size": 256, "progress": False,
+                                      "checkpoint_dir": None},
+        "models": {"lr": {"model": "lr"}}}}))
+    grid = BenchmarkGrid(pipeline="ranking", datasets={"small": "small"},
+                         protocols=["temporal"], seeds=[0], output="bench")
+    (row,) = run_grid(grid, project, name="r", log=lambda _: None)["rows"]
+    (run,) = row["metrics"]  # one seed's evaluation
+    assert row["model"] == "lr" and run["seed"] == 0 and 0 < run["auc"] <= 1

@@ -46,7 +46,9 @@ from recflow.evaluation.aggregate import format_mean_std, mean_std
 
 PIPELINES: dict[str, dict[str, Any]] = {
     # prerequisites: (pipeline, --to-outputs) runs before the per-model runs
-    "ranking": {"prepare": [("ranking", "ranking_item_stats")], "block": "ranking",
+    # every model input a per-model run reads (its namespace's nodes only run)
+    "ranking": {"prepare": [("ranking", "ranking_item_stats,model_input_valid,model_input_test")],
+                "block": "ranking",
                 "split_key": ("preprocessing", "split"),
                 "metrics": "08_reporting/ranking/{name}_seed_runs.json",
                 "to_outputs": "{name}.seed_runs",
