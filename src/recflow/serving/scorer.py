@@ -67,7 +67,7 @@ class Scorer:
 
     #: lists of at most this many records take the compiled per-value route; larger lists
     #: and DataFrames the vectorised one (measured: the compiled route is faster up to
-    #: about 1-2k records on the embedded DIN, docs/benchmarks.md)
+    #: about 1-2k records on the embedded DIN, docs/serving.md)
     compiled_max_batch: int = 1024
 
     def __init__(self, model: str | Path | bytes, spec: str | Path | Mapping[str, Any] | FeatureSpec,
