@@ -73,9 +73,11 @@ class Scorer:
     def __init__(self, model: str | Path | bytes, spec: str | Path | Mapping[str, Any] | FeatureSpec,
                  *, threads: int | None = None, manifest: Mapping[str, Any] | None = None,
                  input_example: list[dict[str, Any]] | None = None) -> None:
-        contract = _contract(spec)
+        if isinstance(spec, str | Path):  # read the file once: fields and serving contract
+            spec = json.loads(Path(spec).read_text())
+        contract = dict(spec) if isinstance(spec, Mapping) else {}  # raw_names, raw_checks
         self.aliases = {k: v for k, v in contract.get("raw_names", {}).items() if k != v}
-        self.spec = _load_spec(spec)
+        self.spec = spec if isinstance(spec, FeatureSpec) else FeatureSpec.from_dict(dict(spec))
         self.session = _session(model, threads)
         self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
         self.manifest = dict(manifest or {})
@@ -280,21 +282,6 @@ def _session(model: str | Path | bytes, threads: int | None) -> ort.InferenceSes
         where = "the model bytes" if isinstance(model, bytes) else str(model)
         raise ValueError(f"{where}: onnxruntime cannot load it as an ONNX model "
                          f"({type(exc).__name__}: {str(exc)[:200]})") from None
-
-
-def _contract(spec: str | Path | Mapping[str, Any] | FeatureSpec) -> dict[str, Any]:
-    """`feature_spec.json`'s serving keys beside the fields (`raw_names`, `raw_checks`)."""
-    if isinstance(spec, str | Path):
-        spec = json.loads(Path(spec).read_text())
-    return dict(spec) if isinstance(spec, Mapping) else {}
-
-
-def _load_spec(spec: str | Path | Mapping[str, Any] | FeatureSpec) -> FeatureSpec:
-    if isinstance(spec, FeatureSpec):
-        return spec
-    if isinstance(spec, str | Path):
-        spec = json.loads(Path(spec).read_text())
-    return FeatureSpec.from_dict(dict(spec))
 
 
 def _json_file(bundle: Any, role: str) -> Any:

@@ -150,14 +150,19 @@ def check_id_range(values: Sequence[Any] | pd.Series, column: str, kind: str) ->
         values = values.to_numpy(dtype=object)
     flat = chain.from_iterable(v for v in values if isinstance(v, list | tuple | np.ndarray)) \
         if kind == "sequence" else values
-    if all(not isinstance(v, int) or -(2**63) <= v < 2**64 for v in flat):
+    if all(not isinstance(v, int) or _fits_id(v) for v in flat):
         return
     for i, value in enumerate(values):
         items = value if kind == "sequence" and isinstance(value, list | tuple) else [value]
         for v in items:
-            if isinstance(v, int) and not -(2**63) <= v < 2**64:
+            if isinstance(v, int) and not _fits_id(v):
                 raise RecordError(f"record {i}: field '{column}' holds the id {_short(v)}, "
                                   "beyond 64-bit integers", field=column, record=i)
+
+
+def _fits_id(value: int) -> bool:
+    """Whether an integer id fits 64 bits, signed or unsigned (any id column's dtype)."""
+    return -(2**63) <= value < 2**64
 
 
 def is_null(value: Any) -> bool:
@@ -207,7 +212,7 @@ def _plain_json(values: Sequence[Any], kind: str) -> bool:
 def _plain_ids(values: Sequence[Any]) -> bool:
     ids = _PLAIN["categorical"]
     return all(type(v) in ids for v in values) and all(
-        -(2**63) <= v < 2**64 for v in values if type(v) is int)
+        _fits_id(v) for v in values if type(v) is int)
 
 
 def _all_types_ok(values: Iterable[Any], ok: Any) -> bool:
