@@ -52,6 +52,7 @@ def make_project(root: Path, impressions: int, args: argparse.Namespace) -> dict
     """A Kedro project over freshly generated shards; returns the generator's summary."""
     import pyarrow.parquet as pq
 
+    from recflow.config_loader import replacing
     from recflow.datasets.synthetic import GeneratorConfig, write_shards
 
     for name in ("pyproject.toml", ".telemetry"):
@@ -82,7 +83,8 @@ def make_project(root: Path, impressions: int, args: argparse.Namespace) -> dict
     ranking = {**base, "baseline": args.models[0], "trainer": trainer,
                "models": {name: base["models"][name] for name in args.models}}
     export = {"latency": {"batches": [1, 64], "repeats": 20, "warmup": 2, "budget_s": 0.5}}
-    (local / "parameters_ranking.yml").write_text(yaml.safe_dump({"ranking": ranking}))
+    # the whole block: its model list replaces base's instead of merging into it
+    (local / "parameters_ranking.yml").write_text(yaml.safe_dump(replacing({"ranking": ranking})))
     (local / "parameters_export.yml").write_text(yaml.safe_dump({"export": export}))
     return {"users": users, "items": items, "shards": len(written["interactions"]),
             "rows": written["rows"], "generate_seconds": seconds}

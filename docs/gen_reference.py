@@ -255,7 +255,10 @@ def parameters_page() -> str:
              "Every `parameters_<pipeline>.yml` under `conf/<env>/` holds one top-level block, "
              "validated by the typed model below before any node runs: unknown keys, wrong "
              "types and out-of-range values fail with the YAML path. Generated from the "
-             "pydantic models, so it matches the code of this build.", "",
+             "pydantic models, so it matches the code of this build. An env's files hold "
+             "only what differs from `conf/base`, merged key by key (`_replace: true`, `null`: "
+             "[envs as deltas](../concepts.md#2-the-declarative-yaml)); the merged block is "
+             "what is validated.", "",
              "| YAML block | file | model |", "|---|---|---|"]
     lines += [f"| `{b.key}:` | `conf/base/{b.file}` | [{b.schema.__name__}]"
               f"(#{b.schema.__name__.lower()}) |" for b in blocks]

@@ -14,6 +14,15 @@ from recflow.features import FeatureSpec, FieldSpec
 REPO = Path(__file__).resolve().parents[1]
 
 
+def env_parameters(env: str) -> dict:
+    """The resolved parameters of `conf/ENV` layered on conf/base, as `kedro run --env ENV`
+    sees them (the project's config loader: an env is a delta of base)."""
+    from recflow.settings import CONFIG_LOADER_ARGS, CONFIG_LOADER_CLASS
+
+    return CONFIG_LOADER_CLASS(conf_source=str(REPO / "conf"), env=env,
+                               **CONFIG_LOADER_ARGS)["parameters"]
+
+
 def embedded_declaration() -> DatasetDeclaration:
     """conf/base's `dataset` block: the embedded data's declaration."""
     return load_declaration(yaml.safe_load(

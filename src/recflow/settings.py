@@ -6,6 +6,7 @@ disabled here) because recflow must never touch the network at run time.
 
 import os
 
+from recflow.config_loader import DeltaConfigLoader
 from recflow.hooks import (
     AtomicRunHooks,
     ConfigCaptureHooks,
@@ -21,9 +22,14 @@ HOOKS = (ConfigCaptureHooks(), AtomicRunHooks(), MissingInputsHook(), MlflowArti
          SparkHooks())
 DISABLE_HOOKS_FOR_PLUGINS = ("kedro-telemetry",)
 
+# An env is a delta of conf/base: its parameters merge key by key into base's, `_replace:
+# true` in a mapping replaces the inherited one, `null` drops an inherited mapping
+# (recflow.config_loader, docs/concepts.md). Catalog entries replace per dataset.
+CONFIG_LOADER_CLASS = DeltaConfigLoader
 CONFIG_LOADER_ARGS = {
     "base_env": "base",
     "default_run_env": "local",
+    "merge_strategy": {"parameters": "soft"},
     "config_patterns": {
         "parameters": ["parameters*", "parameters*/**", "**/parameters*"],
         "spark": ["spark*", "spark*/**"],  # conf/spark/spark.yml: recflow.hooks.spark

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from recflow.config_loader import replacing
 from tests.conftest import REPO, make_project, run_kedro
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -62,7 +63,7 @@ def viz_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     }}
     export = {"quantize": False, "latency": {"batches": [1], "repeats": 2, "warmup": 0,
                                              "budget_s": 0.1, "threads": 1}}
-    (local / "parameters_ranking.yml").write_text(yaml.safe_dump({"ranking": ranking}))
+    (local / "parameters_ranking.yml").write_text(yaml.safe_dump(replacing({"ranking": ranking})))
     if (REPO / "conf" / "base" / "parameters_export.yml").exists():
         (local / "parameters_export.yml").write_text(yaml.safe_dump({"export": export}))
     run_kedro(project, "ranking")

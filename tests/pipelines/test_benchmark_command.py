@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from recflow.config_loader import replacing
 from recflow.evaluation.benchmark import (
     BenchmarkGrid,
     cell_parameters,
@@ -80,10 +81,10 @@ def test_benchmark_runs_a_grid_in_separate_processes(tmp_path: Path) -> None:
     project = make_project(tmp_path / "project", n_users=120, n_items=150, n_impressions=6_000)
     tiny = project / "conf" / "tiny"
     tiny.mkdir()
-    (tiny / "parameters_semantic_ids.yml").write_text(yaml.safe_dump({"semantic_ids": {
-        **SMALL_SIDS, "tokenizers": {"rq_kmeans": SMALL_SIDS["tokenizers"]["rq_kmeans"]}}}))
-    (tiny / "parameters_retrieval.yml").write_text(yaml.safe_dump({"retrieval": {
-        "baseline": "popularity", "models": {"popularity": {"model": "popularity"}}}}))
+    (tiny / "parameters_semantic_ids.yml").write_text(yaml.safe_dump(replacing({"semantic_ids": {
+        **SMALL_SIDS, "tokenizers": {"rq_kmeans": SMALL_SIDS["tokenizers"]["rq_kmeans"]}}})))
+    (tiny / "parameters_retrieval.yml").write_text(yaml.safe_dump(replacing({"retrieval": {
+        "baseline": "popularity", "models": {"popularity": {"model": "popularity"}}}})))
     grid = BenchmarkGrid(pipeline="retrieval", datasets={"tiny": "tiny"},
                          protocols=["leave_one_out"], seeds=[0, 1], output="bench")
     conf_mtime = (project / "conf").stat().st_mtime_ns
@@ -106,10 +107,10 @@ def test_a_ranking_grid_prepares_every_model_input(tmp_path: Path) -> None:
     project = make_project(tmp_path / "project", n_users=80, n_items=100, n_impressions=3_000)
     small = project / "conf" / "small"
     small.mkdir()
-    (small / "parameters_ranking.yml").write_text(yaml.safe_dump({"ranking": {
+    (small / "parameters_ranking.yml").write_text(yaml.safe_dump(replacing({"ranking": {
         "baseline": "lr", "trainer": {"epochs": 1, "batch_size": 256, "progress": False,
                                       "checkpoint_dir": None},
-        "models": {"lr": {"model": "lr"}}}}))
+        "models": {"lr": {"model": "lr"}}}})))
     grid = BenchmarkGrid(pipeline="ranking", datasets={"small": "small"},
                          protocols=["temporal"], seeds=[0], output="bench")
     (row,) = run_grid(grid, project, name="r", log=lambda _: None)["rows"]

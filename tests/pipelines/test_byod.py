@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from recflow.config_loader import REPLACE
 from recflow.datasets import examples
 from recflow.datasets.scaffold import main as scaffold
 from recflow.hooks.hints import MissingInputError
@@ -28,7 +29,8 @@ pytestmark = pytest.mark.slow
 def _keep_models(project: Path, env: str, names: list[str], epochs: int | None = None) -> None:
     path = project / "conf" / env / "parameters_ranking.yml"
     params = yaml.safe_load(path.read_text())
-    params["ranking"]["models"] = {n: params["ranking"]["models"][n] for n in names}
+    params["ranking"]["models"] = {REPLACE: True, **{n: params["ranking"]["models"][n]
+                                                    for n in names}}
     if epochs:
         params["ranking"]["trainer"]["epochs"] = epochs
     path.write_text(yaml.safe_dump(params))
@@ -71,7 +73,7 @@ def test_criteo_shaped_given_split_dcnv2_beats_lr(project: Path) -> None:
 def test_criteo_refuses_models_needing_a_user(project: Path) -> None:
     path = project / "conf/criteo/parameters_ranking.yml"
     params = yaml.safe_load(path.read_text())
-    params["ranking"]["models"] = {"lr": {"model": "lr"}, "din": {"model": "din"}}
+    params["ranking"]["models"] = {REPLACE: True, "lr": {"model": "lr"}, "din": {"model": "din"}}
     path.write_text(yaml.safe_dump(params))
     before = output_files(project)
     with pytest.raises(ValueError, match=r"ranking model 'din' cannot train on this dataset: "

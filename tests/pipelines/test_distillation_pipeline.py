@@ -11,6 +11,7 @@ import pytest
 import torch
 import yaml
 
+from recflow.config_loader import replacing
 from recflow.datasets import TorchModelDataset
 from recflow.features import FeatureSpec
 from recflow.models.payload import from_payload
@@ -65,9 +66,9 @@ def _register(monkeypatch):
 def _project(root: Path, mode: str) -> Path:
     project = make_project(root, n_users=80, n_items=100, n_impressions=3000)
     local = project / "conf" / "local"
-    (local / "parameters_distillation.yml").write_text(yaml.safe_dump(_params(mode)))
+    (local / "parameters_distillation.yml").write_text(yaml.safe_dump(replacing(_params(mode))))
     (local / "parameters_export.yml").write_text(
-        yaml.safe_dump({"export": {"latency": FAST_LATENCY}}))
+        yaml.safe_dump(replacing({"export": {"latency": FAST_LATENCY}})))
     run_kedro(project, "preprocessing")
     return project
 
@@ -111,7 +112,8 @@ def test_bad_loss_name_fails_before_training(tmp_path: Path) -> None:
     project = _project(tmp_path / "bad", "offline")
     body = _params("offline")
     body["distillation"]["losses"] = [{"name": "kd_bec"}]
-    (project / "conf/local/parameters_distillation.yml").write_text(yaml.safe_dump(body))
+    (project / "conf/local/parameters_distillation.yml").write_text(
+        yaml.safe_dump(replacing(body)))
     with pytest.raises(Exception, match="kd_bec"):
         run_kedro(project, "distillation")
     assert not (project / "data/08_reporting/distillation_report.json").exists()

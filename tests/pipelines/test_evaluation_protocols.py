@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from recflow.config_loader import replacing
 from tests.conftest import run_kedro
 
 pytestmark = pytest.mark.slow  # kedro runs from disk
@@ -33,8 +34,8 @@ def _same(a: float, b: float) -> bool:
 def _run(project: Path, seeds: list[int]) -> dict:
     local = project / "conf" / "local"
     local.mkdir(parents=True, exist_ok=True)
-    (local / "parameters_ranking.yml").write_text(yaml.safe_dump(
-        {"ranking": {"baseline": "lr", "trainer": TRAINER, "models": MODELS, "seeds": seeds}}))
+    (local / "parameters_ranking.yml").write_text(yaml.safe_dump(replacing(
+        {"ranking": {"baseline": "lr", "trainer": TRAINER, "models": MODELS, "seeds": seeds}})))
     run_kedro(project, "ranking", to_outputs=["ranking_metrics", "data_quality"])
     return json.loads((project / "data/08_reporting/ranking_metrics.json").read_text())
 
@@ -48,7 +49,8 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, dict]:
     block = yaml.safe_load((project / "conf/base/parameters_preprocessing.yml").read_text())
     block["preprocessing"]["split"]["strategy"] = "leave_one_out"
     (project / "conf/local").mkdir(parents=True, exist_ok=True)
-    (project / "conf/local/parameters_preprocessing.yml").write_text(yaml.safe_dump(block))
+    (project / "conf/local/parameters_preprocessing.yml").write_text(
+        yaml.safe_dump(replacing(block)))
     first = _run(project, [1, 2])
     again = _run(project, [2])
     return project, first, again

@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from recflow.config_loader import replacing
 from recflow.features import FeatureSpec
 from recflow.features.records import raw_records
 from recflow.serving import Scorer
@@ -37,7 +38,7 @@ FAST_LATENCY = {"batches": [1, 64, 1024], "repeats": 5, "warmup": 1, "threads": 
 
 
 def _write_local(project: Path, name: str, body: dict) -> None:
-    (project / "conf" / "local" / f"{name}.yml").write_text(yaml.safe_dump(body))
+    (project / "conf" / "local" / f"{name}.yml").write_text(yaml.safe_dump(replacing(body)))
 
 
 @pytest.fixture(scope="module")

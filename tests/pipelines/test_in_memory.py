@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kedro.config import OmegaConfigLoader
 from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
 from kedro.validation.parameter_validator import ParameterValidator
@@ -27,7 +26,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def _parameters() -> dict[str, Any]:
-    loader = OmegaConfigLoader(conf_source=str(REPO / "conf"), **settings.CONFIG_LOADER_ARGS)
+    loader = settings.CONFIG_LOADER_CLASS(conf_source=str(REPO / "conf"),
+                                           **settings.CONFIG_LOADER_ARGS)
     params = copy.deepcopy(loader["parameters"])
     params["ranking"]["models"] = {k: params["ranking"]["models"][k] for k in ("lr", "din")}
     params["ranking"]["trainer"].update(epochs=1, batch_size=256, checkpoint_dir=None)

@@ -32,6 +32,7 @@ pytestmark = pytest.mark.slow
 PLUGIN = REPO / "plugins" / "recflow-finalmlp"
 LOCAL_RANKING = """\
 ranking:
+  _replace: true
   baseline: lr
   trainer:
     epochs: 1
@@ -148,7 +149,7 @@ def test_export_pipeline_exports_the_plugin_model_with_parity(
     from kedro.framework.startup import bootstrap_project
 
     (ranked_project / "conf" / "local" / "parameters_export.yml").write_text(
-        "export:\n  quantize: false\n  latency: {batches: [1], repeats: 3, warmup: 1}\n")
+        "export:\n  _replace: true\n  quantize: false\n  latency: {batches: [1], repeats: 3, warmup: 1}\n")
     with monkeypatch.context() as patch:  # pipeline_registry reads the cwd's parameters
         patch.chdir(ranked_project)
         patch.delenv("KEDRO_ENV", raising=False)

@@ -263,7 +263,7 @@ BAD_INPUTS = {
     "unknown_transform": (
         _write(
             "conf/local/parameters_preprocessing.yml",
-            "preprocessing:\n  fields:\n    user_id: {transform: vocab}\n"
+            "preprocessing:\n  _replace: true\n  fields:\n    user_id: {transform: vocab}\n"
             "    brand: {transform: vocabb}\n",
         ),
         ParameterValidationError,
@@ -281,7 +281,7 @@ BAD_INPUTS = {
     "yaml_column_missing_from_data": (
         _write(
             "conf/local/parameters_preprocessing.yml",
-            "preprocessing:\n  fields:\n    user_id: {transform: vocab}\n"
+            "preprocessing:\n  _replace: true\n  fields:\n    user_id: {transform: vocab}\n"
             "    shoe_size: {transform: standardize}\n",
         ),
         KeyError,

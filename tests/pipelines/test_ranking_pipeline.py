@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from recflow.config_loader import replacing
 from tests.conftest import output_files, run_kedro
 
 SMALL_TRAINER = {"epochs": 3, "batch_size": 512, "lr": 0.005, "embedding_lr": 0.02, "progress": False, "seed": 3,
@@ -24,8 +25,8 @@ FAST_EXPORT = {"models": None, "opset": 17, "graph_optimization": "basic",
 def _override(project: Path, ranking: dict) -> None:
     local = project / "conf" / "local"
     local.mkdir(parents=True, exist_ok=True)
-    (local / "parameters_ranking.yml").write_text(yaml.safe_dump({"ranking": ranking}))
-    (local / "parameters_export.yml").write_text(yaml.safe_dump({"export": FAST_EXPORT}))
+    (local / "parameters_ranking.yml").write_text(yaml.safe_dump(replacing({"ranking": ranking})))
+    (local / "parameters_export.yml").write_text(yaml.safe_dump(replacing({"export": FAST_EXPORT})))
 
 
 @pytest.fixture(scope="module")

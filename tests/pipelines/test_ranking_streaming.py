@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
+from recflow.config_loader import replacing
 from recflow.datasets.synthetic import GeneratorConfig, write_shards
 from tests.conftest import make_project, run_kedro
 from tests.pipelines.test_ranking_pipeline import FAST_EXPORT
@@ -42,9 +43,9 @@ def reports(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
     pq.write_table(pq.read_table(raw / "interactions"), raw / "interactions.parquet")
     local = project / "conf/local"
     local.mkdir(parents=True, exist_ok=True)
-    (local / "parameters_ranking.yml").write_text(yaml.safe_dump(
-        {"ranking": {"baseline": "lr", "trainer": TRAINER, "models": MODELS}}))
-    (local / "parameters_export.yml").write_text(yaml.safe_dump({"export": FAST_EXPORT}))
+    (local / "parameters_ranking.yml").write_text(yaml.safe_dump(replacing(
+        {"ranking": {"baseline": "lr", "trainer": TRAINER, "models": MODELS}})))
+    (local / "parameters_export.yml").write_text(yaml.safe_dump(replacing({"export": FAST_EXPORT})))
 
     out, found = project / "data", {}
     for pipeline_name in ("ranking_streaming", "ranking"):

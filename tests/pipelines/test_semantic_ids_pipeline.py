@@ -15,6 +15,7 @@ import pytest
 import torch
 import yaml
 
+from recflow.config_loader import replacing
 from tests.conftest import make_project, run_kedro
 
 SMALL_SIDS = {
@@ -71,9 +72,9 @@ def write_params(project: Path, sids: dict | None = None, ret: dict | None = Non
     local = project / "conf" / "local"
     local.mkdir(parents=True, exist_ok=True)
     if sids is not None:
-        (local / "parameters_semantic_ids.yml").write_text(yaml.safe_dump({"semantic_ids": sids}))
+        (local / "parameters_semantic_ids.yml").write_text(yaml.safe_dump(replacing({"semantic_ids": sids})))
     if ret is not None:
-        (local / "parameters_retrieval.yml").write_text(yaml.safe_dump({"retrieval": ret}))
+        (local / "parameters_retrieval.yml").write_text(yaml.safe_dump(replacing({"retrieval": ret})))
 
 
 @pytest.fixture(scope="module")

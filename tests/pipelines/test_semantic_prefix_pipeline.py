@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from recflow.config_loader import replacing
 from tests.conftest import make_project, run_kedro
 from tests.pipelines.test_ranking_pipeline import FAST_EXPORT, SMALL_TRAINER
 
@@ -35,7 +36,7 @@ def test_ranking_with_semantic_prefix_fields(tmp_path: Path) -> None:
                                                     "seed": 0}}}}},
     }
     for name, body in overrides.items():
-        (env / name).write_text(yaml.safe_dump(body))
+        (env / name).write_text(yaml.safe_dump(replacing(body)))
 
     run_kedro(project, "ranking", env="semantic")
 

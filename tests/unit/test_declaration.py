@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
 
 from recflow.datasets.declaration import DatasetDeclaration, load_declaration
 from recflow.datasets.prepare import join_side, prepare_log, prepare_side
@@ -39,13 +38,13 @@ def _log(n: int = 6) -> pd.DataFrame:
 
 
 def test_base_and_movielens_declarations_load() -> None:
-    for env in ("base", "movielens"):
-        block = yaml.safe_load((REPO / "conf" / env / "parameters_dataset.yml").read_text())
-        decl = load_declaration(block)
+    from tests.helpers import env_parameters
+
+    for env in ("local", "movielens"):  # local: conf/base's declaration
+        decl = load_declaration(env_parameters(env))
         assert {"user", "item", "time"} <= decl.roles
         assert decl.labels[0] == "click"
-    ml = load_declaration(yaml.safe_load(
-        (REPO / "conf/movielens/parameters_dataset.yml").read_text()))
+    ml = load_declaration(env_parameters("movielens"))
     assert ml.events.labels["click"].threshold == 4
 
 
@@ -166,6 +165,41 @@ def test_scaffold_refuses_bad_files_and_flags(tmp_path: Path, capsys) -> None:
     assert (tmp_path / "conf/e/parameters_dataset.yml").is_file()
     assert _scaffold(tmp_path, "e", "--events", str(good)) == 2
     assert "exists; pass --force" in capsys.readouterr().err
+
+
+def test_scaffold_writes_deltas_of_conf_base(tmp_path: Path) -> None:
+    """The scaffolded env replaces what describes the data (declaration, features, model
+    lists) and inherits the rest from conf/base; the merged parameters validate."""
+    import shutil
+
+    import yaml
+
+    from recflow.config_checks import check_parameters
+    from recflow.datasets import examples
+    from recflow.settings import CONFIG_LOADER_ARGS, CONFIG_LOADER_CLASS
+
+    shutil.copytree(REPO / "conf/base", tmp_path / "conf/base")
+    log, users, items = examples.write("retail", tmp_path / "raw", rows=2_000)
+    assert _scaffold(tmp_path, "shop", "--events", str(log), "--users", str(users),
+                     "--items", str(items)) == 0
+    written = {p.name: yaml.safe_load(p.read_text())
+               for p in (tmp_path / "conf/shop").glob("parameters_*.yml")}
+    params = CONFIG_LOADER_CLASS(conf_source=str(tmp_path / "conf"), env="shop",
+                                 **CONFIG_LOADER_ARGS)["parameters"]
+    base = yaml.safe_load((REPO / "conf/base/parameters_ranking.yml").read_text())["ranking"]
+    declared = written["parameters_dataset.yml"]["dataset"]
+    assert params["dataset"] == {k: v for k, v in declared.items() if k != "_replace"}
+    assert list(params["preprocessing"]["fields"]) == [
+        k for k in written["parameters_preprocessing.yml"]["preprocessing"]["fields"]
+        if k != "_replace"]
+    assert "din" in params["ranking"]["models"] and "esmm" not in params["ranking"]["models"]
+    assert params["ranking"]["trainer"] == {**base["trainer"], "epochs": 3, "lr": 0.001,
+                                           "embedding_lr": 0.001,
+                                           "checkpoint_dir": "data/shop/06_models/checkpoints"}
+    assert list(params["retrieval"]["models"]) == ["popularity", "sasrec", "two_tower"]
+    assert list(params["semantic_ids"]["tokenizers"]) == ["rq_kmeans"]  # null dropped rq_vae
+    assert len(written["parameters_distillation.yml"]["distillation"]) == 2  # a delta
+    check_parameters(params)
 
 
 def test_embedded_declaration_gives_the_plain_join() -> None:

@@ -12,7 +12,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from kedro.config import OmegaConfigLoader
 from pydantic import ValidationError
 
 from recflow.datasets.movielens import load_movielens
@@ -21,7 +20,7 @@ from recflow.evaluation.retrieval_params import RetrievalParams
 from recflow.models.retrieval import RETRIEVAL_MODELS
 from recflow.models.retrieval.base import mask_seen, top_k
 from recflow.pipelines.retrieval import nodes
-from recflow.settings import CONFIG_LOADER_ARGS
+from recflow.settings import CONFIG_LOADER_ARGS, CONFIG_LOADER_CLASS
 from recflow.training.core import Checkpoints, Step, build_optimizer, fit
 
 REPO = Path(__file__).resolve().parents[2]
@@ -217,8 +216,8 @@ def recbole_split(rows: list[tuple]) -> dict:
 
 
 def recbole_params() -> RetrievalParams:
-    loader = OmegaConfigLoader(conf_source=str(REPO / "conf"), env="movielens_recbole",
-                               **CONFIG_LOADER_ARGS)
+    loader = CONFIG_LOADER_CLASS(conf_source=str(REPO / "conf"), env="movielens_recbole",
+                                 **CONFIG_LOADER_ARGS)
     return RetrievalParams.model_validate(loader["parameters"]["retrieval"])
 
 

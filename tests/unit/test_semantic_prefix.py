@@ -15,7 +15,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-import yaml
 from pydantic import ValidationError
 
 from recflow.evaluation.ranking import item_train_stats, rare_item_metrics
@@ -158,17 +157,18 @@ def test_pipeline_kwargs_check_the_tokenizer_against_semantic_ids() -> None:
 
 
 def test_semantic_env_is_the_base_preprocessing_plus_the_prefix_field() -> None:
-    def block(path: str) -> dict:
-        return yaml.safe_load((REPO / path).read_text())["preprocessing"]
+    from recflow.evaluation.benchmark import rebase_outputs
+    from tests.helpers import env_parameters
 
-    base, env = block("conf/base/parameters_preprocessing.yml"), block(
-        "conf/semantic/parameters_preprocessing.yml")
-    added = {k: v for k, v in env["fields"].items() if k not in base["fields"]}
-    assert {k: v for k, v in env["fields"].items() if k in base["fields"]} == base["fields"]
+    base, env = env_parameters("local"), env_parameters("semantic")
+    fields = env["preprocessing"]["fields"]
+    added = {k: v for k, v in fields.items() if k not in base["preprocessing"]["fields"]}
+    assert list(fields) == [*base["preprocessing"]["fields"], *added]  # base's order, then new
     assert [v["transform"] for v in added.values()] == ["semantic_prefix"]
-    assert {k: v for k, v in env.items() if k != "fields"} == {
-        k: v for k, v in base.items() if k != "fields"}
-    FeaturesConfig.model_validate(env)
+    others = {k: v for k, v in base.items() if k != "preprocessing"}  # only the out root moves
+    assert {k: v for k, v in env.items() if k != "preprocessing"} == rebase_outputs(
+        others, "data", "data/semantic")
+    FeaturesConfig.model_validate(env["preprocessing"])
 
 
 # ---- rare-item AUC ----------------------------------------------------------------------------

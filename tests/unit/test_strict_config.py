@@ -5,13 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from kedro.config import OmegaConfigLoader
 from pydantic import ValidationError
 
 from recflow.config_checks import check_parameters, known_blocks
 from recflow.config_types import MAX_BUCKETS
 from recflow.features.config import FeaturesConfig
-from recflow.settings import CONFIG_LOADER_ARGS
+from recflow.settings import CONFIG_LOADER_ARGS, CONFIG_LOADER_CLASS
 from recflow.training.trainer import TrainerConfig
 
 REPO = Path(__file__).resolve().parents[2]
@@ -93,7 +92,7 @@ def test_every_env_validates(env):
     from recflow.pipelines.ranking.params import RankingParams
     from recflow.pipelines.semantic_ids.params import SemanticIdsParams
 
-    loader = OmegaConfigLoader(conf_source=str(REPO / "conf"), env=env, **CONFIG_LOADER_ARGS)
+    loader = CONFIG_LOADER_CLASS(conf_source=str(REPO / "conf"), env=env, **CONFIG_LOADER_ARGS)
     params = loader["parameters"]
     check_parameters(params)
     # every typed block still validates under strict numbers and the new bounds

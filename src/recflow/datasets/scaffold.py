@@ -4,7 +4,9 @@ Reads a sample of each file, guesses the roles (label, user, item, time) and col
 kinds it was not told (pandera's `infer_schema` for types, then names and cardinality),
 writes the catalog entries, the dataset declaration, a feature list, ranking and (when
 the roles allow) retrieval entries, with every output under `data/ENV/`, and prints what
-it guessed. `kedro run --pipelines=ranking --env ENV` then runs with no edits.
+it guessed. The parameter files are deltas of conf/base: the declaration, features and
+model lists replace base's (`_replace: true`), the trainer and protocol settings are
+inherited. `kedro run --pipelines=ranking --env ENV` then runs with no edits.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import argparse
 import re
 import shutil
 import sys
+import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +25,7 @@ import pandas as pd
 import pandera.pandas as pa
 import yaml
 
+from recflow.config_loader import REPLACE
 from recflow.datasets.declaration import DatasetDeclaration
 
 SAMPLE_ROWS = 200_000
@@ -330,7 +334,58 @@ RETRIEVAL_MODELS = {
 
 def _dump(path: Path, header: str, data: dict[str, Any]) -> None:
     text = yaml.safe_dump(data, sort_keys=False, default_flow_style=None, width=100)
-    path.write_text(f"# {header}\n{text}")
+    comment = "\n".join(f"# {line}" for line in textwrap.wrap(header, 88))
+    path.write_text(f"{comment}\n{text}")
+
+
+def _parameter_files(plan: dict[str, Any]) -> dict[str, tuple[str, dict[str, Any]]]:
+    """conf/ENV's parameter files as deltas of conf/base: file -> (header, blocks).
+
+    What describes the user's data (declaration, features, model lists) replaces base's
+    (`_replace: true`, recflow.config_loader); the rest overrides single keys, so the
+    trainer, protocol and export settings stay conf/base's."""
+    has = set(plan["roles"])
+    files = {
+        "parameters_dataset.yml": (
+            "What the files hold (docs/reference/dataset.md); replaces conf/base's "
+            "declaration. Check the roles, labels and column kinds.",
+            {"dataset": {REPLACE: True, **plan["dataset"]}}),
+        "parameters_preprocessing.yml": (
+            "Features (docs/preprocessing.md): tune min_count, add hash_cross / "
+            "quantile_bucket fields. The split and the field list replace base's.",
+            {"preprocessing": {"labels": plan["labels"],
+                               "split": {REPLACE: True, "strategy": plan["strategy"]},
+                               "fields": {REPLACE: True, **plan["fields"]}}}),
+        "parameters_ranking.yml": (
+            "Ranking models (docs/reference/models.md): the list replaces conf/base's; "
+            "the trainer keys override base's, the others are base's.",
+            {"ranking": {"trainer": {"epochs": 3, "lr": 0.001, "embedding_lr": 0.001},
+                         "models": {REPLACE: True, **_ranking_models(has)}}}),
+        "parameters_distillation.yml": (
+            "Teacher -> student for this data; the trainer, baseline and losses are "
+            "conf/base's.",
+            {"distillation": {
+                "teacher": {"members": [{"model": "dcnv2", "params": {"embed_dim": 16}}]},
+                "student": {REPLACE: True, "model": "deepfm",
+                            "params": {"embed_dim": 4, "hidden": [32]}}}}),
+    }
+    if {"user", "item", "time"} <= has:
+        files["parameters_retrieval.yml"] = (
+            "Next-item retrieval (docs/retrieval.md): the model list replaces conf/base's; "
+            "the protocol and training settings are base's.",
+            {"retrieval": {"models": {REPLACE: True, **RETRIEVAL_MODELS}}})
+    columns = plan["dataset"].get("items", {}).get("columns", {})
+    text = [c for c, k in columns.items()
+            if (k if isinstance(k, str) else k["kind"]) in ("text", "categorical")]
+    if text:
+        files["parameters_semantic_ids.yml"] = (
+            "Item text -> semantic IDs; a delta of conf/base (null: base's rq_vae dropped).",
+            {"semantic_ids": {
+                "encoder": {"params": {"text_columns": text, "dim": 32, "min_df": 1}},
+                "purity_columns": text[:1],
+                "tokenizers": {"rq_kmeans": {"params": {"codebook_size": 32}},
+                               "rq_vae": None}}})
+    return files
 
 
 def write(conf: Path, env: str, plan: dict[str, Any], force: bool) -> Path:
@@ -342,51 +397,12 @@ def write(conf: Path, env: str, plan: dict[str, Any], force: bool) -> Path:
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     try:
-        has = set(plan["roles"])
         _dump(staging / "catalog.yml", "The raw files (recflow scaffold); any kedro-datasets "
               "type works here.", plan["catalog"])
         _dump(staging / "globals.yml", "Every output of this env goes under data/<env>/.",
               {"out": f"data/{env}"})
-        _dump(staging / "parameters_dataset.yml", "What the files hold (docs/reference/"
-              "dataset.md). Check the roles, labels and column kinds.",
-              {"dataset": plan["dataset"]})
-        _dump(staging / "parameters_preprocessing.yml", "Features (docs/preprocessing.md): "
-              "tune min_count, add hash_cross / quantile_bucket fields.",
-              {"preprocessing": {"labels": plan["labels"],
-                                 "split": {"strategy": plan["strategy"]},
-                                 "fields": plan["fields"]}})
-        _dump(staging / "parameters_ranking.yml", "Ranking models (docs/reference/models.md); "
-              "replaces conf/base's list.",
-              {"ranking": {"baseline": "lr", "trainer": {
-                  "epochs": 3, "batch_size": 512, "optimizer": "adamw", "lr": 0.001,
-                  "embedding_lr": 0.001, "early_stopping_patience": 1, "seed": 42,
-                  "checkpoint_dir": "${globals:out}/06_models/checkpoints"},
-                  "models": _ranking_models(has)}})
-        _dump(staging / "parameters_distillation.yml", "Teacher -> student for this data.",
-              {"distillation": {
-                  "trainer": {"epochs": 3, "batch_size": 512, "lr": 0.001, "seed": 42,
-                              "embedding_lr": 0.001, "progress": False},
-                  "teacher": {"members": [{"model": "dcnv2", "params": {"embed_dim": 16}}]},
-                  "student": {"model": "deepfm", "params": {"embed_dim": 4, "hidden": [32]}},
-                  "baseline": {"model": "lr", "trainer": {"lr": 0.01, "embedding_lr": 0.01}}}})
-        if {"user", "item", "time"} <= has:
-            _dump(staging / "parameters_retrieval.yml", "Next-item retrieval "
-                  "(docs/retrieval.md).", {"retrieval": {
-                      "event": "click", "baseline": "popularity", "ks": [5, 10, 20],
-                      "eval_history": 50, "seed": 42,
-                      "models": RETRIEVAL_MODELS}})
-        if "items" in plan["dataset"]:
-            columns = plan["dataset"]["items"]["columns"]
-            text = [c for c, k in columns.items() if (k if isinstance(k, str) else k["kind"])
-                    in ("text", "categorical")]
-            if text:
-                _dump(staging / "parameters_semantic_ids.yml", "Item text -> semantic IDs.",
-                      {"semantic_ids": {
-                          "encoder": {"name": "tfidf_svd",
-                                      "params": {"text_columns": text, "dim": 32, "min_df": 1}},
-                          "purity_columns": text[:1],
-                          "tokenizers": {"rq_kmeans": {"tokenizer": "rq_kmeans", "params": {
-                              "levels": 3, "codebook_size": 32, "seed": 0}}}}})
+        for name, (header, blocks) in _parameter_files(plan).items():
+            _dump(staging / name, header, blocks)
         if target.exists():
             shutil.rmtree(target)
         staging.rename(target)

@@ -10,7 +10,8 @@ project's `conf/` is never written:
         base/                                 a copy of conf/base
         bench_<grid>_<dataset>_<protocol>/
             globals.yml        out: <output>/<dataset>/<protocol>
-            parameters.yml     the dataset env's merged parameter blocks, overridden
+            parameters.yml     the dataset env's merged parameter blocks, overridden,
+                               each marked `_replace: true` (recflow.config_loader)
             ...                the dataset env's other files (its catalog), copied
 
 A grid file (validated; unknown keys fail):
@@ -108,11 +109,12 @@ def cell_parameters(base: dict[str, Any], grid: BenchmarkGrid, protocol: str) ->
 
 
 def _merged_config(project: Path, env: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    from kedro.config import OmegaConfigLoader
+    from recflow.config_loader import DeltaConfigLoader
 
-    loader = OmegaConfigLoader(conf_source=str(project / "conf"), env=None if env == "base"
+    loader = DeltaConfigLoader(conf_source=str(project / "conf"), env=None if env == "base"
                                else env, base_env="base", default_run_env="base",
-                               config_patterns={"globals": ["globals*", "globals*/**"]})
+                               config_patterns={"globals": ["globals*", "globals*/**"]},
+                               merge_strategy={"parameters": "soft"})  # as settings.py
     return dict(loader["parameters"]), dict(loader["globals"])
 
 
@@ -133,6 +135,8 @@ def rebase_outputs(params: Any, old_out: str, new_out: str) -> Any:
 def _write_conf(project: Path, conf: Path, name: str, env: str, params: dict[str, Any],
                 globals_: dict[str, Any], out: Path) -> Path:
     """A conf source at `conf`: conf/base copied, plus the cell's env `name`."""
+    from recflow.config_loader import replacing
+
     if conf.exists():
         shutil.rmtree(conf)
     shutil.copytree(project / "conf" / "base", conf / "base")
@@ -143,7 +147,8 @@ def _write_conf(project: Path, conf: Path, name: str, env: str, params: dict[str
             if src.is_file() and not src.name.startswith(("parameters", "globals")):
                 shutil.copy(src, target / src.name)
     (target / "globals.yml").write_text(yaml.safe_dump({**globals_, "out": str(out)}))
-    (target / "parameters.yml").write_text(yaml.safe_dump(params, sort_keys=False))
+    # merged already: each block replaces base's instead of merging into it again
+    (target / "parameters.yml").write_text(yaml.safe_dump(replacing(params), sort_keys=False))
     return target
 
 
