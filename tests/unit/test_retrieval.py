@@ -124,6 +124,50 @@ def test_sasrec_learns_a_sequential_rule() -> None:
     assert _hit_rate(model, data.n_items) >= 0.8
 
 
+def test_sasrec_with_ligr_blocks_learns_a_sequential_rule() -> None:
+    data = _cyclic_data()
+    model = RETRIEVAL_MODELS.create("sasrec", params={"max_len": 8, "embed_dim": 16, "heads": 1,
+                                                      "layers": 1, "dropout": 0.0, "epochs": 40,
+                                                      "batch_size": 32, "lr": 0.01,
+                                                      "block": "ligr"}).fit(data)
+    assert _hit_rate(model, data.n_items) >= 0.8
+
+
+def test_ligr_gates_scale_each_sublayer() -> None:
+    """With the gates shut (bias -> -inf) a LiGR block is the identity; open, it is not."""
+    from recflow.models.retrieval.blocks import LiGRLayer
+
+    torch.manual_seed(0)
+    layer, x = LiGRLayer(d=8, heads=2, ffn_dim=16, dropout=0.0).eval(), torch.randn(2, 5, 8)
+    assert not torch.allclose(layer(x, None), x)
+    with torch.no_grad():
+        for gate in (layer.gate1, layer.gate2):
+            gate.weight.zero_()
+            gate.bias.fill_(-1e4)
+    torch.testing.assert_close(layer(x, None), x)
+
+
+def test_fast_dropout_is_dropout() -> None:
+    """Same law as nn.Dropout: keep with 1 - p, kept values scaled by 1 / (1 - p); identity
+    in eval; every nn.Dropout of a model is swapped."""
+    from torch import nn
+
+    from recflow.models.retrieval.blocks import FastDropout, use_fast_dropout
+
+    torch.manual_seed(0)
+    drop, x = FastDropout(0.3), torch.ones(200_000)
+    y = drop(x)
+    values = torch.unique(y).tolist()
+    assert values[0] == 0.0 and values[1:] == [pytest.approx(1 / 0.7)]
+    assert abs(float((y > 0).float().mean()) - 0.7) < 0.005
+    assert torch.equal(drop.eval()(x), x)
+    model = use_fast_dropout(nn.Sequential(nn.Linear(2, 2), nn.Dropout(0.4),
+                                           nn.TransformerEncoderLayer(4, 1, 8, 0.2)))
+    swapped = [m for m in model.modules() if isinstance(m, nn.Dropout)]
+    assert swapped and all(type(m) is FastDropout for m in swapped)
+    assert [m.p for m in swapped] == [0.4, 0.2, 0.2, 0.2]
+
+
 def test_tiger_learns_a_sequential_rule_through_semantic_ids() -> None:
     data = _cyclic_data()
     n = data.n_items

@@ -27,6 +27,8 @@ PARAMS = {
     "sasrec": {"max_len": 6, "embed_dim": 16, "heads": 2, "layers": 1, "epochs": 1},
     "sasrec_sampled": {"max_len": 6, "embed_dim": 16, "heads": 2, "layers": 1, "epochs": 1,
                        "loss": "sampled_softmax", "num_negatives": 8},
+    "sasrec_ligr": {"max_len": 6, "embed_dim": 16, "heads": 2, "layers": 2, "epochs": 1,
+                    "block": "ligr"},
     "two_tower": {"max_len": 6, "embed_dim": 8, "hidden_dim": 16, "out_dim": 8, "epochs": 1,
                   "batch_size": 32},
     "tiger": {"max_items": 3, "embed_dim": 16, "heads": 2, "layers": 1, "epochs": 1,
@@ -55,8 +57,9 @@ def histories() -> list[np.ndarray]:
 
 def _payload(name: str, data: RetrievalData, tmp_path) -> dict:
     """Fit, then go through the on-disk format the catalog uses (weights_only load)."""
-    model = RETRIEVAL_MODELS.create(name.removesuffix("_sampled"), params=PARAMS[name]).fit(data)
-    payload = {"model": name.removesuffix("_sampled"), "params": PARAMS[name],
+    registered = "sasrec" if name.startswith("sasrec") else name
+    model = RETRIEVAL_MODELS.create(registered, params=PARAMS[name]).fit(data)
+    payload = {"model": registered, "params": PARAMS[name],
                "state_dict": model.state(), "feature_spec_hash": None}
     torch.save(payload, tmp_path / f"{name}.pt")
     return model, torch.load(tmp_path / f"{name}.pt", weights_only=True)
@@ -84,7 +87,7 @@ def _check_graph(proto: onnx.ModelProto, feeds: dict, want: np.ndarray) -> None:
         assert np.abs(got - want[rows]).max() <= 1e-5
 
 
-@pytest.mark.parametrize("name", ["sasrec", "sasrec_sampled"])
+@pytest.mark.parametrize("name", ["sasrec", "sasrec_sampled", "sasrec_ligr"])
 def test_sasrec_export_parity(name, data, histories, tmp_path) -> None:
     from recflow.models.retrieval.base import left_pad
 

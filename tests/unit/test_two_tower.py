@@ -54,7 +54,13 @@ def test_duplicate_items_in_a_batch_are_not_negatives() -> None:
 
 def test_training_pairs_are_every_prefix_with_its_next_item() -> None:
     hist, targets = training_pairs([np.array([5, 6, 7]), np.array([9])], max_len=2)
-    assert hist.tolist() == [[0, 5], [5, 6]] and targets.tolist() == [6, 7]
+    assert hist.tolist() == [[0, 5], [5, 6]] and targets.tolist() == [[6], [7]]
+
+
+def test_a_target_window_offers_the_next_items_padded_at_the_end() -> None:
+    hist, ahead = training_pairs([np.array([5, 6, 7, 8])], max_len=2, window=2)
+    assert hist.tolist() == [[0, 5], [5, 6], [6, 7]]
+    assert ahead.tolist() == [[6, 7], [7, 8], [8, 0]]
 
 
 def test_feature_table_checks_shapes() -> None:

@@ -53,6 +53,7 @@ from recflow.models.retrieval.base import (
     left_pad,
     windows,
 )
+from recflow.models.retrieval.blocks import use_fast_dropout
 from recflow.tokenization.trie import TrieTable, merge_cold
 from recflow.training.core import Step
 
@@ -117,6 +118,7 @@ class TigerModule(nn.Module):
         self.decoder = nn.TransformerEncoder(layer, p.layers, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(p.embed_dim)
         self.head = nn.Linear(p.embed_dim, self.total)
+        use_fast_dropout(self)
 
     def token_ids(self, sids: torch.Tensor) -> torch.Tensor:
         """(..., T) codes -> global token ids."""

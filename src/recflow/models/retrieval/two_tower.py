@@ -56,6 +56,7 @@ from recflow.models.retrieval.base import (
     left_pad,
     top_k,
 )
+from recflow.models.retrieval.blocks import use_fast_dropout
 from recflow.training.core import Step
 
 
@@ -76,6 +77,11 @@ class TwoTowerParams(StrictModel):
     uniform_negatives: int = Field(512, ge=0, le=MAX_COUNT, description=(
         "Extra negatives per batch drawn uniformly from the catalogue (mixed negative "
         "sampling): rare items, never in-batch negatives, get pushed down too."))
+    target_window: int = Field(1, ge=1, le=512, description=(
+        "Positive of each (history before t, target) pair: the item at t (1, next-item), or "
+        "one of the items at t .. t + window - 1 drawn afresh each step (PinnerFormer's "
+        "dense all-action objective): the user vector learns the next few interests rather "
+        "than one arbitrary order within a session."))
     epochs: int = Field(10, ge=1, le=MAX_EPOCHS)
     batch_size: int = Field(512, ge=2, le=MAX_BATCH, description="Pairs per batch = in-batch candidates.")
     lr: float = Field(5e-3, gt=0)
@@ -114,6 +120,7 @@ class TwoTowerModule(nn.Module):
             n_pool = 3
         self.user_mlp = _mlp(n_pool * d_in, p)
         self.item_mlp = _mlp(d_in, p)
+        use_fast_dropout(self)
         for emb in (self.id_emb, *self.feat_emb):
             nn.init.normal_(emb.weight, std=0.05)
             with torch.no_grad():
@@ -180,8 +187,10 @@ def in_batch_softmax_loss(user: torch.Tensor, item: torch.Tensor, items: torch.T
     return F.cross_entropy(logits, torch.arange(b, device=logits.device))
 
 
-def training_pairs(sequences: list[np.ndarray], max_len: int) -> tuple[np.ndarray, np.ndarray]:
-    """Every (last `max_len` items before t, item at t) with t >= 1: (N, max_len), (N,)."""
+def training_pairs(sequences: list[np.ndarray], max_len: int, window: int = 1
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """Every (last `max_len` items before t, items at t .. t + window - 1) with t >= 1:
+    (N, max_len) histories and (N, window) targets, 0-padded past a sequence's end."""
     hist, targets = [], []
     for seq in sequences:
         seq = np.asarray(seq, dtype=np.int64)
@@ -190,9 +199,10 @@ def training_pairs(sequences: list[np.ndarray], max_len: int) -> tuple[np.ndarra
         padded = np.concatenate([np.zeros(max_len, dtype=np.int64), seq])
         view = np.lib.stride_tricks.sliding_window_view(padded, max_len)
         hist.append(view[1:len(seq)])  # window ending right before position t = 1 .. n-1
-        targets.append(seq[1:])
+        ahead = np.concatenate([seq[1:], np.zeros(window - 1, dtype=np.int64)])
+        targets.append(np.lib.stride_tricks.sliding_window_view(ahead, window))
     if not hist:
-        return np.zeros((0, max_len), dtype=np.int64), np.zeros(0, dtype=np.int64)
+        return np.zeros((0, max_len), dtype=np.int64), np.zeros((0, window), dtype=np.int64)
     return np.concatenate(hist), np.concatenate(targets)
 
 
@@ -241,13 +251,18 @@ class TwoTower(Retriever):
         m.id_rows.copy_(torch.as_tensor(id_rows))
         m.codes.copy_(torch.as_tensor(codes))
 
-        hist, targets = training_pairs(data.train_sequences, p.max_len)
-        counts = np.bincount(targets, minlength=data.n_items + 1).astype(np.float64)
+        hist, ahead = training_pairs(data.train_sequences, p.max_len, p.target_window)
+        counts = np.bincount(ahead[:, 0], minlength=data.n_items + 1).astype(np.float64)
         q = torch.as_tensor(counts / max(counts.sum(), 1.0), dtype=torch.float32)
-        hist_t, targets_t = torch.as_tensor(hist), torch.as_tensor(targets)
+        hist_t, ahead_t = torch.as_tensor(hist), torch.as_tensor(ahead)
+        reach = torch.as_tensor((ahead > 0).sum(1))  # targets available per pair (>= 1)
 
         def step(idx: torch.Tensor) -> Step:
-            h, t = hist_t[idx], targets_t[idx]
+            h = hist_t[idx]
+            if p.target_window > 1:
+                t = ahead_t[idx, (torch.rand(len(idx)) * reach[idx]).long()]
+            else:
+                t = ahead_t[idx, 0]
             rows = m.id_rows[t]
             if p.id_dropout > 0:
                 drop = torch.rand(len(t)) < p.id_dropout
@@ -267,7 +282,7 @@ class TwoTower(Retriever):
             self._vectors = None
 
         fit_retriever(self, data, epochs=p.epochs, lr=p.lr, weight_decay=p.weight_decay,
-                      n_samples=len(targets), batch_size=p.batch_size, step=step, min_batch=2,
+                      n_samples=len(ahead), batch_size=p.batch_size, step=step, min_batch=2,
                       before_validation=forget_vectors)
         self._vectors = None
         return self
