@@ -49,7 +49,7 @@ def register_pipelines() -> dict[str, Pipeline]:
     sem = semantic_ids.create_pipeline(**semantic_ids.pipeline_kwargs(params))
     prep_kwargs = preprocessing.pipeline_kwargs(params)
     prep = preprocessing.create_pipeline(**prep_kwargs)
-    sid_tables = [f"semantic_ids_{t}" for t in prep_kwargs["semantic_tokenizers"]]
+    sid_tables = [f"semantic_ids.{t}.table" for t in prep_kwargs["semantic_tokenizers"]]
     if sid_tables:  # semantic_prefix fields read semantic-ID tables: fit those tokenizers first
         prep = sem.to_outputs(*sid_tables) + prep
     exporting = export.create_pipeline(**export.pipeline_kwargs(params))

@@ -38,6 +38,8 @@ def test_missing_inputs_are_named_with_what_to_do(tmp_path: Path) -> None:
         raw_users=_Dataset(tmp_path / "data/01_raw/users.parquet"),
         raw_ratings=_Dataset(tmp_path / "data/01_raw/movielens/ml-100k/u.data"),
         model_input_train=_Dataset(tmp_path / "data/05_model_input/train.parquet"),
+        **{"semantic_ids.rq_kmeans.table": _Dataset(
+            tmp_path / "data/04_feature/semantic_ids/rq_kmeans.parquet")},
     )
     with pytest.raises(MissingInputError) as info:
         MissingInputsHook().before_pipeline_run(_Pipeline(*catalog, "params:ranking"), catalog)
@@ -46,6 +48,8 @@ def test_missing_inputs_are_named_with_what_to_do(tmp_path: Path) -> None:
     assert "'raw_users'" in message and "recflow generate" in message
     assert "'raw_ratings'" in message and "recflow fetch-movielens" in message
     assert "'model_input_train'" in message and "--pipelines=preprocessing" in message
+    assert ("--pipelines=semantic_ids --namespaces=semantic_ids.rq_kmeans"
+            in message.split("'semantic_ids.rq_kmeans.table'")[1])
 
 
 def test_present_inputs_pass_and_the_check_follows_the_files(tmp_path: Path) -> None:

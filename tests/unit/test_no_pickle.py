@@ -136,7 +136,7 @@ def test_the_model_entries_cover_every_model_artefact() -> None:
     names = set(MODEL_ENTRIES)
     assert "distillation_teacher" in names
     assert {"{name}.model", "distillation_student_kd", "distillation_student_plain",
-            "retrieval_model_{name}", "tokenizer_{name}", "{name}.onnx",
+            "retrieval.{name}.model", "semantic_ids.{name}.tokenizer", "{name}.onnx",
             "{name}.serving_bundle"} <= names
     for name, cfg in _catalog_config().items():
         if isinstance(cfg, dict) and "06_models/" in str(cfg.get("filepath", "")):

@@ -22,7 +22,7 @@ class NumpyArrayDataset(AbstractDataset[np.ndarray, np.ndarray]):
 
     Example ``catalog.yml`` entry::
 
-        "retrieval_{name}_item_vectors":
+        "retrieval.{name}.item_vectors":
           type: recflow.datasets.NumpyArrayDataset
           filepath: ${globals:out}/07_model_output/retrieval/{name}/item_vectors.npy
           dtype: float32

@@ -52,13 +52,15 @@ PIPELINES: dict[str, dict[str, Any]] = {
                 "block": "ranking",
                 "split_key": ("preprocessing", "split"),
                 "metrics": "08_reporting/ranking/{name}_seed_runs.json",
+                "namespace": "{name}",
                 "to_outputs": "{name}.seed_runs",
                 "quality": ["auc", "auc_rare_items", "logloss", "gauc"],
                 "throughput": "samples_per_second"},
     "retrieval": {"prepare": [("preprocessing", "split_cutoffs"), ("semantic_ids", None)],
                   "block": "retrieval", "split_key": ("retrieval", "split"),
                   "metrics": "08_reporting/retrieval/{name}_metrics.json",
-                  "to_outputs": "retrieval_metrics_{name}",
+                  "namespace": "retrieval.{name}",
+                  "to_outputs": "retrieval.{name}.metrics",
                   "quality": ["recall@10", "ndcg@10", "recall@10_cold"],
                   "throughput": "users_per_second"},
 }
@@ -197,7 +199,8 @@ def run_grid(grid: BenchmarkGrid, project: Path, name: str = "grid",
                     _kedro(project, conf, env_name, prep, *extra)
                 for model in params[spec["block"]]["models"]:
                     log(f"[{label}/{protocol}] {model} × {len(grid.seeds)} seed(s)")
-                    cost = _kedro(project, conf, env_name, grid.pipeline, "--namespaces", model,
+                    cost = _kedro(project, conf, env_name, grid.pipeline,
+                                  "--namespaces", spec["namespace"].format(name=model),
                                   "--to-outputs", spec["to_outputs"].format(name=model))
                     metrics = json.loads((out / spec["metrics"].format(name=model)).read_text())
                     rows.append({"dataset": label, "protocol": protocol, "model": model,

@@ -51,7 +51,7 @@ EXPORTABLE = ("sasrec", "two_tower", "tiger")
 
 
 def retriever_from_payload(payload: dict[str, Any]) -> Retriever:
-    """A fitted retriever from a `retrieval_model_{name}` payload (its class's `from_state`)."""
+    """A fitted retriever from a `retrieval.{name}.model` payload (its class's `from_state`)."""
     component = RETRIEVAL_MODELS.get(payload["model"])
     rebuild = getattr(component.target, "from_state", None)
     if rebuild is None:

@@ -67,8 +67,8 @@ class SemanticPrefixConfig(_Strict):
     """Item -> semantic-ID prefix tokens c1, c1c2, ..., one categorical field per level.
 
     Fields are named `<name>_p<level>`; items sharing a prefix share its embedding,
-    so rare items borrow from content neighbours. Needs the `semantic_ids_<tokenizer>`
-    table (the semantic_ids pipeline runs first).
+    so rare items borrow from content neighbours. Needs the dataset
+    `semantic_ids.<tokenizer>.table` (the semantic_ids pipeline runs first).
     """
 
     transform: Literal["semantic_prefix"]

@@ -144,13 +144,13 @@ def _semantic_prefix_fields(
     if cfg.tokenizer not in tables:
         raise KeyError(f"{key}.tokenizer: no semantic-ID table for '{cfg.tokenizer}' was given "
                        f"(tables: {sorted(tables)}); it must name an entry of "
-                       f"semantic_ids.tokenizers (dataset semantic_ids_{cfg.tokenizer})")
+                       f"semantic_ids.tokenizers (dataset semantic_ids.{cfg.tokenizer}.table)")
     table_levels = tables[cfg.tokenizer].levels
     levels = cfg.levels or list(range(1, table_levels + 1))
     too_long = [lv for lv in levels if lv > table_levels]
     if too_long:
         raise ValueError(f"{key}.levels: {too_long} exceed the {table_levels} code levels of "
-                         f"semantic_ids_{cfg.tokenizer} (allowed: 1..{table_levels}; the "
+                         f"semantic_ids.{cfg.tokenizer}.table (allowed: 1..{table_levels}; the "
                          f"disambiguation digit is not a prefix)")
     return [
         FieldSpec(name=prefix_field_name(name, lv), kind="categorical",

@@ -44,7 +44,17 @@ class MissingInputError(FileNotFoundError):
     """A pipeline input file does not exist; the message says how to create it."""
 
 
-def advice(path: Path) -> str:
+#: namespaced per-entry datasets (`<pipeline>.<entry>.<artifact>`) -> the pipeline writing them
+ENTRY_PIPELINES = ("retrieval", "semantic_ids")
+
+
+def advice(path: Path, name: str = "") -> str:
+    """The command that creates the missing file at `path` (catalog entry `name`)."""
+    pipeline, _, rest = name.partition(".")
+    if pipeline in ENTRY_PIPELINES and "." in rest:
+        entry = rest.rpartition(".")[0]
+        return (f"run its entry first: `kedro run --pipelines={pipeline} "
+                f"--namespaces={pipeline}.{entry}` (same --env)")
     text = path.as_posix()
     if "01_raw/movielens" in text:
         return "fetch MovieLens-100K first: `recflow fetch-movielens` (docs/movielens.md)"
@@ -101,7 +111,7 @@ class MissingInputsHook:
                                "(parameters_dataset.yml) does not provide")
                 continue
             if path is not None and not path.exists():
-                missing.append(f"  - dataset '{name}': {path} does not exist; {advice(path)}")
+                missing.append(f"  - dataset '{name}': {path} does not exist; {advice(path, name)}")
         if missing:
             raise MissingInputError(
                 "Cannot start the run, input data is missing:\n" + "\n".join(missing))

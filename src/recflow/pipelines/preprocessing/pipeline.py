@@ -47,12 +47,12 @@ def create_pipeline(semantic_tokenizers: list[str] | None = None,
     `side_tables`: "users" / "items" -> catalog entry, for those the declaration has;
     `with_items`: the log has an item key (without an items table, the catalogue is the
     distinct items of the log);
-    `semantic_tokenizers`: tables `semantic_ids_<name>` that `semantic_prefix` fields read.
+    `semantic_tokenizers`: tables `semantic_ids.<name>.table` that `semantic_prefix` fields read.
     """
     log_tables = log_tables or ["raw_interactions"]
     side_tables = {"users": "raw_users", "items": "raw_items"} if side_tables is None \
         else side_tables
-    tables = {f"{nodes.SID_INPUT_PREFIX}{name}": f"semantic_ids_{name}"
+    tables = {f"{nodes.SID_INPUT_PREFIX}{name}": f"semantic_ids.{name}.table"
               for name in semantic_tokenizers or []}
     prepare_side = {"users": nodes.prepare_users, "items": nodes.prepare_items}
     return Pipeline(

@@ -27,7 +27,7 @@ logger = logging.getLogger(__name__)
 #: histories the parity checks run on (the first ones of the test period)
 PARITY_ROWS = 1024
 
-#: what each exportable model writes, in node-output order (catalog: retrieval_{name}_{key})
+#: what each exportable model writes, in node-output order (catalog: retrieval.{name}.{key})
 OUTPUTS: dict[str, tuple[str, ...]] = {
     "sasrec": ("user_onnx", "item_vectors", "export_report"),
     "two_tower": ("user_onnx", "item_onnx", "item_vectors", "export_report"),

@@ -76,6 +76,19 @@ def fit_tokenizer(embeddings: pd.DataFrame, items: pd.DataFrame, entry: Tokenize
     return payload, table.to_frame(), metrics
 
 
+def fit_entry(embeddings: pd.DataFrame, items: pd.DataFrame, params: SemanticIdsParams, *,
+              name: str) -> tuple[dict[str, Any], pd.DataFrame, dict]:
+    """`fit_tokenizer` for the entry `semantic_ids.tokenizers.<name>`.
+
+    Reads the whole typed block (what Kedro validates) and looks the entry up by name:
+    see `recflow.pipelines.semantic_ids.pipeline` for why the entry is not bound alone.
+    """
+    if name not in params.tokenizers:
+        raise KeyError(f"parameters_semantic_ids.yml: semantic_ids.tokenizers has no "
+                       f"entry '{name}'; entries: {sorted(params.tokenizers)}")
+    return fit_tokenizer(embeddings, items, params.tokenizers[name], params)
+
+
 def load_tokenizer(payload: dict[str, Any]):
     """Rebuild a fitted tokenizer from its saved payload (encodes new items, no refit)."""
     tok = TOKENIZERS.create(payload["model"], params=payload["params"])

@@ -1,5 +1,17 @@
 """semantic_ids: encode items once, fit every tokenizer of the YAML, one shared report.
 
+Entry `<name>` of `semantic_ids.tokenizers` is the namespace `semantic_ids.<name>`: its
+fit node writes `semantic_ids.<name>.tokenizer` (the fitted state), `.table` (the unique
+IDs that retrieval and `semantic_prefix` features read) and `.metrics`; kedro-viz groups
+each entry under `semantic_ids`, `--namespaces=semantic_ids.<name>` fits one.
+
+Every node reads the whole `params:semantic_ids` block, typed, and a fit node gets its
+entry's name by keyword (`with_entry_name`). Binding `params:semantic_ids.tokenizers.<name>`
+typed instead fails Kedro's validation: it visits requirements in node order and cannot
+set a child key once its parent block is a model (kedro/validation/utils.py,
+`set_nested_dict_value`: "intermediate key 'semantic_ids' is not a dictionary"), and
+the encode node (upstream of every fit) reads the whole block.
+
 An item encoder that learns from interactions (``needs_events``, e.g. ``cooccurrence``)
 makes ``encode_items`` also read ``interactions``, ``split_cutoffs`` and
 ``params:retrieval``, from which it takes the retrieval models' training events only.
@@ -9,28 +21,20 @@ from __future__ import annotations
 
 from typing import Any
 
-import pandas as pd
-from kedro.pipeline import Pipeline, node
+from kedro.pipeline import Pipeline, node, pipeline
 
+from recflow.pipelines import with_entry_name
 from recflow.pipelines.semantic_ids import nodes
-from recflow.pipelines.semantic_ids.params import SemanticIdsParams
 from recflow.tokenization.encoders import encoder_needs_events
 
 #: what encode_items reads besides items and params when the encoder learns from events
 EVENT_INPUTS = ["interactions", "split_cutoffs", "params:retrieval"]
 
 
-def _fit_for(name: str):
-    """A node function bound to one YAML entry; annotated so Kedro validates the params."""
-
-    def fit(embeddings: pd.DataFrame, items: pd.DataFrame, params: SemanticIdsParams):
-        if name not in params.tokenizers:
-            raise KeyError(f"parameters_semantic_ids.yml: semantic_ids.tokenizers has no "
-                           f"entry '{name}'; entries: {sorted(params.tokenizers)}")
-        return nodes.fit_tokenizer(embeddings, items, params.tokenizers[name], params)
-
-    fit.__name__ = fit.__qualname__ = f"fit_tokenizer_{name}"
-    return fit
+def _tokenizer_template(name: str) -> Pipeline:
+    return Pipeline([node(with_entry_name(nodes.fit_entry, name),
+                          ["item_embeddings", "items", "params:semantic_ids"],
+                          ["tokenizer", "table", "metrics"], name="fit")])
 
 
 def pipeline_kwargs(params: dict[str, Any]) -> dict[str, Any]:
@@ -48,14 +52,16 @@ def create_pipeline(tokenizer_names: list[str] | None = None, encoder: str | Non
     inputs = ["items", "params:semantic_ids"]
     if encoder and encoder_needs_events(encoder):
         inputs += EVENT_INPUTS
-    nodes_ = [node(nodes.encode_items, inputs, "item_embeddings", name="encode_items")]
-    for name in names:
-        nodes_.append(node(_fit_for(name), ["item_embeddings", "items", "params:semantic_ids"],
-                           [f"tokenizer_{name}", f"semantic_ids_{name}", f"sid_metrics_{name}"],
-                           name=f"fit_tokenizer_{name}"))
-    if names:
-        nodes_.append(node(nodes.report_semantic_ids,
-                           {f"metrics__{n}": f"sid_metrics_{n}" for n in names},
-                           ["semantic_ids_report", "semantic_ids_usage_plot"],
-                           name="report_semantic_ids"))
-    return Pipeline(nodes_)
+    encode = Pipeline([node(nodes.encode_items, inputs, "item_embeddings",
+                            name="encode_items")])
+    if not names:
+        return encode
+    per_entry = [pipeline(_tokenizer_template(name), namespace=f"semantic_ids.{name}",
+                          inputs={"item_embeddings", "items"},
+                          parameters={"params:semantic_ids"})
+                 for name in names]
+    report = Pipeline([node(nodes.report_semantic_ids,
+                            {f"metrics__{n}": f"semantic_ids.{n}.metrics" for n in names},
+                            ["semantic_ids_report", "semantic_ids_usage_plot"],
+                            name="report_semantic_ids")])
+    return encode + sum(per_entry, Pipeline([])) + report
