@@ -17,6 +17,7 @@ from recflow.models.retrieval.tiger import (
     constrained_beam_search,
     merge_cold,
 )
+from recflow.registry import RegistryError
 from recflow.tokenization import disambiguate
 
 torch.set_num_threads(1)
@@ -145,6 +146,24 @@ def test_ligr_gates_scale_each_sublayer() -> None:
             gate.weight.zero_()
             gate.bias.fill_(-1e4)
     torch.testing.assert_close(layer(x, None), x)
+
+
+def test_repeat_bias_learns_that_nobody_repeats() -> None:
+    """Users consume each item once: the learned bias turns negative and the top-5 holds no
+    item of the window; the sampled loss cannot carry it (refused)."""
+    rng = np.random.default_rng(0)
+    data = RetrievalData(n_items=30, train_sequences=[rng.permutation(np.arange(1, 31))[:20]
+                                                      for _ in range(60)])
+    model = RETRIEVAL_MODELS.create("sasrec", params={
+        "max_len": 8, "embed_dim": 16, "heads": 1, "layers": 1, "epochs": 30,
+        "batch_size": 64, "lr": 0.01, "repeat_bias": True}).fit(data)
+    assert float(model.module.repeat) < -1.0
+    histories = [rng.permutation(np.arange(1, 31))[:8] for _ in range(20)]
+    top = model.recommend(histories, 5)
+    assert not any(set(t) & set(h) for t, h in zip(top, histories, strict=True))
+    with pytest.raises(RegistryError, match="repeat_bias: true needs loss: full_softmax"):
+        RETRIEVAL_MODELS.create("sasrec", params={"repeat_bias": True,
+                                                  "loss": "sampled_softmax"})
 
 
 def test_fast_dropout_is_dropout() -> None:

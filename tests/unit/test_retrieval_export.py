@@ -12,6 +12,7 @@ import torch
 
 from recflow.datasets import NumpyArrayDataset
 from recflow.export.checks import ParityError, compare
+from recflow.export.onnx_export import read_metadata
 from recflow.export.retrieval import export_retriever, retriever_from_payload
 from recflow.export.runtime import session
 from recflow.models.retrieval import RETRIEVAL_MODELS, RetrievalData, Trie
@@ -29,6 +30,8 @@ PARAMS = {
                        "loss": "sampled_softmax", "num_negatives": 8},
     "sasrec_ligr": {"max_len": 6, "embed_dim": 16, "heads": 2, "layers": 2, "epochs": 1,
                     "block": "ligr"},
+    "sasrec_repeat": {"max_len": 6, "embed_dim": 16, "heads": 2, "layers": 1, "epochs": 2,
+                      "repeat_bias": True},
     "two_tower": {"max_len": 6, "embed_dim": 8, "hidden_dim": 16, "out_dim": 8, "epochs": 1,
                   "batch_size": 32},
     "tiger": {"max_items": 3, "embed_dim": 16, "heads": 2, "layers": 1, "epochs": 1,
@@ -87,7 +90,7 @@ def _check_graph(proto: onnx.ModelProto, feeds: dict, want: np.ndarray) -> None:
         assert np.abs(got - want[rows]).max() <= 1e-5
 
 
-@pytest.mark.parametrize("name", ["sasrec", "sasrec_sampled", "sasrec_ligr"])
+@pytest.mark.parametrize("name", ["sasrec", "sasrec_sampled", "sasrec_ligr", "sasrec_repeat"])
 def test_sasrec_export_parity(name, data, histories, tmp_path) -> None:
     from recflow.models.retrieval.base import left_pad
 
@@ -102,8 +105,14 @@ def test_sasrec_export_parity(name, data, histories, tmp_path) -> None:
     matrix = out["item_vectors"]
     assert matrix.dtype == np.float32 and matrix.shape == (N_ITEMS + 1, 16)
     assert not matrix[0].any()
-    # ANN side: user vector x item matrix = SASRec's own scores
-    np.testing.assert_allclose(want @ matrix[1:].T, model.scores(histories).numpy(), atol=1e-5)
+    # ANN side: user vector x item matrix (+ the repeat bias on the history's items, from
+    # the metadata) = SASRec's own scores
+    bias = read_metadata(out["user_encoder"]).get("repeat_bias")
+    assert (bias is None) == (name != "sasrec_repeat")
+    in_history = np.zeros((len(hist), N_ITEMS + 1))
+    np.put_along_axis(in_history, hist, 1.0, axis=1)
+    ann = want @ matrix[1:].T + float(bias or 0.0) * in_history[:, 1:]
+    np.testing.assert_allclose(ann, model.scores(histories).numpy(), atol=1e-5)
     assert rep["top10_agreement"] == 1.0
 
 

@@ -10,7 +10,9 @@ the numbers above the tolerance):
   left-padded with 0 -> ``user`` (B, d), the state after the last item; plus the
   item matrix (n_items + 1, d) float32 = the tied item embeddings (row i = item
   index i, row 0 zeros). ``user @ matrix.T`` are SASRec's logits, so an
-  inner-product ANN index over the matrix reproduces ``recommend``.
+  inner-product ANN index over the matrix reproduces ``recommend``; with
+  ``repeat_bias`` (metadata ``repeat_bias``: the learned scalar, absent without) the caller
+  adds it to the scores of the history's own items, which it holds.
 * ``two_tower``: ``user_tower`` graph (same input) -> ``user`` (B, d) unit vectors;
   ``item_tower`` graph ``item`` (B,) catalogue index (0 or unknown = a new item:
   the OOV id row) + ``feature_<name>`` (B,) int64 codes per item feature ->
@@ -140,13 +142,16 @@ def export_sasrec(model: Any, histories: list[np.ndarray], *, name: str = "sasre
     with torch.no_grad():
         want = m.user_embedding(torch.as_tensor(hist)).numpy()
     matrix = model.item_matrix()
+    repeat = None if m.repeat is None else float(m.repeat.detach())
+    rule = "" if repeat is None else f" + repeat_bias ({repeat:.4f}) for items in the history"
     proto = trace(wrapper, {"history": torch.as_tensor(_example(hist))}, ["user"], opset=opset,
                   doc=f"recflow retrieval '{name}' (sasrec): history (B, {max_len}) item indices, "
-                      "left-padded with 0 -> user (B, d); score = user @ item_vectors.T",
+                      f"left-padded with 0 -> user (B, d); score = user @ item_vectors.T{rule}",
                   metadata={"model_name": name, "registered_model": "sasrec",
                             "max_len": max_len, "n_items": len(matrix) - 1,
                             "item_vectors": "item_vectors.npy: row i = item index i, row 0 zeros",
-                            "graph_optimization": level})
+                            "graph_optimization": level,
+                            **({} if repeat is None else {"repeat_bias": repeat})})
     optimised, rep = _checked(proto, {"history": hist}, want, tolerance=tolerance, level=level,
                               name=name, what="user vectors")
     user = session(optimised).run(None, {"history": hist})[0]

@@ -25,7 +25,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import Field
+from pydantic import Field, model_validator
 from torch import nn
 
 from recflow.config_types import (
@@ -73,6 +73,13 @@ class SASRecParams(StrictModel):
                             "linear weights (positions included).")
     dropout: float = Field(0.2, ge=0, lt=1)
     attn_dropout: float | None = Field(None, ge=0, lt=1, description="None: `dropout`.")
+    repeat_bias: bool = Field(
+        False, description="Learn one scalar b added to the logit of every item already in "
+        "the input window (RepeatNet's repeat / explore split, in its smallest form): on "
+        "data where nobody re-consumes (MovieLens ratings) b turns strongly negative and "
+        "the model stops spending top-K slots on items just seen; on re-consumption data "
+        "(music, groceries) it can turn positive. A dot product alone cannot do this, "
+        "since the seen items are the ones most similar to the history state.")
     train_stride: int | None = Field(
         None, ge=1, le=512, description="Training windows end every `train_stride` items; "
         "each target is trained once, in the window where it has the most context (at least "
@@ -90,6 +97,13 @@ class SASRecParams(StrictModel):
                                "(loss: sampled_softmax).")
     negative_sampling: Literal["frequency", "uniform"] = "frequency"
     logq_correction: bool = Field(True, description="Subtract log(K q_j) from sampled logits.")
+
+    @model_validator(mode="after")
+    def _repeat_bias_needs_full_softmax(self) -> SASRecParams:
+        if self.repeat_bias and self.loss != "full_softmax":
+            raise ValueError("repeat_bias: true needs loss: full_softmax (the sampled loss "
+                             "scores a few items, not the window's)")
+        return self
 
 
 class SASRecModule(nn.Module):
@@ -121,6 +135,7 @@ class SASRecModule(nn.Module):
             self.encoder = nn.TransformerEncoder(layer, p.layers, enable_nested_tensor=False)
             self.norm = nn.LayerNorm(d) if p.norm == "pre" else nn.Identity()
         self.drop = nn.Dropout(p.dropout)
+        self.repeat = nn.Parameter(torch.zeros(())) if p.repeat_bias else None
         for module in self.modules():
             if isinstance(module, nn.Linear | nn.Embedding):
                 nn.init.normal_(module.weight, std=p.init_std)
@@ -145,8 +160,15 @@ class SASRecModule(nn.Module):
         """State after the last history item: the query vector for ANN search."""
         return self.forward(seq)[:, -1]
 
-    def logits(self, h: torch.Tensor) -> torch.Tensor:
-        return h @ self.item.weight[1:].T  # (.., n_items) for items 1..n
+    def logits(self, h: torch.Tensor, window: torch.Tensor | None = None) -> torch.Tensor:
+        """(N, d) states -> (N, n_items) logits for items 1..n; with `repeat_bias`, `window`
+        (N, S) holds each row's input items (0 = none) and gets the learned bias."""
+        out = h @ self.item.weight[1:].T
+        if self.repeat is None or window is None:
+            return out
+        seen = torch.zeros(len(window), out.shape[1] + 1, dtype=out.dtype, device=out.device)
+        seen.scatter_(1, window, 1.0)
+        return out + self.repeat * seen[:, 1:]
 
 
 def sampled_softmax_loss(h: torch.Tensor, item_emb: torch.Tensor, targets: torch.Tensor,
@@ -222,7 +244,12 @@ class SASRec(Retriever):
             inputs, targets, valid = seqs[idx, :-1], seqs[idx, 1:], owned[idx]
             h = m(inputs)[valid]
             if p.loss == "full_softmax":
-                return Step(F.cross_entropy(m.logits(h), targets[valid] - 1), int(valid.sum()))
+                window = None
+                if p.repeat_bias:  # the items up to each trained position
+                    rows, cols = valid.nonzero(as_tuple=True)
+                    window = inputs[rows].masked_fill(column > cols.unsqueeze(1), 0)
+                return Step(F.cross_entropy(m.logits(h, window), targets[valid] - 1),
+                            int(valid.sum()))
             negatives = torch.multinomial(q, p.num_negatives, replacement=True)
             return Step(sampled_softmax_loss(h, m.item.weight, targets[valid], negatives, log_q),
                         int(valid.sum()))
@@ -235,7 +262,7 @@ class SASRec(Retriever):
     def scores(self, histories: list[np.ndarray]) -> torch.Tensor:
         m = self.module.eval()
         seq = torch.as_tensor(left_pad(histories, self.params.max_len))
-        return m.logits(m.user_embedding(seq))
+        return m.logits(m.user_embedding(seq), seq)
 
     def recommend(self, histories: list[np.ndarray], k: int,
                   exclude: list[np.ndarray] | None = None) -> np.ndarray:
