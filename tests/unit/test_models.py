@@ -199,9 +199,9 @@ def test_field_embedding_shares_and_pools(spec: FeatureSpec) -> None:
     emb = FieldEmbedding(spec, 3)
     inputs, _ = make_batch()
     out = emb(inputs)
-    assert out.shape == (B, 5, 3) and len(emb.tables) == 3  # history reuses the item table
+    assert out.shape == (B, 5, 3) and len(emb.vocab_sizes) == 3  # history reuses item's
     hist = inputs["hist_item_id"][0]
-    expected = emb.table("item_id")(hist[hist != 0]).mean(dim=0)
+    expected = emb.lookup("item_id", hist[hist != 0]).mean(dim=0)
     torch.testing.assert_close(out[0, 4], expected)
     torch.testing.assert_close(out[:, 3], inputs["price"][:, None] * emb.numeric[0])
 

@@ -142,7 +142,10 @@ def test_learns_planted_signal(data):
     result = fit(model, train, valid, TrainerConfig(epochs=3, **CFG))
     assert [r["epoch"] for r in result.history] == [1, 2, 3]
     assert set(result.history[0]) == {"epoch", "train_loss", "valid_auc", "valid_logloss",
-                                      "seconds", "samples_per_s"}
+                                      "batch_seconds", "seconds", "samples_per_s"}
+    # batch assembly is part of the train loop samples_per_s covers, so shorter than it
+    row = result.history[0]
+    assert 0 < row["batch_seconds"] < len(train) / row["samples_per_s"]
     assert result.best_valid_auc > 0.8
     assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
     scores = predict(model, valid, batch_size=300)

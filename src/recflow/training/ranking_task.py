@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -145,9 +146,19 @@ class RankingTask:
         self.train, self.valid = train.select(model.input_names), valid.select(model.input_names)
         self.y_valid = split_labels(self.valid, model.tasks[0])
         self.device = device_of(model)
+        self.batch_seconds = 0.0  # spent assembling batches since the last `validate`
 
     def batches(self, generator: torch.Generator) -> Iterator[Any]:
-        return train_batches(self.train, self.config.batch_size, generator)
+        """The epoch's batches; the time spent making each one is added to `batch_seconds`,
+        so the history separates batch assembly from the training step."""
+        batches = iter(train_batches(self.train, self.config.batch_size, generator))
+        while True:
+            start = time.perf_counter()
+            batch = next(batches, None)
+            self.batch_seconds += time.perf_counter() - start
+            if batch is None:
+                return
+            yield batch
 
     def steps(self) -> int:
         return math.ceil(len(self.train) / self.config.batch_size)
@@ -158,9 +169,14 @@ class RankingTask:
         return Step(loss, len(mb))
 
     def validate(self) -> dict[str, float]:
+        """Valid AUC / logloss, and `batch_seconds` of the epoch just trained (if any)."""
         p_valid = predict(self.module, self.valid, self.config.eval_batch_size)[:, 0]
-        return {"valid_auc": auc(self.y_valid, p_valid),
-                "valid_logloss": logloss(self.y_valid, p_valid)}
+        metrics = {"valid_auc": auc(self.y_valid, p_valid),
+                   "valid_logloss": logloss(self.y_valid, p_valid)}
+        if self.batch_seconds:
+            metrics["batch_seconds"] = self.batch_seconds
+        self.batch_seconds = 0.0
+        return metrics
 
 
 def checkpoints_for(config: TrainerConfig) -> Checkpoints | None:
