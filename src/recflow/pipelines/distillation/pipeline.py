@@ -10,28 +10,13 @@ from __future__ import annotations
 
 from typing import Any
 
-import pandas as pd
 from kedro.pipeline import Pipeline, node
 
-from recflow.export.params import ExportParams
+from recflow.pipelines import with_entry_name
 from recflow.pipelines.distillation import nodes
-from recflow.pipelines.distillation.params import DistillationParams
 
 DATA = ["model_input_train", "model_input_valid", "feature_spec"]
 PARAMS = "params:distillation"
-
-
-def _evaluate(name: str):
-    """evaluate_student with the report name bound; keeps the annotated signature for Kedro."""
-
-    def evaluate_student(payload: dict[str, Any], history: dict[str, Any], test: pd.DataFrame,
-                         feature_spec: dict[str, Any], export: ExportParams,
-                         params: DistillationParams) -> tuple[Any, dict[str, Any]]:
-        return nodes.evaluate_student(payload, history, test, feature_spec, export, params,
-                                      name=f"distillation_{name}")
-
-    evaluate_student.__name__ = evaluate_student.__qualname__ = f"evaluate_{name}"
-    return evaluate_student
 
 
 def create_pipeline(mode: str = "offline", **kwargs: Any) -> Pipeline:
@@ -68,7 +53,7 @@ def create_pipeline(mode: str = "offline", **kwargs: Any) -> Pipeline:
         node(nodes.evaluate_teacher, ["distillation_teacher", "distillation_teacher_history",
                                       *test], "distillation_teacher_row",
              name="distillation_evaluate_teacher"),
-        *[node(_evaluate(s), [f"distillation_{s}", f"distillation_{s}_history", *test],
+        *[node(with_entry_name(nodes.evaluate_student, f"distillation_{s}"), [f"distillation_{s}", f"distillation_{s}_history", *test],
                [f"distillation_{s}_onnx", f"distillation_{s}_row"],
                name=f"distillation_evaluate_{s}")
           for s in ("student_kd", "student_plain")],
