@@ -19,6 +19,7 @@ from recflow.models.retrieval.tiger import (
 )
 from recflow.registry import RegistryError
 from recflow.tokenization import disambiguate
+from recflow.tokenization.trie import TrieTable, repeat_tokens
 
 torch.set_num_threads(1)
 
@@ -200,6 +201,44 @@ def test_tiger_learns_a_sequential_rule_through_semantic_ids() -> None:
     assert _hit_rate(model, n) >= 0.8
     top = model.recommend([np.array([1, 2])], 5)
     assert ((top >= 1) & (top <= n)).all() and len(set(top[0].tolist())) == 5
+
+
+def test_repeat_tokens_marks_the_continuations_of_window_ids() -> None:
+    """Hand-built trie: the tokens that continue a window item's prefix, per query node."""
+    ids = np.array([[0, 0], [0, 1], [1, 0], [1, 2]])  # items 1..4
+    trie = TrieTable(ids, np.arange(1, 5), vocab=3)
+    sids = np.vstack([[0, 0], ids])
+    nodes, codes = Trie(ids, np.arange(1, 5), 3).window(np.array([[0, 2, 4]]), sids)
+    assert (nodes[0, 0] == -1).all()  # padding is in no one's window
+    root, one = 0, int(trie.next_node[0, 1])
+    query = np.array([[root, one, int(trie.next_node[0, 0])]])
+    first = repeat_tokens(query, nodes[:, :, 0], codes[:, :, 0], 3)
+    assert first[0, 0].tolist() == [True, True, False]  # items 2 (0, 1) and 4 (1, 2) start so
+    assert not first[0, 1:].any()  # deeper nodes never match a level-0 prefix
+    second = repeat_tokens(query, nodes[:, :, 1], codes[:, :, 1], 3)
+    assert second[0, 1].tolist() == [False, False, True]  # under (1, _): item 4 = (1, 2)
+    assert second[0, 2].tolist() == [False, True, False]  # under (0, _): item 2 = (0, 1)
+    hidden = repeat_tokens(query, nodes[:, :, 1], codes[:, :, 1], 3,
+                           visible=np.zeros((1, 3, 3), dtype=bool))
+    assert not hidden.any()
+
+
+def test_tiger_repeat_bias_learns_that_nobody_repeats() -> None:
+    """SASRec's repeat_bias test for TIGER: the last level's bias (the window's own items)
+    turns negative and the top-5 then holds no item of the window."""
+    rng = np.random.default_rng(0)
+    n = 24
+    data = RetrievalData(n_items=n, train_sequences=[rng.permutation(np.arange(1, n + 1))[:16]
+                                                     for _ in range(60)])
+    codes = np.column_stack([np.arange(n) // 4, np.arange(n) % 4])
+    data.semantic_ids = np.vstack([np.zeros((1, 3), dtype=np.int64), disambiguate(codes)])
+    model = RETRIEVAL_MODELS.create("tiger", params={
+        "max_items": 6, "embed_dim": 16, "heads": 1, "layers": 1, "dropout": 0.0, "epochs": 30,
+        "batch_size": 16, "lr": 0.01, "beam_size": 10, "repeat_bias": True}).fit(data)
+    assert float(model.module.repeat[1]) < -1.5
+    histories = [rng.permutation(np.arange(1, n + 1))[:6] for _ in range(20)]
+    top = model.recommend(histories, 5)
+    assert not any(set(t) & set(h) for t, h in zip(top, histories, strict=True))
 
 
 def test_tiger_requires_semantic_ids() -> None:

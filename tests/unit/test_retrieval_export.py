@@ -36,6 +36,8 @@ PARAMS = {
                   "batch_size": 32},
     "tiger": {"max_items": 3, "embed_dim": 16, "heads": 2, "layers": 1, "epochs": 1,
               "beam_size": 12, "cold_share": 0.1},  # set: unset, it comes from data.valid
+    "tiger_repeat": {"max_items": 3, "embed_dim": 16, "heads": 2, "layers": 1, "epochs": 1,
+                     "beam_size": 12, "cold_share": 0.1, "repeat_bias": True},
 }
 
 
@@ -60,7 +62,7 @@ def histories() -> list[np.ndarray]:
 
 def _payload(name: str, data: RetrievalData, tmp_path) -> dict:
     """Fit, then go through the on-disk format the catalog uses (weights_only load)."""
-    registered = "sasrec" if name.startswith("sasrec") else name
+    registered = next(r for r in ("sasrec", "tiger", name) if name.startswith(r))
     model = RETRIEVAL_MODELS.create(registered, params=PARAMS[name]).fit(data)
     payload = {"model": registered, "params": PARAMS[name],
                "state_dict": model.state(), "feature_spec_hash": None}
@@ -170,6 +172,29 @@ def test_tiger_runtime_loop_matches_torch_beam_search(tiger, data, histories) ->
     assert np.array_equal(top, model.recommend(histories, 10))
     assert rep["recommend_top10_identical"] == 1.0
     assert np.isin(top[:, 9], runtime.cold_items).all()  # floor(0.1 * 10) = 1 cold slot
+
+
+def test_tiger_repeat_bias_is_served_as_trained(data, histories, tmp_path) -> None:
+    """The per-level bias travels as metadata and the numpy beam search applies it as torch's
+    does; made strongly negative, it pushes the window's items out of the served lists (inside
+    each level's softmax, as trained: an item without siblings at any level keeps its place)."""
+    model, payload = _payload("tiger_repeat", data, tmp_path)
+    with torch.no_grad():
+        model.module.repeat.copy_(torch.tensor([-0.5, -30.0, -30.0]))
+    payload["state_dict"] = model.state()
+    out = export_retriever(payload, histories, name="tiger")
+    assert out["report"]["beam_top10_identical"] == 1.0
+    assert out["report"]["recommend_top10_identical"] == 1.0
+    runtime = GenerativeRetriever(out["decoder_step"])
+    np.testing.assert_allclose(runtime.repeat_bias, [-0.5, -30.0, -30.0])
+    top = runtime.recommend(histories, 10)
+    assert np.array_equal(top, model.recommend(histories, 10))
+    plain, _ = runtime.search(runtime.history_tokens(histories), 10)  # no window: no bias
+
+    def repeats(lists: np.ndarray) -> int:
+        return sum(len(set(t) & set(h[-3:].tolist())) for t, h in zip(lists, histories,
+                                                                       strict=True))
+    assert repeats(top) < repeats(plain) / 2
 
 
 def test_tiger_runtime_returns_only_valid_items(tiger, histories) -> None:

@@ -22,8 +22,9 @@ the numbers above the tolerance):
   search feeds (history prefix + T - 1 decoded tokens), right-padded: attention is
   causal, so tokens after ``last`` cannot change its logits (the shape is static
   because the traced attention bakes the sequence length). The semantic-ID table
-  and the token layout go into the metadata; ``recflow.serving.generative`` runs
-  the trie-constrained beam search over this graph with onnxruntime + numpy.
+  and the token layout go into the metadata (with ``repeat_bias``: the learned scalar
+  per level); ``recflow.serving.generative`` runs the trie-constrained beam search
+  over this graph with onnxruntime + numpy and applies that bias as training did.
 
 Item matrices are plain ``.npy`` float32 (``recflow.datasets.NumpyArrayDataset``),
 which faiss / hnswlib / ScaNN load with ``np.load``.
@@ -235,6 +236,8 @@ def tiger_layout(model: Any) -> dict[str, Any]:
               "offsets": m.offsets.tolist(), "n_tok": int(m.n_tok), "total": int(m.total),
               "max_items": int(model.params.max_items), "beam_size": int(model.params.beam_size),
               "length": 1 + (model.params.max_items + 1) * int(m.n_tok) - 1}
+    if getattr(m, "repeat", None) is not None:
+        layout["repeat_bias"] = m.repeat.detach().tolist()
     cold = getattr(model, "cold_items", None)
     if cold is not None and getattr(model, "cold_trie", True) is not None:
         layout["cold_items"] = np.asarray(cold).tolist()
@@ -285,11 +288,12 @@ def export_tiger(model: Any, histories: list[np.ndarray], *, name: str = "tiger"
     runtime = GenerativeRetriever(optimised)
     beam = max(model.params.beam_size, k)
     started = time.perf_counter()
-    got, _ = runtime.search(runtime.history_tokens(rows), beam)
+    got, _ = runtime.search(runtime.history_tokens(rows), beam, window=runtime.window(rows))
     ort_seconds = time.perf_counter() - started
     started = time.perf_counter()
     want_items, _ = constrained_beam_search(
-        m, model.trie, history_tokens(m, model.sid_table, rows, model.params.max_items), beam)
+        m, model.trie, history_tokens(m, model.sid_table, rows, model.params.max_items), beam,
+        model.trie.window(left_pad(rows, model.params.max_items), model.sid_table.numpy()))
     torch_seconds = time.perf_counter() - started
     same = [np.array_equal(a[:k], b[:k]) for a, b in zip(got, want_items, strict=True)]
     served = runtime.recommend(rows, k)

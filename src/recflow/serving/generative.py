@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from recflow.tokenization.trie import TrieTable, merge_cold
+from recflow.tokenization.trie import TrieTable, merge_cold, repeat_tokens
 
 
 def _log_softmax(x: np.ndarray) -> np.ndarray:
@@ -73,6 +73,9 @@ class GenerativeRetriever:
         self.max_items = int(meta["max_items"])
         self.length = int(meta["length"])
         self.beam_size = int(meta.get("beam_size", 20))
+        repeat = meta.get("repeat_bias")
+        self.repeat_bias = None if repeat is None else np.asarray(json.loads(repeat),
+                                                                  dtype=np.float32)
         vocab = max(self.vocab_sizes)
         self.trie = TrieTable(self.sids[1:], np.arange(1, len(self.sids)), vocab)
         self.cold_items = np.asarray(json.loads(meta.get("cold_items", "[]")), dtype=np.int64)
@@ -84,8 +87,8 @@ class GenerativeRetriever:
     def n_items(self) -> int:
         return len(self.sids) - 1
 
-    def history_tokens(self, histories: list[np.ndarray]) -> np.ndarray:
-        """[BOS, tokens of the last `max_items` items], left-padded: (B, 1 + max_items * T)."""
+    def window(self, histories: list[np.ndarray]) -> np.ndarray:
+        """The last `max_items` items of each history, left-padded with 0: (B, max_items)."""
         items = np.zeros((len(histories), self.max_items), dtype=np.int64)
         for i, h in enumerate(histories):
             h = np.asarray(h, dtype=np.int64)[-self.max_items:]
@@ -93,6 +96,11 @@ class GenerativeRetriever:
                 items[i, self.max_items - len(h):] = h
         if ((items < 0) | (items > self.n_items)).any():
             raise ValueError(f"history item indices must lie in 1..{self.n_items}")
+        return items
+
+    def history_tokens(self, histories: list[np.ndarray]) -> np.ndarray:
+        """[BOS, tokens of the last `max_items` items], left-padded: (B, 1 + max_items * T)."""
+        items = self.window(histories)
         toks = self.sids[items] + self.offsets + 2
         toks[items == 0] = 0
         flat = toks.reshape(len(items), -1)
@@ -105,15 +113,21 @@ class GenerativeRetriever:
         """Next-token logits (B, V) at position `last` of right-padded `tokens` (B, L)."""
         return self.session.run(None, {"tokens": tokens, "last": last})[0]
 
-    def search(self, prefix: np.ndarray, beam: int, trie: TrieTable | None = None
-               ) -> tuple[np.ndarray, np.ndarray]:
+    def search(self, prefix: np.ndarray, beam: int, trie: TrieTable | None = None,
+               window: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Decode T tokens per row under `trie` (default: every catalogue ID): (B, beam)
         item indices and log-probs.
 
         Same contract as the torch `constrained_beam_search`: rows with fewer than
-        `beam` reachable items get -1 / -inf in the spare slots.
+        `beam` reachable items get -1 / -inf in the spare slots. `window` (`window()` of
+        the same histories) lets a model trained with `repeat_bias` apply it.
         """
         trie = trie or self.trie
+        paths = codes = None
+        if self.repeat_bias is not None and window is not None:
+            codes = self.sids[window]
+            paths = trie.paths(codes)
+            paths[window == 0] = -1
         b, width = prefix.shape
         if width + self.n_tok - 1 != self.length:
             raise ValueError(f"prefix of {width} tokens; this graph expects "
@@ -129,6 +143,9 @@ class GenerativeRetriever:
             start = 2 + int(self.offsets[level])
             vocab = self.vocab_sizes[level]
             logp = logits[:, start:start + vocab]
+            if paths is not None:
+                again = repeat_tokens(nodes, paths[:, :, level], codes[:, :, level], vocab)
+                logp = logp + self.repeat_bias[level] * again.reshape(b * w, vocab)
             allowed = trie.next_node[nodes.reshape(-1)][:, :vocab] >= 0
             logp = _log_softmax(np.where(allowed, logp, -np.inf).astype(np.float32))
             cand = (scores.reshape(-1, 1) + logp).reshape(b, w * vocab)
@@ -157,11 +174,12 @@ class GenerativeRetriever:
         n_cold = int(np.floor(k * share))
         out = []
         for start in range(0, len(histories), batch_size):
-            prefix = self.history_tokens(histories[start:start + batch_size])
-            items, _ = self.search(prefix, beam)
+            chunk = histories[start:start + batch_size]
+            prefix, window = self.history_tokens(chunk), self.window(chunk)
+            items, _ = self.search(prefix, beam, window=window)
             if n_cold:
                 cold, _ = self.search(prefix, max(n_cold, min(beam, len(self.cold_items))),
-                                      self.cold_trie)
+                                      self.cold_trie, window)
                 items = merge_cold(items, cold, k, share)
             out.append(items[:, :k])
         return np.concatenate(out) if out else np.zeros((0, k), dtype=np.int64)

@@ -16,7 +16,7 @@ _WHERE = {
     "SemanticIdTable": "semantic_ids", "collision_rate": "semantic_ids",
     "disambiguate": "semantic_ids", "perplexity": "semantic_ids",
     "prefix_purity": "semantic_ids", "utilization": "semantic_ids",
-    "TrieTable": "trie", "merge_cold": "trie",
+    "TrieTable": "trie", "merge_cold": "trie", "repeat_tokens": "trie",
 }
 
 __all__ = sorted(_WHERE)

@@ -51,6 +51,41 @@ class TrieTable:
             node = np.where(node >= 0, self.next_node[np.maximum(node, 0), ids[:, t]], -1)
         return (node >= 0) & (self.leaf_item[np.maximum(node, 0)] >= 0)
 
+    def paths(self, codes: np.ndarray) -> np.ndarray:
+        """(..., T) codes -> (..., T) node reached *before* each token (-1 once off the trie).
+
+        Column l is the node whose children are the candidates for token l, so two items
+        share ``paths[..., l]`` exactly when their first l tokens agree.
+        """
+        codes = np.asarray(codes, dtype=np.int64)
+        out = np.empty(codes.shape, dtype=np.int64)
+        node = np.zeros(codes.shape[:-1], dtype=np.int64)
+        for t in range(codes.shape[-1]):
+            out[..., t] = node
+            nxt = self.next_node[np.maximum(node, 0), np.clip(codes[..., t], 0, None)]
+            node = np.where((node >= 0) & (codes[..., t] >= 0), nxt, -1)
+        return out
+
+
+def repeat_tokens(query: np.ndarray, window_nodes: np.ndarray, window_codes: np.ndarray,
+                  vocab: int, visible: np.ndarray | None = None) -> np.ndarray:
+    """(b, w, vocab) bool: which next tokens continue the prefix of an item in the window.
+
+    `query` (b, w) are the trie nodes of w partial IDs per row (beams, or the targets'
+    prefixes in training); `window_nodes` / `window_codes` (b, I) are, for the row's I
+    window items, the node before this level's token and that token (`TrieTable.paths`
+    and the codes at the level; node -1 = padding or off the trie); `visible` (b, w, I)
+    optionally limits which window items each query sees (training: the items before
+    the target). TIGER's `repeat_bias` adds one learned scalar per level to these tokens'
+    logits: at the last level they are exactly the window's items.
+    """
+    match = (query[:, :, None] == window_nodes[:, None, :]) & (window_nodes >= 0)[:, None, :]
+    if visible is not None:
+        match &= visible
+    onehot = np.zeros((*window_codes.shape, vocab), dtype=np.float32)
+    np.put_along_axis(onehot, np.clip(window_codes, 0, vocab - 1)[..., None], 1.0, axis=-1)
+    return np.matmul(match.astype(np.float32), onehot) > 0
+
 
 def merge_cold(warm: np.ndarray, cold: np.ndarray, k: int, share: float) -> np.ndarray:
     """Top-k lists where every prefix K holds floor(share * K) cold candidates (when available).

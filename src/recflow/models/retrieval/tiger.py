@@ -54,7 +54,7 @@ from recflow.models.retrieval.base import (
     windows,
 )
 from recflow.models.retrieval.blocks import use_fast_dropout
-from recflow.tokenization.trie import TrieTable, merge_cold
+from recflow.tokenization.trie import TrieTable, merge_cold, repeat_tokens
 from recflow.training.core import Step
 
 logger = logging.getLogger(__name__)
@@ -77,6 +77,13 @@ class Trie(TrieTable):
     def items(self, nodes: np.ndarray) -> np.ndarray:
         return self.leaf_item[np.asarray(nodes)]
 
+    def window(self, items: np.ndarray, sid_table: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(B, I) window items (0 = padding) -> their (B, I, T) trie paths and codes."""
+        codes = sid_table[items]
+        nodes = self.paths(codes)
+        nodes[items == 0] = -1
+        return nodes, codes
+
 
 class TigerParams(StrictModel):
     max_items: int = Field(20, ge=1, le=128, description="History items fed to the decoder.")
@@ -90,6 +97,11 @@ class TigerParams(StrictModel):
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(0.0, ge=0)
     beam_size: int = Field(20, ge=1, le=MAX_COUNT, description="Beams kept (>= the largest K evaluated).")
+    repeat_bias: bool = Field(
+        False, description="Learn one scalar per code level added to the logits of the tokens "
+        "that continue the ID of an item already in the input window (SASRec's repeat_bias at "
+        "token level: at the last level these are exactly the window's items). Exported as "
+        "metadata; the served beam search applies it.")
     cold_share: float | None = Field(
         None, ge=0, le=1, description="TIGER's epsilon: at most this share of every top-K "
         "prefix goes to cold items (no training events) whose code prefix the model decodes. "
@@ -118,6 +130,7 @@ class TigerModule(nn.Module):
         self.decoder = nn.TransformerEncoder(layer, p.layers, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(p.embed_dim)
         self.head = nn.Linear(p.embed_dim, self.total)
+        self.repeat = nn.Parameter(torch.zeros(self.n_tok)) if p.repeat_bias else None
         use_fast_dropout(self)
 
     def token_ids(self, sids: torch.Tensor) -> torch.Tensor:
@@ -200,11 +213,14 @@ def history_tokens(module: TigerModule, sid_table: torch.Tensor, histories: list
 
 
 @torch.no_grad()
-def constrained_beam_search(module: TigerModule, trie: Trie, prefix: torch.Tensor,
-                            beam: int) -> tuple[np.ndarray, np.ndarray]:
+def constrained_beam_search(module: TigerModule, trie: Trie, prefix: torch.Tensor, beam: int,
+                            window: tuple[np.ndarray, np.ndarray] | None = None
+                            ) -> tuple[np.ndarray, np.ndarray]:
     """Decode T tokens per row under the trie; returns (B, beam) item indices and log-probs.
 
-    Rows with fewer than `beam` reachable items get -1 / -inf in the spare slots.
+    Rows with fewer than `beam` reachable items get -1 / -inf in the spare slots. With
+    the module's `repeat` bias, `window` (`Trie.window` of the rows' history items in
+    this trie) says which tokens continue a window item's ID.
     """
     b = prefix.shape[0]
     module.eval()
@@ -215,6 +231,10 @@ def constrained_beam_search(module: TigerModule, trie: Trie, prefix: torch.Tenso
         w = nodes.shape[1]
         logp = module.level_logits(logits, level)
         vocab = logp.shape[1]
+        if module.repeat is not None and window is not None:
+            again = repeat_tokens(nodes.numpy(), window[0][:, :, level], window[1][:, :, level],
+                                  vocab)
+            logp = logp + module.repeat[level] * torch.as_tensor(again).reshape(b * w, vocab)
         allowed = trie.allowed(nodes.reshape(-1))[:, :vocab]
         logp = torch.log_softmax(logp.masked_fill(~allowed, float("-inf")), dim=-1)
         cand = (scores.reshape(-1, 1) + logp).reshape(b, w * vocab)
@@ -281,26 +301,42 @@ class Tiger(Retriever):
         self.cold_share = self._resolve_cold_share(data)
         m = self.module
         wins, _ = windows(data.train_sequences, p.max_items + 1)
-        seqs = history_tokens(m, self.sid_table, wins, p.max_items + 1)  # (N, max_len)
-        level_of_target = torch.as_tensor(
-            [(i % m.n_tok) for i in range(seqs.shape[1] - 1)])  # position p predicts level p % T
-        vocab_sizes = torch.as_tensor(m.vocab_sizes)
-        col = torch.arange(m.total)
+        items = left_pad(wins, p.max_items + 1)  # (N, I): position p predicts item p // T
+        seqs = history_tokens(m, self.sid_table, wins, p.max_items + 1)  # (N, 1 + I * T)
+        level = torch.arange(seqs.shape[1] - 1) % m.n_tok  # ... at level p % T
+        width = max(m.vocab_sizes)  # level-local logits: codes 0..width-1 of each level
+        code = torch.arange(width)
+        cols = (2 + m.offsets[:, None] + code).clamp(max=m.total - 1)  # (T, width) token ids
+        outside = code >= torch.as_tensor(m.vocab_sizes)[:, None]  # (T, width)
+        earlier = np.tri(items.shape[1], k=-1, dtype=bool)  # window item i < target item j
+        sids = self.sid_table.numpy()
 
         def step(idx: torch.Tensor) -> Step:
             inputs, targets = seqs[idx, :-1], seqs[idx, 1:]
             valid = targets > 1
-            logits = m(inputs)[valid]
-            lv = level_of_target.expand_as(targets)[valid]
-            # cross-entropy among the codes of the target's level only
-            starts = 2 + m.offsets[lv]
-            outside = (col < starts[:, None]) | (col >= (starts + vocab_sizes[lv])[:, None])
-            loss = F.cross_entropy(logits.masked_fill(outside, float("-inf")), targets[valid])
+            logits = m(inputs)
+            logits = logits.gather(2, cols[level].expand(*logits.shape[:2], -1))
+            logits = logits.masked_fill(outside[level], float("-inf"))
+            if m.repeat is not None:
+                logits = logits + m.repeat[level, None] * self._repeats(items[idx.numpy()],
+                                                                         sids, earlier, width)
+            local = targets - 2 - m.offsets[level]  # cross-entropy among the level's codes
+            loss = F.cross_entropy(logits[valid], local[valid])
             return Step(loss, int(valid.sum()))
 
         fit_retriever(self, data, epochs=p.epochs, lr=p.lr, weight_decay=p.weight_decay,
                       n_samples=len(seqs), batch_size=p.batch_size, step=step)
         return self
+
+    def _repeats(self, items: np.ndarray, sids: np.ndarray, earlier: np.ndarray, width: int
+                 ) -> torch.Tensor:
+        """(B, I * T, width) float: at each trained position, the tokens that continue the
+        ID of an item before the target in its window (what `repeat` is added to)."""
+        nodes, codes = self.trie.window(items, sids)
+        visible = np.broadcast_to(earlier, (len(items), *earlier.shape))
+        again = np.stack([repeat_tokens(nodes[:, :, t], nodes[:, :, t], codes[:, :, t], width,
+                                        visible) for t in range(nodes.shape[2])], axis=2)
+        return torch.as_tensor(again.reshape(len(items), -1, width), dtype=torch.float32)
 
     def _resolve_cold_share(self, data: RetrievalData) -> float:
         """`cold_share` as set, else the cold share of the validation targets."""
@@ -326,12 +362,16 @@ class Tiger(Retriever):
         n_cold = int(np.floor(k * share))
         out = []
         for start in range(0, len(histories), 256):
-            prefix = history_tokens(self.module, self.sid_table, histories[start:start + 256],
-                                    self.params.max_items)
-            items, _ = constrained_beam_search(self.module, self.trie, prefix, beam)
+            chunk = histories[start:start + 256]
+            prefix = history_tokens(self.module, self.sid_table, chunk, self.params.max_items)
+            window = left_pad(chunk, self.params.max_items)
+            sids = self.sid_table.numpy()
+            items, _ = constrained_beam_search(self.module, self.trie, prefix, beam,
+                                               self.trie.window(window, sids))
             if n_cold:  # the model's best cold items: the same decoder, under the cold trie
                 cold, _ = constrained_beam_search(self.module, self.cold_trie, prefix,
-                                                  max(n_cold, min(beam, len(self.cold_items))))
+                                                  max(n_cold, min(beam, len(self.cold_items))),
+                                                  self.cold_trie.window(window, sids))
                 items = merge_cold(items, cold, k, share)
             out.append(items[:, :k])
         return np.concatenate(out) if out else np.zeros((0, k), dtype=np.int64)
