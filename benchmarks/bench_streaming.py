@@ -9,7 +9,7 @@ subprocess and writes its outputs (train/valid/test parquet), so I/O is measured
 
 * in-memory: all shards read and concatenated, then the `preprocessing` node
   functions (join, split, fit, transform x3), one parquet file per split;
-* streaming: `recflow.features.streaming` (split pass, fit pass, transform pass),
+* streaming: `recflow.features.out_of_core` (split pass, fit pass, transform pass),
   `model_input_{split}/part-NNNNN.parquet`;
 * spark: `recflow.features.spark` on a local[2] session (JVM start reported apart).
 
@@ -98,7 +98,7 @@ def worker_streaming(data: Path, out: Path) -> dict:
 
     import pandas as pd
 
-    from recflow.features.streaming import fit_spec_streaming, shard_cutoffs, transform_shards
+    from recflow.features.out_of_core import fit_spec_streaming, shard_cutoffs, transform_shards
     from recflow.pipelines.preprocessing.nodes import join_events
 
     params, stages = _config(), {}

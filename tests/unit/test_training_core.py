@@ -172,3 +172,19 @@ def test_top_k_beyond_the_catalogue_pads_with_no_item():
     out = top_k(scores, [np.array([1]), np.array([2])], 6, exclude=[np.array([4, 3]),
                                                                     np.array([])])
     assert out.tolist() == [[2, 1, 0, 0, 0, 0], [4, 3, 2, 1, 0, 0]]
+
+
+def test_a_scaled_parameter_steps_at_its_own_rate():
+    """`scaled_lr`: its own group at lr * scale without decay; one Adam step moves it by
+    about that much (Adam's first step is lr * sign(grad))."""
+    module = torch.nn.Linear(3, 1)
+    module.offset = core.scaled_lr(torch.nn.Parameter(torch.zeros(1)), 20.0)
+    optimizer = build_optimizer(module, name="adamw", lr=1e-3, weight_decay=0.1)
+    scaled = [g for g in optimizer.param_groups if any(p is module.offset for p in g["params"])]
+    assert len(scaled) == 1 and scaled[0]["lr"] == pytest.approx(0.02)
+    assert scaled[0]["weight_decay"] == 0.0 and len(scaled[0]["params"]) == 1
+    (module(torch.ones(2, 3)).sum() + module.offset.sum()).backward()
+    before = module.weight.detach().clone()
+    optimizer.step()
+    assert float(module.offset) == pytest.approx(-0.02, rel=1e-3)
+    assert float((module.weight.detach() - before).abs().max()) == pytest.approx(1e-3, rel=0.1)

@@ -34,13 +34,13 @@ import numpy as np
 import pandas as pd
 
 from recflow.features.config import FeaturesConfig
-from recflow.features.spec import LABEL_PREFIX, FeatureSpec, FieldSpec, build_transform
-from recflow.features.streaming import (
+from recflow.features.out_of_core import (
     STREAMABLE,
     cutoff_record,
     quantile_index_higher,
     quantiles_from_counts,
 )
+from recflow.features.spec import LABEL_PREFIX, FeatureSpec, FieldSpec, build_transform
 from recflow.features.transforms import OOV, PAD
 
 if TYPE_CHECKING:

@@ -146,17 +146,23 @@ def build_optimizer(module: nn.Module, *, lr: float, name: Literal["adam", "adam
     """Adam / AdamW with the embedding tables in their own group (own lr and decay).
 
     Embedding rows are updated sparsely and hold most parameters of a recommender, so their
-    decay and step size are tuned apart from the dense layers'.
+    decay and step size are tuned apart from the dense layers'. A parameter tagged with an
+    ``lr_scale`` attribute (`scaled_lr`) gets its own group at ``lr * lr_scale``: Adam moves
+    every weight by about ``lr`` per step, too slow for a lone logit offset that must travel
+    several units.
     """
     embedding_ids = {id(m.weight) for m in module.modules()
                      if isinstance(m, nn.Embedding | nn.EmbeddingBag)}
     params = [p for p in module.parameters() if p.requires_grad]
+    scaled = [p for p in params if hasattr(p, "lr_scale")]
+    plain = [p for p in params if not hasattr(p, "lr_scale")]
     groups = [
-        {"params": [p for p in params if id(p) in embedding_ids], "lr": embedding_lr or lr,
+        {"params": [p for p in plain if id(p) in embedding_ids], "lr": embedding_lr or lr,
          "weight_decay": weight_decay if embedding_weight_decay is None
          else embedding_weight_decay},
-        {"params": [p for p in params if id(p) not in embedding_ids], "lr": lr,
+        {"params": [p for p in plain if id(p) not in embedding_ids], "lr": lr,
          "weight_decay": weight_decay},
+        *({"params": [p], "lr": lr * p.lr_scale, "weight_decay": 0.0} for p in scaled),
     ]
     cls = torch.optim.AdamW if name == "adamw" else torch.optim.Adam
     # the fused kernel (CPU and CUDA) does Adam's update in one pass per tensor: same maths,
@@ -164,6 +170,12 @@ def build_optimizer(module: nn.Module, *, lr: float, name: Literal["adam", "adam
     fused = bool(params) and all(p.is_floating_point() and p.device.type in ("cpu", "cuda")
                                  for p in params)
     return cls([g for g in groups if g["params"]], fused=fused or None)
+
+
+def scaled_lr(param: nn.Parameter, scale: float) -> nn.Parameter:
+    """Tag `param` so `build_optimizer` steps it at ``lr * scale`` (no weight decay)."""
+    param.lr_scale = float(scale)
+    return param
 
 
 # ---- checkpoints -------------------------------------------------------------------------

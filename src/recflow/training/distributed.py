@@ -48,6 +48,7 @@ from torch.nn.parallel import DistributedDataParallel
 from recflow.models.base import RankingModel
 from recflow.training.core import EpochRecorder, Step, build_optimizer, run_epoch
 from recflow.training.data import TensorBatch
+from recflow.training.parquet_shards import ParquetShards, train_batches
 from recflow.training.ranking_task import (
     RankingTask,
     TrainerConfig,
@@ -56,7 +57,6 @@ from recflow.training.ranking_task import (
     device_of,
     to_device,
 )
-from recflow.training.stream import ParquetShards, train_batches
 
 logger = logging.getLogger(__name__)
 

@@ -26,7 +26,7 @@ from recflow.metrics.ranking import auc, logloss
 from recflow.models.base import RankingModel
 from recflow.training.core import Checkpoints, FitConfig, FitResult, Step
 from recflow.training.data import TensorBatch, iterate_batches
-from recflow.training.stream import ParquetShards, train_batches
+from recflow.training.parquet_shards import ParquetShards, train_batches
 
 logger = logging.getLogger(__name__)
 

@@ -10,6 +10,7 @@ from recflow.models.base import RankingModel
 from recflow.training.core import build_optimizer
 from recflow.training.core import fit as core_fit
 from recflow.training.data import TensorBatch
+from recflow.training.parquet_shards import ParquetShards
 from recflow.training.ranking_task import (
     RankingTask,
     TrainerConfig,
@@ -21,7 +22,6 @@ from recflow.training.ranking_task import (
     split_labels,
     to_device,
 )
-from recflow.training.stream import ParquetShards
 
 __all__ = ["RankingTask", "TrainResult", "TrainerConfig", "as_result", "checkpoints_for",
            "device_of", "fit", "predict", "split_labels", "to_device"]
@@ -35,7 +35,7 @@ def fit(
 
     With early stopping on, the best-AUC weights are restored at the end; with
     `checkpoint_dir` set, every epoch is checkpointed and `resume` picks up the latest.
-    `train` and `valid` may stream parquet shards (`stream.ParquetShards`: shuffled for
+    `train` and `valid` may stream parquet shards (`parquet_shards.ParquetShards`: shuffled for
     training, in order for validation); `workers > 1` runs DDP.
     """
     if config.workers > 1:

@@ -55,7 +55,7 @@ from recflow.models.retrieval.base import (
 )
 from recflow.models.retrieval.blocks import use_fast_dropout
 from recflow.tokenization.trie import TrieTable, merge_cold, repeat_tokens
-from recflow.training.core import Step
+from recflow.training.core import Step, scaled_lr
 
 logger = logging.getLogger(__name__)
 
@@ -130,7 +130,9 @@ class TigerModule(nn.Module):
         self.decoder = nn.TransformerEncoder(layer, p.layers, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(p.embed_dim)
         self.head = nn.Linear(p.embed_dim, self.total)
-        self.repeat = nn.Parameter(torch.zeros(self.n_tok)) if p.repeat_bias else None
+        # a few logit units to travel: stepped at 20 x lr (recflow.training.core.scaled_lr)
+        self.repeat = (scaled_lr(nn.Parameter(torch.zeros(self.n_tok)), 20.0) if p.repeat_bias
+                       else None)
         use_fast_dropout(self)
 
     def token_ids(self, sids: torch.Tensor) -> torch.Tensor:

@@ -18,7 +18,7 @@ from recflow.datasets.declaration import DatasetDeclaration
 from recflow.datasets.prepare import join_tables, prepare_log, to_epoch_seconds
 from recflow.features import FeaturesConfig
 from recflow.features.columns import check_columns
-from recflow.features.streaming import fit_spec_streaming, shard_cutoffs, transform_shards
+from recflow.features.out_of_core import fit_spec_streaming, shard_cutoffs, transform_shards
 from recflow.pipelines.preprocessing_streaming.params import PreprocessingStreamingParams
 
 Loaders = dict[str, Callable[[], pd.DataFrame]]

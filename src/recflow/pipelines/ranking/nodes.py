@@ -34,7 +34,7 @@ from recflow.pipelines.ranking.params import ModelEntry, RankingParams
 from recflow.registry import MODELS
 from recflow.reporting.plots import calibration_figure, learning_curves_figure, roc_figure
 from recflow.training.data import frame_to_tensors
-from recflow.training.stream import train_input
+from recflow.training.parquet_shards import train_input
 from recflow.training.trainer import TrainerConfig, fit, predict
 
 logger = logging.getLogger(__name__)

@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader
 from recflow.datasets.sharded import ParquetParts, ShardedParquetDataset, ShardedSplitsDataset
 from recflow.registry import MODELS
 from recflow.training import TrainerConfig, fit, frame_to_tensors, predict
-from recflow.training.stream import ParquetShards, train_input
+from recflow.training.parquet_shards import ParquetShards, train_input
 from tests.helpers import tiny_spec
 from tests.unit.test_distributed import N_CATS, N_ITEMS, N_USERS, SEQ, make_frame
 
@@ -122,7 +122,7 @@ def test_bad_inputs_are_clear(shards, spec, tmp_path) -> None:
 _PROBE = """
 import gc, json, os, sys
 from recflow.training import frame_to_tensors
-from recflow.training.stream import ParquetShards
+from recflow.training.parquet_shards import ParquetShards
 from tests.helpers import tiny_spec
 from tests.unit.test_distributed import N_CATS, N_ITEMS, N_USERS, SEQ, make_frame
 

@@ -15,7 +15,7 @@ import yaml
 
 from recflow.datasets.synthetic import GeneratorConfig, write_shards
 from recflow.features import FeaturesConfig
-from recflow.features.streaming import (
+from recflow.features.out_of_core import (
     ValueCounts,
     quantile_index_higher,
     quantiles_from_counts,
