@@ -26,7 +26,8 @@ load average before and after. Once per model: sgemm GFLOP/s at the model's dens
 achieved fraction, and a profiled step breakdown (`ctr_profile.py`).
 
 Results: `--results` (benchmarks/results/ctr.json) and the `## CTR training against
-FuxiCTR` section of docs/benchmarks.md.
+FuxiCTR` section of docs/benchmarks.md, which also renders `ctr_ab.py`'s and `ctr_zoo.py`'s
+JSON when they are there (`--render-only` rewrites it after either).
 """
 
 from __future__ import annotations
@@ -49,11 +50,13 @@ import torch
 import ctr_data
 import ctr_kedro
 import ctr_profile
+import ctr_zoo
 from _docs import cpu_name, write_section
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks/results/ctr.json"
 AB_RESULTS = REPO / "benchmarks/results/ctr_ab.json"
+ZOO_RESULTS = REPO / "benchmarks/results/ctr_zoo.json"
 DOC = REPO / "docs/benchmarks.md"
 TITLE = "CTR training against FuxiCTR"
 FUXICTR_PYTHON = Path("/work/fuxictr-venv/bin/python")
@@ -305,7 +308,8 @@ def markdown(result: dict[str, Any]) -> str:
         lines.append(f"- sgemm is measured between runs on the same machine; {', '.join(over)} "
                      "stepped faster than that measurement allows, so its window was quieter: "
                      "read the ceiling as a lower bound.")
-    return "\n".join(lines + ab_markdown(AB_RESULTS)) + "\n"
+    zoo = ctr_zoo.markdown(json.loads(ZOO_RESULTS.read_text())) if ZOO_RESULTS.exists() else []
+    return "\n".join(lines + ab_markdown(AB_RESULTS) + zoo) + "\n"
 
 
 def ab_markdown(path: Path) -> list[str]:

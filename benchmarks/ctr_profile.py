@@ -9,6 +9,7 @@
 * `sgemm`: fp32 `torch.mm` GFLOP/s at the dense layer shapes, forward and both backward
   products, at a given thread count.
 * `dense_flops`: FLOPs per sample of a model's matmuls (forward + backward).
+* `step_time`: ms of one forward + backward on random inputs of a feature spec's shapes.
 """
 
 from __future__ import annotations
@@ -43,9 +44,12 @@ def linear_shapes(model: nn.Module) -> list[tuple[int, int]]:
 
 
 def dense_flops(model: nn.Module) -> dict[str, float]:
-    """Matmul FLOPs per sample: forward 2·in·out per layer; backward twice that (grad of
-    the weight and of the input; the input grad of the first layers feeds the embeddings)."""
+    """Matmul FLOPs per sample: forward 2·in·out per layer, plus what a block that multiplies
+    by input-dependent or per-field matrices reports as `matmul_flops()` (MLCC's crossing);
+    backward twice that (grad of each operand: the weight or the other input, and the input;
+    the input grad of the first layers feeds the embeddings)."""
     forward = sum(2 * i * o for i, o in linear_shapes(model))
+    forward += sum(m.matmul_flops() for m in model.modules() if hasattr(m, "matmul_flops"))
     return {"forward": forward, "backward": 2 * forward, "total": 3 * forward}
 
 
@@ -82,8 +86,11 @@ def model_figures(model_input: Path, entry: dict[str, Any]) -> dict[str, Any]:
     spec = FeatureSpec.from_dict(json.loads((model_input / "feature_spec.json").read_text()))
     model_entry = ModelEntry.model_validate(entry)
     model = MODELS.create(model_entry.model, spec, params=model_entry.typed_params())
+    embedding = sum(p.numel() for m in model.modules() if isinstance(m, FieldEmbedding)
+                    for p in m.parameters())
+    total = sum(p.numel() for p in model.parameters())
     return {"linear_shapes": linear_shapes(model), "flops_per_sample": dense_flops(model),
-            "params": sum(p.numel() for p in model.parameters())}
+            "params": total, "params_outside_embeddings": total - embedding}
 
 
 def _scoped(module: nn.Module, name: str) -> None:

@@ -288,6 +288,93 @@ class CrossNetV2(nn.Module):
         return x
 
 
+class CompressionCross(nn.Module):
+    """MLCC's interaction block: global compression -> layered crossing -> local compression.
+
+    Per sample, field embeddings E (M, d) are split into C channels E_c (M, d/C) (MC-MLCC;
+    C = 1 is MLCC). With k_0 = d/C and `cross_dims` = [k_1 .. k_L]:
+
+    * global compressor: g_c = vec(E_c) W_c, W_c (M·k_0, H·P), P = Σ_l k_{l-1}·k_l, cut
+      into per-head matrices A_{c,h,l} (k_{l-1}, k_l) that depend on every field;
+    * layered crossing: Z_{c,h,0} = E_c, Z_{c,h,l} = Z_{c,h,l-1} A_{c,h,l} (no activation):
+      level l is of degree l+1 in the embeddings, each field crossed with all of them;
+    * local compressor: u_m = [Z_{c,h,l}[m] for every c, h, l; e_m], D = C·H·Σk_l + d, and
+      o_m = u_m V_m with a matrix V_m (D, out_dim) of its own per field.
+
+    (B, M, d) -> (B, M, out_dim). The crossing matrices are input-dependent, so those
+    matmuls are not `nn.Linear` layers: `matmul_flops` counts them for the profiler.
+    """
+
+    def __init__(self, num_fields: int, dim: int, channels: int = 1, heads: int = 4,
+                 cross_dims: Sequence[int] = (4, 1), out_dim: int = 8) -> None:
+        super().__init__()
+        if dim % channels:
+            raise ValueError(f"embedding dim {dim} is not divisible into {channels} channels")
+        self.channels, self.heads = channels, heads
+        width = dim // channels
+        sizes = [width, *cross_dims]
+        self.shapes = list(zip(sizes[:-1], sizes[1:], strict=True))
+        self.kept = heads * sum(cross_dims)  # per field and channel: every level of every head
+        per_head = sum(i * o for i, o in self.shapes)
+        self.compress = nn.ModuleList(nn.Linear(num_fields * width, heads * per_head, bias=False)
+                                      for _ in range(channels))
+        self.local = nn.Parameter(torch.empty(num_fields, channels * self.kept + dim, out_dim))
+        for linear in self.compress:  # the reference implementation's (Glorot-normal) init
+            nn.init.xavier_normal_(linear.weight)
+        nn.init.xavier_normal_(self.local)
+        self.output_dim = out_dim
+
+    def matmul_flops(self) -> int:
+        """Forward FLOPs per sample of the input-dependent and per-field matmuls."""
+        fields, concat, out = self.local.shape
+        crossing = self.channels * self.heads * sum(2 * fields * i * o for i, o in self.shapes)
+        return crossing + 2 * fields * concat * out
+
+    def forward(self, emb: torch.Tensor) -> torch.Tensor:
+        batch, fields, _ = emb.shape
+        chunks = emb.view(batch, fields, self.channels, -1)
+        (first_in, first_out), later = self.shapes[0], self.shapes[1:]
+        kept = []
+        for c, compress in enumerate(self.compress):
+            e = chunks[:, :, c]  # (B, M, k_0)
+            weights = compress(e.flatten(1)).view(batch, self.heads, -1)
+            # level 1 with the heads side by side, one (M, k_0) @ (k_0, H·k_1) per sample,
+            # later levels as product-sums: ~3x faster on CPU than B·H tiny matmuls per level
+            first = weights[..., :first_in * first_out].reshape(
+                batch, self.heads, first_in, first_out).permute(0, 2, 1, 3)
+            z = (e @ first.reshape(batch, first_in, -1)).view(batch, fields, self.heads, -1)
+            levels, start = [z], first_in * first_out
+            for i, o in later:  # a broadcast product-sum over k_{l-1}
+                a = weights[..., start:start + i * o].reshape(batch, 1, self.heads, i, o)
+                z = (z.unsqueeze(-1) * a).sum(dim=-2)  # (B, M, H, k_l)
+                levels.append(z)
+                start += i * o
+            kept.append(torch.cat(levels, dim=-1).flatten(2))  # (B, M, H·Σk_l)
+        # field-major (M, B, D): one contiguous bmm with the per-field matrices (the block's
+        # forward + backward ~1.2x faster than an einsum over (B, M, D), which copies twice)
+        local_in = torch.cat([t.transpose(0, 1) for t in (*kept, emb)], dim=-1)
+        return torch.bmm(local_in, self.local).transpose(0, 1)
+
+
+class FieldGate(nn.Module):
+    """Squeeze-and-excitation over fields: a_m = σ(W_2 LN(ReLU(W_1 s + b_1)) + b_2), s_m the
+    mean of field m's vector, output a_m·x_m. LN has no affine part; (B, M, d) -> (B, M, d)."""
+
+    def __init__(self, num_fields: int) -> None:
+        super().__init__()
+        hidden = max(1, num_fields // 2)
+        self.squeeze = nn.Linear(num_fields, hidden)
+        self.norm = nn.LayerNorm(hidden, elementwise_affine=False)
+        self.excite = nn.Linear(hidden, num_fields)
+        for linear in (self.squeeze, self.excite):
+            nn.init.xavier_normal_(linear.weight)
+            nn.init.zeros_(linear.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        hidden = self.norm(torch.relu(self.squeeze(x.mean(dim=-1))))
+        return x * torch.sigmoid(self.excite(hidden)).unsqueeze(-1)
+
+
 class DotInteraction(nn.Module):
     """DLRM interaction: the M(M−1)/2 pairwise dots <e_i, e_j>, i < j, as (B, M(M−1)/2)."""
 
