@@ -4,7 +4,8 @@ The env is written by `recflow scaffold`'s own functions (the dataset declaratio
 and feature fields it guesses from the CSVs), into a conf source of its own under the
 benchmark's output folder (`kedro run --conf-source`), beside a copy of conf/base; the
 project's `conf/` is never written. The benchmark then pins what the comparison needs:
-categorical vocabularies with min_count 2 (FuxiCTR's `min_categr_count: 2`), counts as
+categorical vocabularies with min_count 2 (FuxiCTR's `min_categr_count: 2`; blanks are a
+token of their own, as scaffold declares them and as FuxiCTR fills them), counts as
 standardised log1p, and one ranking entry at FuxiCTR's DCNv2 / DeepFM configuration.
 """
 
@@ -47,7 +48,7 @@ def write_env(project: Path, data: Path, out: Path, model: str) -> Path:
         (conf / "base" / name).unlink(missing_ok=True)
     splits = {s: data / f"{s}.csv" for s in ("train", "valid", "test")}
     plan, _ = build(None, splits, None, None, ["label"], None, None, None, ENV, project)
-    plan["fields"] = {name: ({"transform": "vocab", "min_count": 2}
+    plan["fields"] = {name: ({**field, "min_count": 2}  # scaffold's `missing: token` kept
                              if field["transform"] == "vocab"
                              else {"transform": "standardize", "log": True})
                       for name, field in plan["fields"].items()}

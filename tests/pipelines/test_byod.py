@@ -53,6 +53,11 @@ def test_criteo_shaped_given_split_dcnv2_beats_lr(project: Path) -> None:
     decl = yaml.safe_load((project / "conf/criteo/parameters_dataset.yml").read_text())
     assert decl["dataset"]["events"]["labels"] == {"click": {"column": "label"}}
     assert "user" not in decl["dataset"]["events"]  # no roles were invented
+    fields = yaml.safe_load((project / "conf/criteo/parameters_preprocessing.yml").read_text())
+    fields = fields["preprocessing"]["fields"]
+    blanks = pd.read_csv(train).isna().any()  # the whole file: under scaffold's sample size
+    tokens = {n for n, f in fields.items() if n != REPLACE and f.get("missing") == "token"}
+    assert tokens and tokens == {n for n in fields if n.startswith("C") and blanks[n]}
     _keep_models(project, "criteo", ["lr", "dcnv2"])
     run_kedro(project, "ranking", env="criteo")
     report = _metrics(project, "criteo")

@@ -67,6 +67,31 @@ def test_vocab_missing_maps_to_zero_and_is_not_a_value() -> None:
     assert ints.transform(pd.Series([None, None])).tolist() == [PAD, PAD]
 
 
+def test_vocab_missing_token_is_an_id_of_its_own_on_every_path() -> None:
+    """`missing: token`: missing values take the id after the last value (learned like any
+    value) on the object, categorical and arrow paths; the spec keeps `pad` out of its
+    params so specs fitted before the option keep their hash."""
+    pytest.importorskip("pyarrow")
+    vocab = Vocabulary(missing="token").fit(pd.Series(["a", None, "a", "b"]))
+    assert vocab.values == ["a", "b"] and vocab.size == 5 and vocab.missing_id == 4
+    column = pd.Series(["a", None, np.nan, "b", "new"], dtype=object)
+    want = [2, 4, 4, 3, OOV]
+    assert vocab.transform(column).tolist() == want
+    assert vocab.transform(column.astype("category")).tolist() == want
+    assert vocab.transform(column.astype(pd.StringDtype("pyarrow"))).tolist() == want
+    assert Vocabulary().fit(column[:4]).transform(column).tolist() == [2, PAD, PAD, 3, OOV]
+    frame = pd.DataFrame({"c": ["a", None, "a", "b"]})
+    fields = {"c": {"transform": "vocab", "missing": "token"}, "d": {"transform": "vocab",
+                                                                     "column": "c"}}
+    spec = FeatureSpec.from_config(FeaturesConfig.model_validate({"fields": fields})).fit(frame)
+    assert spec["c"].params["missing"] == "token" and "missing" not in spec["d"].params
+    assert spec["c"].vocab_size == 5 and spec["d"].vocab_size == 4
+    assert spec.transform_frame(frame)["c"].tolist() == [2, 4, 2, 3]
+    with pytest.raises(ValidationError, match="missing"):
+        FeaturesConfig.model_validate({"fields": {"c": {"transform": "vocab",
+                                                        "missing": "zero"}}})
+
+
 def test_vocab_order_is_deterministic_whatever_the_row_order() -> None:
     rng = np.random.default_rng(0)
     values = rng.integers(0, 50, 2_000)

@@ -202,7 +202,9 @@ def _key(frame: pd.DataFrame, wanted: str | None, path: Path) -> str:
 
 def _fields(decl: dict[str, Any], samples: dict[str, pd.DataFrame], rows: int) -> dict:
     """A first feature list: ids and categoricals as vocabularies (values seen fewer than
-    10 times map to OOV on logs of a million rows or more), numbers standardised."""
+    10 times map to OOV on logs of a million rows or more; a column with blanks in the
+    sample gets `missing: token`, so a blank is learned like a value), numbers
+    standardised."""
     min_count = 10 if rows >= 1_000_000 else 2
     fields: dict[str, Any] = {}
     events = decl["events"]
@@ -219,7 +221,9 @@ def _fields(decl: dict[str, Any], samples: dict[str, pd.DataFrame], rows: int) -
                     values.median(), 1)
                 fields[name] = {"transform": "standardize"} | ({"log": True} if skewed else {})
             elif kind in ("categorical", "sequence_source"):
-                fields[name] = {"transform": "vocab", "min_count": min_count}
+                blanks = kind == "categorical" and samples[table][name].isna().any()
+                fields[name] = {"transform": "vocab", "min_count": min_count} | (
+                    {"missing": "token"} if blanks else {})
     if events.get("user") and events.get("item") and events.get("time"):
         fields["hist_item_id"] = {"transform": "sequence", "of": "item_id", "length": 20,
                                   "event": "click"}

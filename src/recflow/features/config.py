@@ -26,6 +26,10 @@ class VocabConfig(_Strict):
     column: str | None = None
     min_count: int = Field(1, ge=1)
     max_size: int | None = Field(None, ge=1, le=MAX_BUCKETS)
+    missing: Literal["pad", "token"] = Field(
+        "pad", description="pad: a missing value takes the padding id 0 (a fixed zero "
+        "embedding: 'unknown', no signal); token: an id of its own, learned like any value "
+        "(FuxiCTR fills missing with a token), for logs where being missing carries meaning.")
 
 
 class StandardizeConfig(_Strict):

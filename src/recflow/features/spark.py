@@ -318,7 +318,8 @@ def transform(events: DataFrame, feature_spec: dict[str, Any]) -> dict[str, Data
 
 
 def _lookup(spark: Any, frame: DataFrame, f: FieldSpec, out: str) -> DataFrame:
-    """Vocabulary ids by a broadcast join: missing -> PAD, unseen or rare -> OOV."""
+    """Vocabulary ids by a broadcast join: missing -> PAD (or its own id with ``missing:
+    token``), unseen or rare -> OOV."""
     from pyspark.sql import functions as F
     from pyspark.sql.types import LongType, StructField, StructType
 
@@ -330,7 +331,8 @@ def _lookup(spark: Any, frame: DataFrame, f: FieldSpec, out: str) -> DataFrame:
         StructType([StructField("__value", dtype), StructField(out, LongType())]),
     )
     joined = frame.join(F.broadcast(table), frame[column] == table["__value"], "left")
-    ids = F.when(F.col(column).isNull(), F.lit(PAD)).otherwise(
+    missing = len(values) + 2 if f.params.get("missing") == "token" else PAD
+    ids = F.when(F.col(column).isNull(), F.lit(missing)).otherwise(
         F.coalesce(F.col(out), F.lit(OOV)))
     return joined.drop("__value").withColumn(out, ids)
 

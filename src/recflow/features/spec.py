@@ -182,6 +182,8 @@ class FeatureSpec:
         tables = dict(semantic_ids or {})
         for name, cfg in config.fields.items():
             params = cfg.model_dump(exclude={"column"})
+            if params.get("missing") == "pad":  # written only when set: specs fitted before
+                del params["missing"]           # the option keep their hash
             if isinstance(cfg, SemanticPrefixConfig):
                 fields.extend(_semantic_prefix_fields(name, cfg, tables))
                 continue

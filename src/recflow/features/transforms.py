@@ -3,7 +3,8 @@
 Plain numpy/pandas only (no torch, no Kedro): the production scorer imports
 this module in slim images, so training and serving run the same code.
 Index conventions for every categorical output: 0 = missing/padding, 1 = OOV
-(unseen or too rare in train), 2.. = known values.
+(unseen or too rare in train), 2.. = known values; a vocabulary with ``missing:
+token`` gives missing values the id after its last value instead of 0.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ class Vocabulary:
 
     min_count: int = 1
     max_size: int | None = None
+    missing: str = "pad"  # "token": missing values get their own id (`missing_id`)
     values: list[Any] = field(default_factory=list)
     kind: ClassVar[str] = "categorical"
 
@@ -53,7 +55,12 @@ class Vocabulary:
 
     @property
     def size(self) -> int:
-        return len(self.values) + N_RESERVED
+        return len(self.values) + N_RESERVED + (self.missing == "token")
+
+    @property
+    def missing_id(self) -> int:
+        """The id of a missing value: PAD, or with ``missing: token`` the last id."""
+        return len(self.values) + N_RESERVED if self.missing == "token" else PAD
 
     def _lookup(self) -> pd.Index:
         if getattr(self, "_index", None) is None:
@@ -75,9 +82,9 @@ class Vocabulary:
     def transform(self, column: pd.Series | np.ndarray) -> np.ndarray:
         values = pd.Series(column) if not isinstance(column, pd.Series) else column
         if isinstance(values.dtype, pd.CategoricalDtype):
-            # map each category once, then take by code (code -1 = missing -> PAD)
+            # map each category once, then take by code (code -1 = missing)
             ids = self.transform(pd.Series(values.cat.categories))
-            table = np.append(ids, np.int64(PAD))
+            table = np.append(ids, np.int64(self.missing_id))
             return table[values.cat.codes.to_numpy()]
         index = self._lookup()
         strings = _arrow_strings(values)
@@ -88,11 +95,11 @@ class Vocabulary:
             found = pc.index_in(strings, value_set=self._arrow_value_set(strings.type))
             positions = found.fill_null(-1).to_numpy().astype(np.int64, copy=False)
             out = np.where(positions >= 0, positions + N_RESERVED, OOV)
-            out[values.isna().to_numpy()] = PAD
+            out[values.isna().to_numpy()] = self.missing_id
             return out
         missing = values.isna().to_numpy()
         out = np.full(len(values), OOV, dtype=np.int64)
-        out[missing] = PAD
+        out[missing] = self.missing_id
         if len(index) and not missing.all():
             present = values[~missing] if missing.any() else values
             positions = index.get_indexer(align_ids(present, index))
