@@ -142,7 +142,7 @@ def fresh_models() -> Registry:
     builtins = [c for c in MODELS if c.source == "recflow"]
     registry = Registry("models", builtins=lambda r: [r.add(c) for c in builtins],
                         plugin_group="recflow.models", loader=load_plugins)
-    registry.set_contract(MODELS.contract)  # the RankingModel contract, as MODELS has it
+    registry.contract = MODELS.contract  # the RankingModelProtocol contract, as MODELS has it
     return registry
 
 
@@ -446,7 +446,9 @@ def test_every_kind_checks_what_its_pipeline_calls() -> None:
     class HalfRetriever(Retriever):
         def fit(self, data):  # no recommend
             return self
-    assert "does not implement ['recommend']" in RETRIEVAL_MODELS.contract(HalfRetriever)
+    assert ("does not implement recommend(histories, k, exclude=None) of the retrieval model "
+            "contract recflow.models.retrieval.RetrieverProtocol"
+            in RETRIEVAL_MODELS.contract(HalfRetriever))
     assert "subclassing" in RETRIEVAL_MODELS.contract(lambda params: None)
     assert TOKENIZERS.contract(RQKMeans) == ""
     assert "ResidualTokenizer" in TOKENIZERS.contract(type("Tok", (), {}))
@@ -455,3 +457,140 @@ def test_every_kind_checks_what_its_pipeline_calls() -> None:
     assert LOSSES.contract(LOSSES.get("kd_bce").target) == ""
     assert "DistillTerm" in LOSSES.contract(lambda params: None)
     assert "__call__" in LOSSES.contract(type("Term", (DistillTerm,), {}))
+
+
+def _kinds() -> list[tuple[str, Registry]]:
+    from recflow.registry import ALL
+
+    for _, registry in ALL:
+        registry.list()  # importing the built-ins sets each contract
+    return list(ALL)
+
+
+def test_every_kind_has_a_protocol_contract_every_builtin_meets() -> None:
+    for title, registry in _kinds():
+        contract = registry.contract
+        assert contract is not None, title
+        assert not isinstance(object(), contract.protocol), title  # runtime_checkable
+        assert contract.members, title
+        for component in registry:
+            assert contract(component.target) == "", (title, component.name)
+
+
+def test_protocol_members_are_what_the_protocol_declares() -> None:
+    from typing import Protocol, runtime_checkable
+
+    from recflow.models import RankingModelProtocol
+    from recflow.registry import protocol_members
+    from recflow.training.distillation import DistillTermProtocol
+
+    assert protocol_members(RankingModelProtocol) == (
+        "forward", "input_names", "loss", "predict", "score_names", "tasks")
+    assert protocol_members(DistillTermProtocol) == ("__call__",)
+
+    @runtime_checkable
+    class Sized(Protocol):
+        size: int
+
+    @runtime_checkable
+    class Shaped(Sized, Protocol):
+        def reshape(self, n: int) -> None: ...
+
+    assert protocol_members(Shaped) == ("reshape", "size")
+
+
+def test_instances_satisfy_their_runtime_checkable_protocol(spec) -> None:
+    from recflow.models import RankingModelProtocol
+    from recflow.models.retrieval import RetrieverProtocol
+    from recflow.registry import ITEM_ENCODERS, LOSSES, RETRIEVAL_MODELS, TOKENIZERS
+    from recflow.tokenization import ItemEncoderProtocol, TokenizerProtocol
+    from recflow.training.distillation import DistillTermProtocol
+
+    assert isinstance(MODELS.create("lr", spec, params={}), RankingModelProtocol)
+    assert isinstance(RETRIEVAL_MODELS.create("popularity", params={}), RetrieverProtocol)
+    assert isinstance(TOKENIZERS.create("rq_kmeans", params={}), TokenizerProtocol)
+    assert isinstance(ITEM_ENCODERS.create("tfidf_svd", params={"text_columns": ["title"]}),
+                      ItemEncoderProtocol)
+    assert isinstance(LOSSES.create("kd_bce", params={}), DistillTermProtocol)
+    assert not isinstance(object(), RetrieverProtocol)
+
+
+def test_the_register_decorator_checks_the_contract() -> None:
+    """Built-ins go through the same check as plugins, when their decorator runs."""
+    from pydantic import BaseModel
+
+    from recflow.models.retrieval import Retriever
+    from recflow.registry import RETRIEVAL_MODELS
+
+    class NoParams(BaseModel):
+        pass
+
+    with pytest.raises(RegistryError, match=r"retrieval model 'half' from recflow cannot be "
+                                            r"registered: it does not implement recommend\("):
+        @RETRIEVAL_MODELS.register("half", params=NoParams)
+        class Half(Retriever):
+            def fit(self, data):
+                return self
+    assert "half" not in RETRIEVAL_MODELS.list()
+    with pytest.raises(RegistryError, match="a model must be a class subclassing "
+                                            "torch.nn.Module"):
+        MODELS.register("a_function", params=NoParams)(lambda spec, params: None)
+
+
+def test_set_contract_checks_what_was_registered_before_it() -> None:
+    from pydantic import BaseModel
+
+    from recflow.training.distillation import DistillTerm, DistillTermProtocol
+
+    class NoParams(BaseModel):
+        pass
+
+    registry = Registry("losses")
+    registry.register("bare", params=NoParams)(type("Bare", (DistillTerm,), {}))  # no contract yet
+    with pytest.raises(RegistryError, match=r"loss 'bare' .* does not implement __call__\("):
+        registry.set_contract(DistillTermProtocol, base=DistillTerm, stubs=("__call__",))
+    assert registry.find("bare") is None
+
+
+def test_a_plugin_of_another_kind_lacking_a_member_is_skipped(plugin_env) -> None:
+    install, mod = plugin_env
+    install("acme-tok", {"recflow.tokenizers": {"halftok": "fake_recflow_tok:HalfTok"}},
+            modules={"fake_recflow_tok": (
+                "from pydantic import BaseModel\n"
+                "from recflow.tokenization.quantizers import ResidualTokenizer\n\n\n"
+                "class HalfTok(ResidualTokenizer):\n"
+                "    params_schema = BaseModel\n\n"
+                "    def fit(self, x):\n"
+                "        return self\n")})
+    from recflow.registry import TOKENIZERS
+
+    tokenizers = Registry("tokenizers", plugin_group="recflow.tokenizers", loader=load_plugins)
+    tokenizers.contract = TOKENIZERS.contract
+    messages = discover(tokenizers)
+    assert ("is not a tokenizer component: it does not implement encode(x), load_state(state), "
+            "reconstruct(codes, levels=None), state() of the tokenizer contract "
+            "recflow.tokenization.TokenizerProtocol") in messages
+    assert tokenizers.list() == []
+
+
+def _doc_section(doc: str, title: str) -> str:
+    match = re.search(rf"^### {re.escape(title)}\n(.*?)(?=^##)", doc, re.S | re.M)
+    assert match, f"docs/plugins.md has no '### {title}' section"
+    return match.group(1)
+
+
+def test_docs_contract_tables_match_the_protocols() -> None:
+    """docs/plugins.md lists, per kind, exactly the Protocol's members, marks as required
+    exactly those the base class leaves to the component, and names the Protocol."""
+    from recflow.registry.core import public_name
+
+    doc = (REPO / "docs" / "plugins.md").read_text()
+    for title, registry in _kinds():
+        contract = registry.contract
+        section = _doc_section(doc, title)
+        assert f"`{public_name(contract.protocol)}`" in section, (title, "names no Protocol")
+        rows = re.findall(r"^\| `(\w+)[^|]*\| ([^|]*) \|", section, re.M)
+        documented = {name: required.strip() for name, required in rows if name != "__init__"}
+        assert set(documented) == set(contract.members), (title, sorted(documented))
+        required = {name for name, flag in documented.items() if flag == "yes"}
+        assert required == set(contract.required()), (title, sorted(required))

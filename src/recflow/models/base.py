@@ -1,14 +1,17 @@
-"""The contract every recflow model implements (built-in or plugin).
+"""The contract every recflow model implements (built-in or plugin): `RankingModelProtocol`.
 
 Inputs are a dict of column tensors keyed by FeatureSpec field name:
 categorical -> int64 (B,), numeric -> float32 (B,), sequence -> int64 (B, L)
 with 0 as padding. `forward` returns logits (B, len(tasks)). Nothing else is
 model-specific for the trainer, the evaluator or the ONNX exporter.
+
+`RankingModelProtocol` is the contract (what those callers use; `MODELS` checks every
+registration against it); `RankingModel` implements all of it but `forward`.
 """
 
 from __future__ import annotations
 
-import inspect
+from typing import Protocol, runtime_checkable
 
 import torch
 import torch.nn.functional as F
@@ -16,6 +19,34 @@ from torch import nn
 
 from recflow.features import FeatureSpec
 from recflow.registry import MODELS
+
+
+@runtime_checkable
+class RankingModelProtocol(Protocol):
+    """What the trainer, evaluator, ONNX exporter and scorer call on a ranking model.
+
+    Registered models must also be `torch.nn.Module`s (`MODELS` checks both).
+    """
+
+    #: label names (without `label_`) the logit columns are trained on; column 0 is the click
+    tasks: tuple[str, ...]
+
+    @property
+    def input_names(self) -> list[str]:
+        """Spec fields `forward` reads, in order: what training feeds and ONNX takes."""
+
+    def forward(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Column tensors keyed by field name -> logits (B, len(tasks))."""
+
+    def loss(self, logits: torch.Tensor, labels: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Scalar training loss from the logits and float (B,) labels keyed by task."""
+
+    def predict(self, logits: torch.Tensor) -> torch.Tensor:
+        """Logits -> scores (B, n_scores); exported graphs end with it."""
+
+    @property
+    def score_names(self) -> list[str]:
+        """A name per `predict` column (the keys of served scores)."""
 
 
 class RankingModel(nn.Module):
@@ -51,26 +82,5 @@ class RankingModel(nn.Module):
         return ["ctr" if t == "click" else t for t in self.tasks]
 
 
-#: what a ranking model class must provide besides being an nn.Module (RankingModel does)
-MODEL_CONTRACT = ("forward", "input_names", "tasks", "loss", "predict", "score_names")
-
-
-def model_contract_problems(target: object) -> str:
-    """'' when a plugin's target is a ranking model class, else what is wrong with it.
-
-    The contract the registry checks third-party models against (like a pluggy
-    hookspec, it lives beside the base class it describes).
-    """
-    if not inspect.isclass(target):
-        return "a model must be a class (a torch.nn.Module implementing RankingModel)"
-    if not issubclass(target, nn.Module):
-        return "a model class must subclass torch.nn.Module (subclass RankingModel)"
-    missing = [a for a in MODEL_CONTRACT if not hasattr(target, a)]
-    if missing:
-        return f"it lacks {missing} of the RankingModel contract (subclass RankingModel)"
-    if target.forward in (nn.Module.forward, RankingModel.forward):
-        return "it does not implement forward(inputs: dict[str, Tensor]) -> logits"
-    return ""
-
-
-MODELS.set_contract(model_contract_problems)
+MODELS.set_contract(RankingModelProtocol, base=nn.Module, defaults=RankingModel,
+                    stubs=("forward",))

@@ -5,11 +5,19 @@
 
 `ALL` lists the kinds; `recflow list` and the generated model reference walk it. Each
 registry imports its built-ins on first use, then loads its entry-point group
-(`recflow.registry.entry_points`, docs/plugins.md). The registry class itself
-(`recflow.registry.core`) imports nothing of recflow.
+(`recflow.registry.entry_points`, docs/plugins.md). Each kind's contract (a
+`typing.Protocol`) is set by the package defining the kind, beside its base class; the
+registry class itself (`recflow.registry.core`) imports nothing of recflow.
 """
 
-from recflow.registry.core import Component, Registry, RegistryError, schema_fields
+from recflow.registry.core import (
+    Component,
+    Contract,
+    Registry,
+    RegistryError,
+    protocol_members,
+    schema_fields,
+)
 from recflow.registry.entry_points import (
     PluginRecord,
     PluginWarning,
@@ -35,5 +43,5 @@ ALL: tuple[tuple[str, Registry], ...] = (
     ("Tokenizers", TOKENIZERS), ("Item encoders", ITEM_ENCODERS), ("Losses", LOSSES))
 
 __all__ = ["ALL", "ITEM_ENCODERS", "LOSSES", "MODELS", "RETRIEVAL_MODELS", "TOKENIZERS",
-           "Component", "PluginRecord", "PluginWarning", "Registry", "RegistryError",
-           "load_plugins", "normalize_dist", "plugin_records", "schema_fields"]
+           "Component", "Contract", "PluginRecord", "PluginWarning", "Registry", "RegistryError",
+           "load_plugins", "normalize_dist", "plugin_records", "protocol_members", "schema_fields"]

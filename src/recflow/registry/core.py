@@ -14,6 +14,10 @@ A registry discovers on first use: it imports its `builtins` module (whose
 decorators register the built-ins), then calls its `loader` (for the registries of
 `recflow.registry`, the entry-point loader of `recflow.registry.entry_points`). Every
 registry of recflow is listed in `recflow.registry.ALL`; see docs/plugins.md.
+
+Each kind's contract is a `typing.Protocol` declared beside its base class and set with
+`Registry.set_contract`; every registration (decorator or entry point) is checked against it,
+so a component that lacks part of it fails when it is registered, not deep in a pipeline.
 """
 
 from __future__ import annotations
@@ -21,9 +25,12 @@ from __future__ import annotations
 import dataclasses
 import fnmatch
 import importlib
-from collections.abc import Callable, Iterator, Mapping
+import inspect
+import sys
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar, get_args
+from types import ModuleType
+from typing import Any, Protocol, TypeVar, get_args, runtime_checkable
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
@@ -91,6 +98,142 @@ def _type_name(annotation: Any) -> str:
     return getattr(annotation, "__name__", None) or str(annotation)
 
 
+@runtime_checkable
+class _NoMembers(Protocol):
+    """An empty protocol: its attributes are the Protocol machinery, never contract members."""
+
+
+#: class attributes every protocol has (typing's bookkeeping, object's), whatever it declares
+_PROTOCOL_INTERNALS = frozenset(vars(_NoMembers)) | {"__annotations__", "__orig_bases__"}
+
+
+def protocol_members(protocol: type) -> tuple[str, ...]:
+    """The members a `typing.Protocol` declares (methods, properties, annotated attributes),
+    sorted; read from the class dicts because `typing` has no public API for it in 3.11."""
+    names: set[str] = set()
+    for klass in protocol.__mro__:
+        if Protocol not in klass.__mro__[1:]:
+            continue  # Protocol itself, Generic, object
+        names |= set(vars(klass)) - _PROTOCOL_INTERNALS
+        names |= set(vars(klass).get("__annotations__", {}))
+    return tuple(sorted(names))
+
+
+_ABSENT = object()  # neither defined nor annotated
+_ANNOTATED = object()  # annotated only: an instance attribute the class's __init__ sets
+
+
+def _lookup(target: type, name: str) -> Any:
+    """`name` as the class defines or inherits it (`_ABSENT` when it does not), read from the
+    class dicts: `getattr` would also find the metaclass's (every class has `type.__call__`).
+    `_ANNOTATED` when only annotated, which counts as present: an instance attribute."""
+    for klass in target.__mro__:
+        if name in vars(klass):
+            return vars(klass)[name]
+    for klass in target.__mro__:
+        if name in vars(klass).get("__annotations__", {}):
+            return _ANNOTATED
+    return _ABSENT
+
+
+def _has_value(looked_up: Any) -> bool:
+    """Whether `_lookup` found a value (identity tests: values may be arrays)."""
+    return looked_up is not _ANNOTATED and looked_up is not _ABSENT
+
+
+def public_name(obj: Any) -> str:
+    """Shortest importable dotted path of a class: 'torch.nn.Module', not
+    'torch.nn.modules.module.Module' (looks only at modules already imported)."""
+    module, name = getattr(obj, "__module__", "?"), getattr(obj, "__qualname__", repr(obj))
+    parts = module.split(".")
+    for i in range(1, len(parts) + 1):
+        prefix = ".".join(parts[:i])
+        if getattr(sys.modules.get(prefix), name, None) is obj:
+            return f"{prefix}.{name}"
+    return f"{module}.{name}"
+
+
+def _a(noun: str) -> str:
+    return f"{'an' if noun[:1] in 'aeiou' else 'a'} {noun}"
+
+
+def _signature(protocol: type, name: str) -> str:
+    """'recommend(histories, k, exclude=None)' for a method, the bare name otherwise."""
+    member = _lookup(protocol, name)
+    if not inspect.isfunction(member):
+        return name
+    params = list(inspect.signature(member).parameters.values())[1:]  # without self
+    return f"{name}({', '.join(str(p.replace(annotation=p.empty)) for p in params)})"
+
+
+@dataclass(frozen=True)
+class Contract:
+    """What every target of one kind must be; the registry checks it at registration.
+
+    `protocol` (a `runtime_checkable` `typing.Protocol`) names the members the pipelines
+    call. A target must be a class, a subclass of `base` when the kind has one, and define or
+    inherit every protocol member (an annotation counts, for attributes set in `__init__`).
+    `stubs` are members that `base` / `defaults` only stub (they raise NotImplementedError): a
+    target still inheriting one of those does not implement it. `defaults` is the class to
+    subclass for the optional members (messages name it; `base` when not given).
+    Called with a target: '' when it fits, else what is wrong with it.
+    """
+
+    kind: str
+    protocol: type
+    base: type | None = None
+    defaults: type | None = None
+    stubs: tuple[str, ...] = ()
+
+    @property
+    def members(self) -> tuple[str, ...]:
+        return protocol_members(self.protocol)
+
+    @property
+    def template(self) -> type | None:
+        """The class a component subclasses to get the optional members for free."""
+        return self.defaults or self.base
+
+    def required(self) -> tuple[str, ...]:
+        """Members every component writes itself: stubs, and those the template lacks or
+        only annotates (an instance attribute the component's `__init__` must set)."""
+        template = self.template
+        return tuple(m for m in self.members if template is None or m in self.stubs
+                     or not _has_value(_lookup(template, m)))
+
+    def __call__(self, target: Any) -> str:
+        base = self.base
+        if not inspect.isclass(target):
+            needs = f" subclassing {public_name(base)}" if base is not None else ""
+            return f"{_a(self.kind)} must be a class{needs}{self._hint(target)}"
+        if base is not None and not issubclass(target, base):
+            return f"{_a(self.kind)} class must subclass {public_name(base)}{self._hint(target)}"
+        missing = [m for m in self.members if self._unimplemented(target, m)]
+        if missing:
+            members = ", ".join(_signature(self.protocol, m) for m in missing)
+            return (f"it does not implement {members} of the {self.kind} contract "
+                    f"{public_name(self.protocol)}{self._hint(target)}")
+        return ""
+
+    def _hint(self, target: Any) -> str:
+        """Which class gives the defaults, when it is not `base` (the message names that one
+        already) and the target does not subclass it yet."""
+        template = self.template
+        if template is None or template is self.base or (
+                inspect.isclass(target) and issubclass(target, template)):
+            return ""
+        return f" (subclass {public_name(template)} for the defaults)"
+
+    def _unimplemented(self, target: type, member: str) -> bool:
+        """Absent, or still the stub `base` / `defaults` define for it."""
+        value = _lookup(target, member)
+        if value is _ABSENT:
+            return True
+        stubs = [_lookup(owner, member) for owner in (self.base, self.defaults)
+                 if owner is not None and member in self.stubs]
+        return any(value is stub for stub in stubs if _has_value(stub))
+
+
 def _field_names(schema: type) -> list[str]:
     if isinstance(schema, type) and issubclass(schema, BaseModel):
         return list(schema.model_fields)
@@ -110,8 +253,10 @@ class Registry:
         loader: called once after the built-ins, with the registry (the entry points).
         singular: how messages name one component ("retrieval model").
 
-    `contract` (target -> "" when a third-party target fits this kind, else why not) is
-    set by the package that defines the kind's base class, with `set_contract`.
+    `contract` (a `Contract`: the kind's `typing.Protocol`, base class and stubs) is set by
+    the package that defines the kind's base class, with `set_contract`; every registration,
+    built-in or plugin, is checked against it (`contract_problems`). Without one, a target
+    must be a class or a factory function.
     """
 
     def __init__(self, kind: str, *, builtins: str | Callable[[Registry], object] | None = None,
@@ -122,7 +267,7 @@ class Registry:
         self.singular = singular or _singular(kind)
         #: entry-point group third-party components of this kind are discovered from
         self.plugin_group = plugin_group
-        self.contract: Callable[[Any], str] | None = None
+        self.contract: Contract | None = None
         self._builtins = builtins
         self._loader = loader
         self._unavailable: dict[str, str] = {}
@@ -143,6 +288,12 @@ class Registry:
         return decorator
 
     def add(self, component: Component) -> None:
+        """Register `component`; raises when its target breaks the contract or its name clashes."""
+        problem = self.contract_problems(component.target)
+        if problem:
+            raise RegistryError(
+                f"{self.singular} '{component.name}' from {component.source} cannot be "
+                f"registered: {problem}")
         existing = self._components.get(component.name)
         if existing is not None and existing.target is not component.target:
             raise RegistryError(
@@ -152,9 +303,29 @@ class Registry:
             )
         self._components[component.name] = component
 
-    def set_contract(self, contract: Callable[[Any], str]) -> None:
-        """How third-party targets of this kind are checked (see the class docstring)."""
-        self.contract = contract
+    def set_contract(self, protocol: type, *, base: type | None = None,
+                     defaults: type | None = None, stubs: Iterable[str] = ()) -> None:
+        """Check every target of this kind against `protocol` from now on (see `Contract`).
+
+        Components registered before the contract was set are checked too, so the order in
+        which a kind's modules are imported cannot let a non-conforming one through.
+        """
+        self.contract = Contract(self.singular, protocol, base, defaults, tuple(stubs))
+        for component in list(self._components.values()):
+            problem = self.contract(component.target)
+            if problem:
+                del self._components[component.name]
+                raise RegistryError(f"{self.singular} '{component.name}' from "
+                                    f"{component.source} breaks the contract: {problem}")
+
+    def contract_problems(self, target: Any) -> str:
+        """'' when `target` may be registered in this registry, else why not."""
+        if self.contract is not None:
+            return self.contract(target)
+        if isinstance(target, ModuleType) or not (inspect.isclass(target)
+                                                  or inspect.isroutine(target)):
+            return "expected a class or a factory function called as f(*args, params=typed)"
+        return ""
 
     def mark_unavailable(self, name: str, reason: str) -> None:
         """`name` cannot be had (a plugin failed, or is ambiguous): `get` quotes `reason`."""

@@ -22,12 +22,13 @@ The contract, for every kind:
    pydantic ``BaseModel`` (``extra="forbid"`` recommended) or a dataclass. YAML
    ``params`` are validated against it, then ``Component(*args, params=typed)``
    is called (models: ``Component(spec, params=typed)``).
-4. The target meets its kind's contract, which the package defining the kind
-   declares beside its base class (`Registry.set_contract`): ranking models the
-   `recflow.models.RankingModel` contract (``forward(inputs: dict[str, Tensor]) ->
+4. The target meets its kind's contract: a `typing.Protocol` the package defining the
+   kind declares beside its base class and sets with `Registry.set_contract` (ranking
+   models `recflow.models.RankingModelProtocol`: ``forward(inputs: dict[str, Tensor]) ->
    logits (B, len(tasks))``, ``input_names``, ``tasks``, ``loss``, ``predict``,
-   ``score_names``; subclassing it is the easy way), retrieval models the
-   `recflow.models.retrieval.Retriever` one; other kinds take a class or a factory.
+   ``score_names``, in an ``nn.Module``; subclassing `RankingModel` is the easy way; the
+   other kinds' Protocols are listed in docs/plugins.md). Built-ins are checked against
+   the same contract when their decorator registers them.
 
 This module uses only the public API of `recflow.registry.core.Registry`.
 
@@ -40,7 +41,7 @@ for its name later raises a `RegistryError` quoting the same reason:
   plugin calling ``sys.exit()`` at import is skipped, not allowed to end the run;
   that one is also logged as a warning); only ``KeyboardInterrupt`` propagates;
 * the target is not a component of that kind (a module, an instance, a model
-  class that is not an ``nn.Module`` or lacks part of the contract);
+  class that is not an ``nn.Module``, a class lacking a member of the kind's Protocol);
 * the target has no ``params_schema`` (or it is neither pydantic nor a dataclass).
 
 Name clashes are resolved explicitly, never by overwriting: a plugin name that
@@ -224,13 +225,9 @@ def _failure(action: str, candidate: _Candidate, exc: BaseException) -> str:
 
 
 def _not_a_component(registry: Registry, target: Any) -> str:
-    """'' when `target` fits the kind's contract, else what is wrong with it."""
-    if registry.contract is not None:
-        return registry.contract(target)
-    if isinstance(target, ModuleType) or not (inspect.isclass(target)
-                                              or inspect.isroutine(target)):
-        return "expected a class or a factory function called as f(*args, params=typed)"
-    return ""
+    """'' when `target` fits the kind's contract, else what is wrong with it (checked here
+    to warn and skip; `Registry.add` checks again, as for every registration)."""
+    return registry.contract_problems(target)
 
 
 def _is_schema(schema: Any) -> bool:

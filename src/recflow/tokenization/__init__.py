@@ -11,8 +11,9 @@ import importlib
 from typing import Any
 
 _WHERE = {
-    "item_text": "encoders",
+    "item_text": "encoders", "ItemEncoderProtocol": "encoders",
     "RQVAE": "quantizers", "ResidualTokenizer": "quantizers", "RQKMeans": "quantizers",
+    "TokenizerProtocol": "quantizers",
     "SemanticIdTable": "semantic_ids", "collision_rate": "semantic_ids",
     "disambiguate": "semantic_ids", "perplexity": "semantic_ids",
     "prefix_purity": "semantic_ids", "utilization": "semantic_ids",

@@ -17,8 +17,7 @@ others' ``fit`` takes the item table alone.
 
 from __future__ import annotations
 
-import inspect
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import pandas as pd
@@ -28,6 +27,27 @@ from recflow.config_types import MAX_BATCH, MAX_BUCKETS, MAX_COUNT, MAX_EMBED_DI
 from recflow.registry import ITEM_ENCODERS
 
 TEXT_EXTRA = "pip install recflow[text]"
+
+
+@runtime_checkable
+class ItemEncoderProtocol(Protocol):
+    """What the semantic-ID pipeline calls on an item encoder (a duck-typed kind: no base class).
+
+    Optional: the class attribute `needs_events = True` makes the pipeline call
+    `fit_transform(items, events=...)` with the retrieval models' training events.
+    """
+
+    def fit_transform(self, items: pd.DataFrame) -> np.ndarray:
+        """Items sorted by item_id -> float vectors (N, D), one row per item."""
+
+    def state(self) -> dict[str, Any]:
+        """The fitted state as plain data (encodes unseen items without refitting)."""
+
+    def load_state(self, state: dict[str, Any]) -> ItemEncoderProtocol:
+        """Restore a fitted state from `state()`; returns self."""
+
+
+ITEM_ENCODERS.set_contract(ItemEncoderProtocol)
 
 
 def item_text(items: pd.DataFrame, columns: list[str]) -> list[str]:
@@ -358,14 +378,3 @@ class CooccurrenceEncoder:
 def encoder_needs_events(name: str) -> bool:
     """Whether the registered item encoder `name` learns from interactions (`needs_events`)."""
     return bool(getattr(ITEM_ENCODERS.get(name).target, "needs_events", False))
-
-
-def encoder_contract_problems(target: object) -> str:
-    """'' when a plugin's target is an item encoder class the semantic-ID pipeline can call."""
-    if not inspect.isclass(target):
-        return "an item encoder must be a class built as Encoder(params=...)"
-    missing = [m for m in ("fit_transform", "state", "load_state") if not hasattr(target, m)]
-    return f"it does not implement {missing} of the item-encoder contract" if missing else ""
-
-
-ITEM_ENCODERS.set_contract(encoder_contract_problems)

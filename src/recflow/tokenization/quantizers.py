@@ -16,9 +16,8 @@ without refitting.
 
 from __future__ import annotations
 
-import inspect
 import logging
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -58,6 +57,37 @@ def _kmeans(x: np.ndarray, k: int, seed: int, max_iter: int = 100) -> np.ndarray
     return centers
 
 
+@runtime_checkable
+class TokenizerProtocol(Protocol):
+    """What the semantic-ID pipeline calls on a tokenizer (to fit, report, save and reload it).
+
+    `ResidualTokenizer` implements `reconstruction_errors` from `encode` and `reconstruct`.
+    """
+
+    #: code levels L of every ID
+    levels: int
+    #: codes per level
+    codebook_size: int
+
+    def fit(self, x: np.ndarray) -> TokenizerProtocol:
+        """Learn the codebooks from item vectors (N, D); returns self."""
+
+    def encode(self, x: np.ndarray) -> np.ndarray:
+        """Item vectors (N, D) -> int64 codes (N, levels), without refitting."""
+
+    def reconstruct(self, codes: np.ndarray, levels: int | None = None) -> np.ndarray:
+        """Codes -> vectors (N, D) from the first `levels` levels (all when None)."""
+
+    def reconstruction_errors(self, x: np.ndarray) -> list[float]:
+        """Relative squared error using the first 1..L levels (the report's curve)."""
+
+    def state(self) -> dict[str, Any]:
+        """The fitted state as tensors and plain data (loadable with weights_only=True)."""
+
+    def load_state(self, state: dict[str, Any]) -> TokenizerProtocol:
+        """Restore a fitted state from `state()`; returns self."""
+
+
 class ResidualTokenizer:
     """Shared interface: fit(x) -> self, encode(x) -> (n, L) codes, reconstruct(codes)."""
 
@@ -86,6 +116,10 @@ class ResidualTokenizer:
 
     def load_state(self, state: dict[str, Any]) -> ResidualTokenizer:
         raise NotImplementedError
+
+
+TOKENIZERS.set_contract(TokenizerProtocol, base=ResidualTokenizer,
+                        stubs=("fit", "encode", "reconstruct", "state", "load_state"))
 
 
 class RQKMeansParams(StrictModel):
@@ -328,17 +362,3 @@ class RQVAE(ResidualTokenizer):
         self.module = _RQVAEModule(int(state["in_dim"]), self.params)
         self.module.load_state_dict(state["state_dict"])
         return self
-
-
-def tokenizer_contract_problems(target: object) -> str:
-    """'' when a plugin's target is a tokenizer class the semantic-ID pipeline can drive."""
-    if not inspect.isclass(target) or not issubclass(target, ResidualTokenizer):
-        return ("a tokenizer must be a class subclassing "
-                "recflow.tokenization.quantizers.ResidualTokenizer")
-    missing = [m for m in ("fit", "encode", "reconstruct")
-               if getattr(target, m) is getattr(ResidualTokenizer, m)]
-    missing += [m for m in ("state", "load_state") if not hasattr(target, m)]
-    return f"it does not implement {missing} of the tokenizer contract" if missing else ""
-
-
-TOKENIZERS.set_contract(tokenizer_contract_problems)

@@ -24,9 +24,8 @@ wraps a student (and, online, a teacher trained alongside with its logits detach
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -111,6 +110,17 @@ class WeightParams(_Params):
     weight: float = Field(1.0, ge=0)
 
 
+@runtime_checkable
+class DistillTermProtocol(Protocol):
+    """What `DistillationObjective.loss` calls on each registered loss term."""
+
+    def __call__(self, student: torch.Tensor, labels: dict[str, torch.Tensor],
+                 teacher: torch.Tensor | None, heads: Sequence[int],
+                 hard: HardLoss) -> torch.Tensor:
+        """Scalar term from student logits, labels, teacher logits (None: no teacher), the
+        student heads the teacher columns match, and the student's own (hard-label) loss."""
+
+
 class DistillTerm:
     """One term of the objective: (student logits, labels, teacher logits, heads, hard loss)."""
 
@@ -131,6 +141,9 @@ class DistillTerm:
             raise ValueError("a distillation term needs teacher logits (labels 'teacher_<task>')")
         idx = torch.as_tensor(list(heads), dtype=torch.long, device=student.device)
         return student.index_select(1, idx), teacher
+
+
+LOSSES.set_contract(DistillTermProtocol, base=DistillTerm, stubs=("__call__",))
 
 
 @LOSSES.register("kd_bce", params=KDBCEParams)
@@ -180,18 +193,6 @@ def objective_from_config(entries: Sequence[LossEntry | dict[str, Any]],
         entry = raw if isinstance(raw, LossEntry) else LossEntry.model_validate(raw)
         terms.append(LOSSES.create(entry.name, params=entry.params, where=f"{where}[{i}].params"))
     return terms
-
-
-def loss_contract_problems(target: object) -> str:
-    """'' when a plugin's target is a distillation term the objective can call."""
-    if not inspect.isclass(target) or not issubclass(target, DistillTerm):
-        return "a loss must be a class subclassing recflow.training.distillation.DistillTerm"
-    if target.__call__ is DistillTerm.__call__:
-        return "it does not implement __call__(student, labels, teacher, heads, hard)"
-    return ""
-
-
-LOSSES.set_contract(loss_contract_problems)
 
 
 # ---- teacher logits ------------------------------------------------------------------------

@@ -6,7 +6,13 @@ from recflow.models.retrieval import (  # noqa: F401  (registers)
     tiger,
     two_tower,
 )
-from recflow.models.retrieval.base import RETRIEVAL_MODELS, RetrievalData, Retriever
+from recflow.models.retrieval.base import (
+    RETRIEVAL_MODELS,
+    RetrievalData,
+    Retriever,
+    RetrieverProtocol,
+)
 from recflow.models.retrieval.tiger import Trie, constrained_beam_search
 
-__all__ = ["RETRIEVAL_MODELS", "RetrievalData", "Retriever", "Trie", "constrained_beam_search"]
+__all__ = ["RETRIEVAL_MODELS", "RetrievalData", "Retriever", "RetrieverProtocol", "Trie",
+           "constrained_beam_search"]

@@ -12,11 +12,10 @@ catalogue (no sampled negatives).
 
 from __future__ import annotations
 
-import inspect
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
 import torch
@@ -245,14 +244,30 @@ def fit_retriever(model: Retriever, data: RetrievalData, *, epochs: int, lr: flo
     return result
 
 
-def retriever_contract_problems(target: object) -> str:
-    """'' when a plugin's target is a retrieval model class, else what is wrong with it."""
-    if not inspect.isclass(target) or not issubclass(target, Retriever):
-        return "a retrieval model must be a class subclassing recflow.models.retrieval.Retriever"
-    missing = [m for m in ("fit", "recommend") if getattr(target, m) is getattr(Retriever, m)]
-    if missing:
-        return f"it does not implement {missing} of the Retriever contract"
-    return ""
+@runtime_checkable
+class RetrieverProtocol(Protocol):
+    """What the retrieval pipeline and its evaluation call on a retrieval model.
+
+    Optional, read with a default when absent: `from_state(params, state)` (a classmethod;
+    export rebuilds a fitted model with it), `fit_result` and `history` (training curves).
+    `Retriever` implements all of it but `fit` and `recommend`.
+    """
+
+    #: False when `recommend` cannot take `exclude` (the config check refuses exclude_seen)
+    can_exclude_seen: bool
+
+    def fit(self, data: RetrievalData) -> RetrieverProtocol:
+        """Train on `data` (histories of item indices 1..n_items); returns self."""
+
+    def recommend(self, histories: list[np.ndarray], k: int,
+                  exclude: list[np.ndarray] | None = None) -> np.ndarray:
+        """(n, k) item indices per history, best first, never an index in `exclude[u]`."""
+
+    def state(self) -> dict[str, Any]:
+        """The fitted state as plain data and tensors (saved with the payload)."""
+
+    def n_params(self) -> int:
+        """Trainable parameter count (reported beside the metrics)."""
 
 
-RETRIEVAL_MODELS.set_contract(retriever_contract_problems)
+RETRIEVAL_MODELS.set_contract(RetrieverProtocol, base=Retriever, stubs=("fit", "recommend"))
