@@ -21,7 +21,7 @@ from recflow.datasets.scaffold import main as scaffold
 from recflow.hooks.hints import MissingInputError
 from recflow.serving.scorer import Scorer
 from tests.conftest import make_project, output_files, run_kedro
-from tests.unit.test_out_of_core import assert_frames_match, assert_specs_match
+from tests.unit.features.test_out_of_core import assert_frames_match, assert_specs_match
 
 pytestmark = pytest.mark.slow
 

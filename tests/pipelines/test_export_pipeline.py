@@ -24,7 +24,7 @@ from tests.conftest import make_project, output_files, run_kedro
 from tests.helpers import embedded_events
 
 pytestmark = pytest.mark.slow
-MODELS = ("lr", "ctcvr")  # DIN's raw-history skew test is in tests/unit/test_serving.py
+MODELS = ("lr", "ctcvr")  # DIN's raw-history skew test is in tests/unit/serving/test_serving.py
 RANKING = {"ranking": {
     "baseline": "lr",
     "trainer": {"epochs": 1, "batch_size": 512, "lr": 0.005, "progress": False, "seed": 1,

@@ -13,7 +13,7 @@ with the number of rows:
   with each user's last `length` behaviours carried from shard to shard so
   histories equal the ones `build_histories` makes from the whole log.
 
-Parity with the in-memory path on the same data (tests/unit/test_out_of_core.py):
+Parity with the in-memory path on the same data (tests/unit/features/test_out_of_core.py):
 vocabularies, quantile edges (while a column has at most `quantile_max_distinct`
 distinct values), split cut-offs, every integer output and every float output
 are identical; the standardize `mean`/`std` come from merged per-shard moments,

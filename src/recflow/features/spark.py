@@ -1,7 +1,7 @@
 """The preprocessing FeatureSpec fitted and applied with Spark, equal to the in-memory path.
 
 Same `feature_spec.json` and the same model-input columns as
-`recflow.pipelines.preprocessing` (tests/unit/test_spark_parity.py), computed with
+`recflow.pipelines.preprocessing` (tests/unit/features/test_spark_parity.py), computed with
 Spark DataFrame operations:
 
 * split: exact order statistics of the timestamp from two small histograms

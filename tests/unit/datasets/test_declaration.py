@@ -16,7 +16,7 @@ from recflow.datasets.schema import RawDataError, table_schema
 from recflow.features.config import SplitConfig
 from recflow.features.split import assign_splits
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 def _decl(**events) -> DatasetDeclaration:

@@ -30,7 +30,7 @@ from recflow.registry import (
     plugin_records,
 )
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 # A module holding one component of each shape the tests need.
 PLUGIN_SOURCE = '''

@@ -15,7 +15,7 @@ from recflow.features import FeatureSpec
 from recflow.models.layers import MLP, CrossNetV2, FieldEmbedding
 from recflow.training.core import build_optimizer
 from tests.helpers import tiny_spec
-from tests.unit.test_models import B, make_batch
+from tests.unit.models.test_models import B, make_batch
 
 
 @pytest.fixture(scope="module")

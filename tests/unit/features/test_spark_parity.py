@@ -12,8 +12,13 @@ import pytest
 
 from recflow.datasets.synthetic import GeneratorConfig, write_shards
 from tests.conftest import make_project, run_kedro
-from tests.unit.test_out_of_core import SPLITS, _params, assert_frames_match, assert_specs_match
-from tests.unit.test_out_of_core import in_memory as in_memory_run
+from tests.unit.features.test_out_of_core import (
+    SPLITS,
+    _params,
+    assert_frames_match,
+    assert_specs_match,
+)
+from tests.unit.features.test_out_of_core import in_memory as in_memory_run
 
 pytestmark = pytest.mark.slow  # starts a Spark session
 

@@ -26,7 +26,7 @@ from recflow.datasets.synthetic import (
 )
 
 SMALL = GeneratorConfig(n_users=300, n_items=400, n_impressions=20_000, seed=7)
-RAW_DIR = Path(__file__).resolve().parents[2] / "data" / "01_raw"
+RAW_DIR = Path(__file__).resolve().parents[3] / "data" / "01_raw"
 
 USER_COLUMNS = ["user_id", "age_group", "gender", "region", "device"]
 ITEM_COLUMNS = ["item_id", "category", "subcategory", "brand", "price", "title"]

@@ -23,7 +23,7 @@ from recflow.pipelines.retrieval import nodes
 from recflow.settings import CONFIG_LOADER_ARGS, CONFIG_LOADER_CLASS
 from recflow.training.core import Checkpoints, Step, build_optimizer, fit
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 POPULARITY = {"popularity": {"model": "popularity"}}
 
 

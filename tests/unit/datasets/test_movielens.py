@@ -25,7 +25,7 @@ from recflow.datasets.movielens import (
     main,
 )
 
-REAL_PATH = Path(__file__).resolve().parents[2] / "data/01_raw/movielens/ml-100k"
+REAL_PATH = Path(__file__).resolve().parents[3] / "data/01_raw/movielens/ml-100k"
 
 # (user_id, age, gender, occupation, zip)
 USERS = [

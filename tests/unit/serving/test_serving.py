@@ -19,7 +19,7 @@ import pytest
 
 from recflow.serving import RecordError, Scorer
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture(scope="module")

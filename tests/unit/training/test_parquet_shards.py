@@ -23,7 +23,7 @@ from recflow.registry import MODELS
 from recflow.training import TrainerConfig, fit, frame_to_tensors, predict
 from recflow.training.parquet_shards import ParquetShards, train_input
 from tests.helpers import tiny_spec
-from tests.unit.test_distributed import N_CATS, N_ITEMS, N_USERS, SEQ, make_frame
+from tests.unit.training.test_distributed import N_CATS, N_ITEMS, N_USERS, SEQ, make_frame
 
 
 @pytest.fixture(scope="module")
@@ -124,7 +124,7 @@ import gc, json, os, sys
 from recflow.training import frame_to_tensors
 from recflow.training.parquet_shards import ParquetShards
 from tests.helpers import tiny_spec
-from tests.unit.test_distributed import N_CATS, N_ITEMS, N_USERS, SEQ, make_frame
+from tests.unit.training.test_distributed import N_CATS, N_ITEMS, N_USERS, SEQ, make_frame
 
 def rss():
     with open("/proc/self/statm") as f:
@@ -156,7 +156,7 @@ def test_peak_memory_does_not_grow_with_the_shard_count(tmp_path) -> None:
     large = write_shards(tmp_path / "large", [25_000] * 20, row_group=5000)
     small = write_shards(tmp_path / "small", [25_000] * 2, row_group=5000)
     done = subprocess.run([sys.executable, "-c", _PROBE, str(small), str(large)], check=True,
-                          capture_output=True, text=True, cwd=Path(__file__).parents[2])
+                          capture_output=True, text=True, cwd=Path(__file__).parents[3])
     out = json.loads(done.stdout.strip().splitlines()[-1])
     (grow_large, rows_large), (grow_small, rows_small) = out["large"], out["small"]
     assert (rows_large, rows_small) == (500_000, 50_000)

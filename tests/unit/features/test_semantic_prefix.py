@@ -25,7 +25,7 @@ from recflow.pipelines.preprocessing import pipeline_kwargs
 from recflow.tokenization.semantic_ids import SemanticIdTable
 from tests.helpers import embedded_declaration, embedded_events
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 # item -> 3 codes; 14 collides with 10 (digit 1); 15 is a cold item (never in train)
 CODES = {10: (1, 2, 3), 11: (1, 2, 4), 12: (1, 5, 3), 13: (7, 2, 3), 14: (1, 2, 3),
