@@ -10,7 +10,7 @@ numeric x categorical slopes); its oracle AUC / logloss are written beside the C
 
 recflow: a throw-away Kedro env written by `recflow scaffold`'s functions into a conf
 source under the output folder (`ctr_kedro.py`), then `kedro run --pipelines=ranking
---to-outputs <model>.seed_runs` in a child process: CSV read, declaration checks,
+--to-outputs ranking.<model>.seed_runs` in a child process: CSV read, declaration checks,
 preprocessing, one epoch of the registered model, validation, test scoring, metrics.
 FuxiCTR 2.3.10 (`ctr_fuxictr_run.py`, in its own venv): its FeatureProcessor reads the
 same CSVs, ray transforms them, one epoch of `fit`, test evaluation. Both train DCNv2
@@ -232,7 +232,7 @@ def markdown(result: dict[str, Any]) -> str:
              f"{len(result['planted']['slopes'])} numeric x categorical slopes; **oracle test "
              f"AUC {result['oracle']['test']['oracle_auc']:.4f}** (logloss "
              f"{result['oracle']['test']['oracle_logloss']:.4f}).", "",
-             "recflow: `kedro run --pipelines=ranking --to-outputs <model>.seed_runs` on a "
+             "recflow: `kedro run --pipelines=ranking --to-outputs ranking.<model>.seed_runs` on a "
              "throw-away env (dataset declaration and fields from `recflow scaffold`'s "
              "functions, min_count 2, counts as standardised log1p); FuxiCTR 2.3.10: its "
              "FeatureProcessor on the same CSVs (min_categr_count 2, log1p + StandardScaler), "

@@ -65,7 +65,7 @@ def kedro_run(project: Path, conf: Path, model: str, threads: int) -> dict[str, 
     """`kedro run --pipelines=ranking` up to the model's test metrics, in a child process:
     wall seconds and peak RSS (the kernel's `ru_maxrss`) of the whole run."""
     cmd = [sys.executable, "-m", "kedro", "run", "--conf-source", str(conf), "--env", ENV,
-           "--pipelines", "ranking", "--to-outputs", f"{model}.seed_runs"]
+           "--pipelines", "ranking", "--to-outputs", f"ranking.{model}.seed_runs"]
     env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "true", "OMP_NUM_THREADS": str(threads)}
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=project, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,

@@ -13,7 +13,7 @@ warnings.filterwarnings("ignore", message="PySpark does not yet fully support pa
 # OmegaConf deprecates: 28 lines of a warning about Kedro's code on every run.
 warnings.filterwarnings("ignore", message=r"register_new_resolver\(\) is deprecated",
                         category=UserWarning)
-# The report nodes gather every model entry's namespaced outputs (`din.metrics`, ...): a
+# The report nodes gather every model entry's namespaced outputs (`ranking.din.metrics`, ...): a
 # node outside those namespaces reading them is the fan-in Kedro's namespaces are built
 # for, yet Kedro warns once per run that "dataset names contain '.'".
 warnings.filterwarnings("ignore", message=r"One or more dataset names contain '\.'",

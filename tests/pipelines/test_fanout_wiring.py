@@ -77,7 +77,15 @@ def test_entries_are_namespaced_like_ranking(registered) -> None:
         assert fit.outputs == [f"semantic_ids.{name}.{k}" for k in ("tokenizer", "table",
                                                                       "metrics")]
     exports = [n for n in pipelines["export"].nodes if n.name.endswith(".export_onnx")]
-    assert exports and all(n.func.keywords == {"name": n.namespace} for n in exports)
+    assert exports and all(n.func.keywords == {"name": n.namespace.removeprefix("export.")}
+                           for n in exports)
+    for name in params["ranking"]["models"]:  # ranking.<entry>, read by export.<entry>
+        train = next(n for n in pipelines["ranking"].nodes if n.name == f"ranking.{name}.train")
+        assert train.outputs == [f"ranking.{name}.{k}" for k in ("model", "history",
+                                                                   "seed_models")]
+    din = next(n for n in exports if n.namespace == "export.din")
+    assert {"ranking.din.model", "ranking.din.metrics"} <= set(din.inputs)
+    assert "export.din.onnx" in din.outputs
     assert retrieval.only_nodes_with_namespaces(["retrieval.two_tower"]).all_outputs() == {
         "retrieval.two_tower." + k for k in ("model", "metrics", "user_onnx", "item_onnx",
                                              "item_vectors", "export_report")}
@@ -93,9 +101,12 @@ def test_entries_are_namespaced_like_ranking(registered) -> None:
     ("retrieval.tiger.export_report", "07_model_output/retrieval/tiger/export_report.json"),
     ("semantic_ids.rq_kmeans.tokenizer", "06_models/tokenizers/rq_kmeans.pt"),
     ("semantic_ids.rq_kmeans.table", "04_feature/semantic_ids/rq_kmeans.parquet"),
-    ("semantic_ids.rq_kmeans.metrics", None),  # in memory, not ranking's `{name}.metrics`
-    ("din.model", "06_models/ranking/din.pt"),
-    ("din.metrics", "08_reporting/ranking/din_metrics.json"),
+    ("semantic_ids.rq_kmeans.metrics", None),  # in memory: no pattern of another pipeline's
+    ("ranking.din.model", "06_models/ranking/din.pt"),
+    ("ranking.din.metrics", "08_reporting/ranking/din_metrics.json"),
+    ("ranking.din.seed_runs", "08_reporting/ranking/din_seed_runs.json"),
+    ("export.din.onnx", "07_model_output/onnx/din.onnx"),
+    ("export.din.onnx_int8", "07_model_output/onnx/din.int8.onnx"),
 ])
 def test_names_resolve_to_the_files_they_always_had(dataset: str, path: str | None) -> None:
     loader = OmegaConfigLoader(conf_source=str(REPO / "conf"), base_env="base",

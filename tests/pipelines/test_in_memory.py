@@ -72,8 +72,8 @@ def test_ranking_in_memory_trains_evaluates_and_exports(outputs: dict[str, Any])
     metrics = outputs["ranking_metrics"]
     assert set(metrics["models"]) == {"lr", "din", "popularity"} and metrics["rows"] > 0
     assert all(0.4 < m["auc"] <= 1 for m in metrics["models"].values())
-    assert set(outputs) >= {"ranking_roc_plot", "ranking_learning_curves", "data_quality", "din.onnx"}
+    assert set(outputs) >= {"ranking_roc_plot", "ranking_learning_curves", "data_quality", "export.din.onnx"}
     assert outputs["export_report"]["models"]["din"]["max_abs_diff"] <= 1e-5
-    bundle = outputs["din.serving_bundle"]
+    bundle = outputs["export.din.serving_bundle"]
     assert bundle["manifest"]["input_example_scores"]
     assert bundle["feature_spec"]["input_example"][0]["item_id"] is not None

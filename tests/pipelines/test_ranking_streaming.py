@@ -99,7 +99,7 @@ def test_two_ddp_workers_stream_their_own_parts(reports: dict, caplog) -> None:
     project = reports["project"]
     with caplog.at_level(logging.INFO, logger="recflow.training.distributed"):
         run_kedro(project, "ranking_streaming",
-                  extra_params={"ranking": {"trainer": {"workers": 2}}}, namespaces=["lr"])
+                  extra_params={"ranking": {"trainer": {"workers": 2}}}, namespaces=["ranking.lr"])
     assert "training on 2 gloo workers" in caplog.text
     metrics = json.loads((project / "data/08_reporting/ranking/lr_metrics.json").read_text())
     single = reports["ranking_streaming"]["ranking_metrics"]["models"]["lr"]

@@ -135,9 +135,9 @@ def test_the_model_entries_cover_every_model_artefact() -> None:
     """The parametrisation below is not vacuous: it holds the teacher and every model file."""
     names = set(MODEL_ENTRIES)
     assert "distillation_teacher" in names
-    assert {"{name}.model", "distillation_student_kd", "distillation_student_plain",
-            "retrieval.{name}.model", "semantic_ids.{name}.tokenizer", "{name}.onnx",
-            "{name}.serving_bundle"} <= names
+    assert {"ranking.{name}.model", "distillation_student_kd", "distillation_student_plain",
+            "retrieval.{name}.model", "semantic_ids.{name}.tokenizer", "export.{name}.onnx",
+            "export.{name}.serving_bundle"} <= names
     for name, cfg in _catalog_config().items():
         if isinstance(cfg, dict) and "06_models/" in str(cfg.get("filepath", "")):
             assert name in names, f"{name}: a file under 06_models/ that this test misses"

@@ -53,7 +53,7 @@ PIPELINES: dict[str, dict[str, Any]] = {
                 "split_key": ("preprocessing", "split"),
                 "metrics": "08_reporting/ranking/{name}_seed_runs.json",
                 "namespace": "{name}",
-                "to_outputs": "{name}.seed_runs",
+                "to_outputs": "ranking.{name}.seed_runs",
                 "quality": ["auc", "auc_rare_items", "logloss", "gauc"],
                 "throughput": "samples_per_second"},
     "retrieval": {"prepare": [("preprocessing", "split_cutoffs"), ("semantic_ids", None)],

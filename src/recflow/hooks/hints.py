@@ -1,6 +1,6 @@
 """Fail early, saying what to do, when a run's input files are not there.
 
-Without this a newcomer who has no data (or runs `--namespaces=din` before preprocessing)
+Without this a newcomer who has no data (or runs `--namespaces=ranking.din` before preprocessing)
 gets a `FileNotFoundError` traceback from deep inside a dataset, after other nodes ran.
 `MissingInputsHook` checks every file input of the pipeline before any node runs and names
 each missing dataset, its path and the command that creates it.
@@ -45,7 +45,7 @@ class MissingInputError(FileNotFoundError):
 
 
 #: namespaced per-entry datasets (`<pipeline>.<entry>.<artifact>`) -> the pipeline writing them
-ENTRY_PIPELINES = ("retrieval", "semantic_ids")
+ENTRY_PIPELINES = ("ranking", "retrieval", "semantic_ids")
 
 
 def advice(path: Path, name: str = "") -> str:

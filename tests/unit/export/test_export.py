@@ -177,10 +177,11 @@ def test_export_node_refuses_a_payload_from_another_spec(payload: dict, spec: Fe
 
 def test_pipeline_shape_follows_models_and_quantize() -> None:
     both = create_pipeline(model_names=["lr", "din"])
-    assert {"lr.onnx", "lr.onnx_int8", "din.serving_bundle", "export_report"} <= both.all_outputs()
-    assert {"lr.model", "lr.metrics", "model_input_test", "feature_spec",
+    assert {"export.lr.onnx", "export.lr.onnx_int8", "export.din.serving_bundle",
+            "export_report"} <= both.all_outputs()
+    assert {"ranking.lr.model", "ranking.lr.metrics", "model_input_test", "feature_spec",
             "params:export"} <= both.inputs()
-    assert "lr.onnx_int8" not in create_pipeline(model_names=["lr"], quantize=False).all_outputs()
+    assert "export.lr.onnx_int8" not in create_pipeline(model_names=["lr"], quantize=False).all_outputs()
     assert not create_pipeline(model_names=[]).nodes
 
 

@@ -58,9 +58,9 @@ def project(tmp_path: Path) -> tuple[_Catalog, Path]:
         path.write_text("x")
     catalog = _Catalog(ranking_metrics=_Dataset(report / "ranking_metrics.json"),
                        ranking_roc_plot=_Dataset(report / "ranking_roc.png"),
-                       **{"din.onnx": _Dataset(onnx / "din.onnx"),
-                          "din.serving_bundle": _Dataset(bundle),
-                          "din.model": _Dataset(tmp_path / "data/06_models.pt")})
+                       **{"export.din.onnx": _Dataset(onnx / "din.onnx"),
+                          "export.din.serving_bundle": _Dataset(bundle),
+                          "ranking.din.model": _Dataset(tmp_path / "data/06_models.pt")})
     return catalog, tmp_path
 
 
@@ -84,9 +84,9 @@ def test_logs_reports_plots_and_bundles(monkeypatch, project) -> None:
     hook, fake = _hook(monkeypatch, catalog)
     hook.after_dataset_saved("ranking_metrics", {"models": {"din": {"auc": 0.71}}})
     hook.after_dataset_saved("ranking_roc_plot", object())
-    hook.after_dataset_saved("din.onnx", object())
-    hook.after_dataset_saved("din.serving_bundle", object())
-    hook.after_dataset_saved("din.model", object())  # 06_models: weights are not artifacts
+    hook.after_dataset_saved("export.din.onnx", object())
+    hook.after_dataset_saved("export.din.serving_bundle", object())
+    hook.after_dataset_saved("ranking.din.model", object())  # 06_models: weights are not artifacts
     assert fake.metrics == {"ranking_metrics.models.din.auc": 0.71}
     assert fake.artifacts == [("ranking_metrics.json", "08_reporting"),
                               ("ranking_roc.png", "08_reporting"),

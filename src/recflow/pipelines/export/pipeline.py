@@ -1,8 +1,8 @@
 """Export: one namespaced sub-pipeline per model entry, then one shared report.
 
-Each entry reads `{name}.model` (the trained payload) and `{name}.metrics` (its
-test metrics, stamped into the ONNX metadata) and writes `{name}.onnx`,
-`{name}.onnx_int8` (with `quantize`), `{name}.serving_bundle`; the report node
+Each entry reads `ranking.{name}.model` (the trained payload) and `ranking.{name}.metrics`
+(its test metrics, stamped into the ONNX metadata) and writes, in namespace `export.{name}`,
+`.onnx`, `.onnx_int8` (with `quantize`) and `.serving_bundle`; the report node
 collects every entry into `export_report`. The nodes get the entry's name by keyword
 (`with_entry_name`): payloads only know the registered model's name, and the ONNX
 metadata names the entry.
@@ -33,7 +33,9 @@ def create_pipeline(model_names: list[str] | None = None, quantize: bool = True,
     """`model_names`: entries to export (see `params.pipeline_kwargs` for the YAML defaults)."""
     model_names = list(dict.fromkeys(model_names or []))
     per_model = [
-        pipeline(_model_template(name, quantize), namespace=name, inputs=SHARED_INPUTS,
+        pipeline(_model_template(name, quantize), namespace=f"export.{name}",
+                 inputs={**{i: i for i in SHARED_INPUTS}, "model": f"ranking.{name}.model",
+                         "metrics": f"ranking.{name}.metrics"},
                  parameters={"params:export": "params:export"})
         for name in model_names
     ]
@@ -41,7 +43,7 @@ def create_pipeline(model_names: list[str] | None = None, quantize: bool = True,
         return Pipeline([])
     report = Pipeline([
         node(nodes.report_export,
-             {f"summary__{name}": f"{name}.export_summary" for name in model_names},
+             {f"summary__{name}": f"export.{name}.export_summary" for name in model_names},
              "export_report", name="report_export"),
     ])
     return sum(per_model, Pipeline([])) + report

@@ -1,6 +1,7 @@
 """Ranking: one namespaced sub-pipeline per YAML model entry, then one shared report.
 
-kedro-viz shows the entries side by side, and `--namespaces deepfm` runs one.
+kedro-viz shows the entries side by side under `ranking`, and `--namespaces ranking.deepfm`
+runs one (catalog names `ranking.<entry>.model`, like `retrieval.<entry>.model`).
 The `ranking_streaming` pipeline maps the three splits to the parquet parts
 `preprocessing_streaming` writes (`model_input_shards@{split}`); the nodes take both.
 """
@@ -43,7 +44,7 @@ def create_pipeline(model_names: list[str] | None = None, **kwargs) -> Pipeline:
     per_model = [
         pipeline(
             _model_template(),
-            namespace=name,
+            namespace=f"ranking.{name}",
             inputs=SHARED_INPUTS,
             parameters={"params:entry": f"params:ranking.models.{name}",
                         "params:ranking.trainer": "params:ranking.trainer",
@@ -57,10 +58,10 @@ def create_pipeline(model_names: list[str] | None = None, **kwargs) -> Pipeline:
                      "valid": "model_input_valid", "test": "model_input_test",
                      "feature_spec": "feature_spec"}
     for name in model_names:
-        report_inputs.update({f"metrics__{name}": f"{name}.metrics",
-                              f"scores__{name}": f"{name}.test_scores",
-                              f"history__{name}": f"{name}.history",
-                              f"seed_runs__{name}": f"{name}.seed_runs"})
+        report_inputs.update({f"metrics__{name}": f"ranking.{name}.metrics",
+                              f"scores__{name}": f"ranking.{name}.test_scores",
+                              f"history__{name}": f"ranking.{name}.history",
+                              f"seed_runs__{name}": f"ranking.{name}.seed_runs"})
     shared = Pipeline([
         node(item_train_stats, "model_input_train", "ranking_item_stats",
              name="item_train_stats"),
