@@ -276,8 +276,16 @@ class EpochRecorder:
         if latest is None:
             return None
         payload = self.checkpoints.load(latest)
-        module.load_state_dict(payload["module"])
-        optimizer.load_state_dict(payload["optimizer"])
+        try:  # same settings, other parameters: a checkpoint from an older layout of the model
+            module.load_state_dict(payload["module"])
+            optimizer.load_state_dict(payload["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as exc:
+            first = str(exc).strip().splitlines()[0][:200]
+            raise ValueError(
+                f"cannot resume from {latest}: its weights or optimiser state do not fit "
+                f"{self.name}'s parameters ({first}); it was written by another version of "
+                f"the model (e.g. an older recflow). Delete {latest.parent}, or set resume: "
+                "false") from None
         torch.set_rng_state(payload["torch_rng"])
         generator.set_state(payload["shuffle_rng"])
         self.state = FitState(**payload["state"])

@@ -188,3 +188,20 @@ def test_a_scaled_parameter_steps_at_its_own_rate():
     optimizer.step()
     assert float(module.offset) == pytest.approx(-0.02, rel=1e-3)
     assert float((module.weight.detach() - before).abs().max()) == pytest.approx(1e-3, rel=0.1)
+
+
+def test_a_checkpoint_of_another_parameter_layout_is_refused_by_name(tmp_path):
+    """Same settings, other parameters (an older layout of the model): one named error, not
+    torch's size-mismatch traceback from deep inside the resume."""
+    old = torch.nn.Linear(3, 1)
+    Checkpoints(tmp_path, {}).save(1, {"module": old.state_dict(),
+                                       "optimizer": build_optimizer(old, lr=0.1).state_dict()})
+    wider = torch.nn.Linear(4, 1)
+    recorder = core.EpochRecorder(FitConfig(progress=False), Checkpoints(tmp_path, {}), "din")
+    with pytest.raises(ValueError, match=r"epoch_0001.pt: its weights or optimiser state do "
+                                         r"not fit din's parameters .*set resume: false"):
+        recorder.resume(wider, build_optimizer(wider, lr=0.1), torch.Generator())
+    regrouped = torch.nn.Linear(3, 1)  # same weights, the optimiser's groups differ
+    regrouped.bias = core.scaled_lr(regrouped.bias, 10.0)
+    with pytest.raises(ValueError, match="do not fit din's parameters"):
+        recorder.resume(regrouped, build_optimizer(regrouped, lr=0.1), torch.Generator())
