@@ -17,6 +17,13 @@ every top-K prefix (positions 10, 20, ... at 0.1). By default (``cold_share: nul
 share is the share of cold items among the validation targets: 0 when the split has no
 cold targets, so a warm benchmark does not give up a top-10 slot to cold items.
 
+Repeat bias (``repeat_bias: true``): SASRec's learned "already consumed" scalar, per code
+level. At level l the tokens that continue the ID prefix of an item in the input window
+(`recflow.tokenization.trie.repeat_tokens`) get ``repeat[l]`` added to their logits,
+inside the level's softmax, in training (the items before each target) and in both beam
+searches alike. Where most 2-code prefixes hold one film, level 1 carries the
+"not again" signal; on re-consumption data the scalars can turn positive.
+
 Design choice: decoder-only (one stack) rather than TIGER's encoder-decoder. The
 beam search runs the history once per user (`prefill`) and then extends each
 beam by one token against a key/value cache (`step`), so the T decoding steps
