@@ -185,8 +185,13 @@ def check_semantic_ids(parameters: dict[str, Any]) -> None:
     if encoder:
         _check_component(ITEM_ENCODERS, encoder.get("name", "tfidf_svd"), encoder.get("params"),
                          file, "semantic_ids.encoder", "name")
-    _check_entries(TOKENIZERS, block.get("tokenizers"), file, "semantic_ids.tokenizers",
-                   "tokenizer")
+    tokenizers = _mapping(block.get("tokenizers"), file, "semantic_ids.tokenizers")
+    for name, entry in tokenizers.items():
+        if isinstance(entry, dict) and "tokenizer" in entry:  # the key until 2026-11-30
+            raise ValueError(f"{file}: semantic_ids.tokenizers.{name}.tokenizer: name the "
+                             f"registered tokenizer with `name: {entry['tokenizer']}`; "
+                             "`tokenizer:` elsewhere refers to an entry of semantic_ids.tokenizers")
+    _check_entries(TOKENIZERS, tokenizers, file, "semantic_ids.tokenizers", "name")
 
 
 def check_parameters(parameters: dict[str, Any]) -> None:

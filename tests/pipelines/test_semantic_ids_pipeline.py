@@ -24,8 +24,8 @@ SMALL_SIDS = {
                            "dim": 16, "min_df": 2}},
     "purity_columns": ["category"],
     "tokenizers": {
-        "rq_kmeans": {"tokenizer": "rq_kmeans", "params": {"levels": 2, "codebook_size": 16}},
-        "rq_vae": {"tokenizer": "rq_vae", "params": {"levels": 2, "codebook_size": 16,
+        "rq_kmeans": {"name": "rq_kmeans", "params": {"levels": 2, "codebook_size": 16}},
+        "rq_vae": {"name": "rq_vae", "params": {"levels": 2, "codebook_size": 16,
                                                      "latent_dim": 8, "hidden": [32],
                                                      "epochs": 5}},
     },

@@ -31,7 +31,7 @@ def test_ranking_with_semantic_prefix_fields(tmp_path: Path) -> None:
         "parameters_semantic_ids.yml": {"semantic_ids": {
             "encoder": {"name": "tfidf_svd", "params": {"text_columns": ["title", "category"],
                                                         "dim": 8, "min_df": 1}},
-            "tokenizers": {"rq_kmeans": {"tokenizer": "rq_kmeans",
+            "tokenizers": {"rq_kmeans": {"name": "rq_kmeans",
                                          "params": {"levels": 2, "codebook_size": 6,
                                                     "seed": 0}}}}},
     }

@@ -82,6 +82,18 @@ def test_per_entry_params_and_distillation_entries_name_their_path():
             {"model": "lr", "trainer": {"batch_size": 0}}]}, "student": {"model": "lr"}}})
 
 
+
+def test_a_tokenizer_entry_names_its_class_with_name_and_the_old_key_is_explained():
+    """`name:` names the registered component (encoder, tokenizer, loss); `tokenizer:` means
+    only "an entry of semantic_ids.tokenizers" (retrieval entries, semantic_prefix fields)."""
+    check_parameters({"semantic_ids": {"tokenizers": {"rq": {"name": "rq_kmeans"}}}})
+    with pytest.raises(ValueError, match=r"semantic_ids.tokenizers.rq.tokenizer: name the "
+                                         r"registered tokenizer with `name: rq_kmeans`"):
+        check_parameters({"semantic_ids": {"tokenizers": {"rq": {"tokenizer": "rq_kmeans"}}}})
+    with pytest.raises(ValueError, match=r"semantic_ids.tokenizers.rq: unknown tokenizer 'rq_kmean'"):
+        check_parameters({"semantic_ids": {"tokenizers": {"rq": {"name": "rq_kmean"}}}})
+
+
 @pytest.mark.parametrize("env", sorted(p.name for p in (REPO / "conf").iterdir()
                                        if p.is_dir() and p.name != "base"))
 def test_every_env_validates(env):

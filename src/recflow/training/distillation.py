@@ -35,6 +35,7 @@ from torch import nn
 
 from recflow.models.base import RankingModel
 from recflow.registry import LOSSES
+from recflow.registry.entry import ComponentEntry
 from recflow.training.data import TensorBatch, iterate_batches
 
 #: label key prefix under which a teacher's logit for a task travels in a batch
@@ -176,13 +177,11 @@ class HardLabel(DistillTerm):
         return self.params.weight * hard(student, labels)
 
 
-class LossEntry(BaseModel):
+class LossEntry(ComponentEntry):
     """One YAML term: a registered loss name and its params."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    name: str
-    params: dict[str, Any] = Field(default_factory=dict)
+    registry = LOSSES
+    source = "parameters_distillation.yml"
 
 
 def objective_from_config(entries: Sequence[LossEntry | dict[str, Any]],
@@ -191,7 +190,7 @@ def objective_from_config(entries: Sequence[LossEntry | dict[str, Any]],
     terms = []
     for i, raw in enumerate(entries):
         entry = raw if isinstance(raw, LossEntry) else LossEntry.model_validate(raw)
-        terms.append(LOSSES.create(entry.name, params=entry.params, where=f"{where}[{i}].params"))
+        terms.append(entry.create(where=f"{where}[{i}].params"))
     return terms
 
 

@@ -188,7 +188,7 @@ def test_encode_items_fits_on_the_protocols_training_events(
     monkeypatch.setitem(sys.modules, "recflow.evaluation.retrieval_protocol", fake)
     params = SemanticIdsParams.model_validate(
         {"encoder": {"name": "cooccurrence", "params": {"dim": 4}},
-         "tokenizers": {"rq_kmeans": {"tokenizer": "rq_kmeans"}}})
+         "tokenizers": {"rq_kmeans": {"name": "rq_kmeans"}}})
     frame = encode_items(items_frame(), params, pd.concat([train, held_out]), {"k": 1},
                          retrieval="retrieval-params")
     assert calls == [(len(train) + 5, {"k": 1}, "retrieval-params")]

@@ -12,7 +12,7 @@ from matplotlib.figure import Figure
 
 from recflow.evaluation.retrieval_params import RetrievalParams
 from recflow.pipelines.semantic_ids.params import SemanticIdsParams, TokenizerEntry
-from recflow.registry import ITEM_ENCODERS, TOKENIZERS
+from recflow.registry import TOKENIZERS
 from recflow.tokenization.encoders import encoder_needs_events
 from recflow.tokenization.semantic_ids import SemanticIdTable, code_metrics
 
@@ -35,8 +35,7 @@ def encode_items(items: pd.DataFrame, params: SemanticIdsParams,
     so the semantic IDs TIGER decodes carry no leak of the evaluation targets.
     """
     name = params.encoder.name
-    encoder = ITEM_ENCODERS.create(name, params=params.encoder.params,
-                                   where="parameters_semantic_ids.yml: encoder.params")
+    encoder = params.encoder.create(where="parameters_semantic_ids.yml: encoder.params")
     items = items.sort_values("item_id").reset_index(drop=True)
     if encoder_needs_events(name):
         if interactions is None or cutoffs is None or retrieval is None:
@@ -59,18 +58,18 @@ def fit_tokenizer(embeddings: pd.DataFrame, items: pd.DataFrame, entry: Tokenize
                   params: SemanticIdsParams) -> tuple[dict[str, Any], pd.DataFrame, dict]:
     """Fit one tokenizer; return its payload, the unique semantic-ID table and its metrics."""
     x = embeddings_matrix(embeddings)
-    tok = TOKENIZERS.create(entry.tokenizer, params=entry.params)
+    tok = entry.create()
     tok.fit(x)
     codes = tok.encode(x)
     table = SemanticIdTable.build(embeddings["item_id"].to_numpy(), codes, tok.codebook_size)
     labels = items.set_index("item_id").reindex(embeddings["item_id"])
-    metrics = {"tokenizer": entry.tokenizer, "levels": tok.levels,
+    metrics = {"tokenizer": entry.name, "levels": tok.levels,
                "codebook_size": tok.codebook_size,
                **code_metrics(codes, table, tok.codebook_size, labels, params.purity_columns),
                "reconstruction_error": tok.reconstruction_errors(x)}
-    payload = {"model": entry.tokenizer, "params": entry.params, "state_dict": tok.state(),
+    payload = {"model": entry.name, "params": entry.params, "state_dict": tok.state(),
                "feature_spec_hash": None}
-    logger.info("%s: collisions %.3f -> %.3f, utilisation %s", entry.tokenizer,
+    logger.info("%s: collisions %.3f -> %.3f, utilisation %s", entry.name,
                 metrics["collision_rate_before"], metrics["collision_rate"],
                 [round(u, 3) for u in metrics["utilization"]])
     return payload, table.to_frame(), metrics

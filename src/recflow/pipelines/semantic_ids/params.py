@@ -8,33 +8,34 @@ from pydantic import Field, model_validator
 
 from recflow.config_types import StrictModel
 from recflow.registry import ITEM_ENCODERS, TOKENIZERS
+from recflow.registry.entry import ComponentEntry
 
 _FILE = "parameters_semantic_ids.yml"
 
 
-class EncoderEntry(StrictModel):
+class EncoderEntry(ComponentEntry):
     """The item encoder: a registered name (ITEM_ENCODERS.list()) and its params."""
 
+    registry = ITEM_ENCODERS
+    source = _FILE
     name: str = "tfidf_svd"
-    params: dict[str, Any] = Field(default_factory=dict)
-
-    @model_validator(mode="after")
-    def _valid(self) -> EncoderEntry:
-        ITEM_ENCODERS.get(self.name).validate_params(self.params, where=f"{_FILE}: encoder.params")
-        return self
 
 
-class TokenizerEntry(StrictModel):
+class TokenizerEntry(ComponentEntry):
     """One tokenizer to fit: a registered name (TOKENIZERS.list()) and its params."""
 
-    tokenizer: str
-    params: dict[str, Any] = Field(default_factory=dict)
+    registry = TOKENIZERS
+    source = _FILE
 
-    @model_validator(mode="after")
-    def _valid(self) -> TokenizerEntry:
-        TOKENIZERS.get(self.tokenizer).validate_params(
-            self.params, where=f"{_FILE}: tokenizers.<{self.tokenizer}>.params")
-        return self
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed_key(cls, raw: Any) -> Any:
+        if isinstance(raw, dict) and "tokenizer" in raw:
+            raise ValueError(
+                f"{_FILE}: semantic_ids.tokenizers entries name their registered tokenizer with "
+                f"`name: {raw['tokenizer']}` (was `tokenizer:`); `tokenizer:` elsewhere refers "
+                "to an entry of semantic_ids.tokenizers")
+        return raw
 
 
 class SemanticIdsParams(StrictModel):
