@@ -23,7 +23,8 @@ the numbers above the tolerance):
   causal, so tokens after ``last`` cannot change its logits (the shape is static
   because the traced attention bakes the sequence length). The semantic-ID table
   and the token layout go into the metadata (with ``repeat_bias``: the learned scalar
-  per level); ``recflow.serving.generative`` runs the trie-constrained beam search
+  per level, and ``repeat_window``: how many latest history items it applies to);
+  ``recflow.serving.generative`` runs the trie-constrained beam search
   over this graph with onnxruntime + numpy and applies that bias as training did.
 
 Item matrices are plain ``.npy`` float32 (``recflow.datasets.NumpyArrayDataset``),
@@ -238,6 +239,7 @@ def tiger_layout(model: Any) -> dict[str, Any]:
               "length": 1 + (model.params.max_items + 1) * int(m.n_tok) - 1}
     if getattr(m, "repeat", None) is not None:
         layout["repeat_bias"] = m.repeat.detach().tolist()
+        layout["repeat_window"] = int(model.params.repeat_window or model.params.max_items)
     cold = getattr(model, "cold_items", None)
     if cold is not None and getattr(model, "cold_trie", True) is not None:
         layout["cold_items"] = np.asarray(cold).tolist()
@@ -293,7 +295,7 @@ def export_tiger(model: Any, histories: list[np.ndarray], *, name: str = "tiger"
     started = time.perf_counter()
     want_items, _ = constrained_beam_search(
         m, model.trie, history_tokens(m, model.sid_table, rows, model.params.max_items), beam,
-        model.trie.window(left_pad(rows, model.params.max_items), model.sid_table.numpy()))
+        model.trie.window(model.repeat_items(rows), model.sid_table.numpy()))
     torch_seconds = time.perf_counter() - started
     same = [np.array_equal(a[:k], b[:k]) for a, b in zip(got, want_items, strict=True)]
     served = runtime.recommend(rows, k)

@@ -76,6 +76,7 @@ class GenerativeRetriever:
         repeat = meta.get("repeat_bias")
         self.repeat_bias = None if repeat is None else np.asarray(json.loads(repeat),
                                                                   dtype=np.float32)
+        self.repeat_window = int(meta.get("repeat_window", self.max_items))
         vocab = max(self.vocab_sizes)
         self.trie = TrieTable(self.sids[1:], np.arange(1, len(self.sids)), vocab)
         self.cold_items = np.asarray(json.loads(meta.get("cold_items", "[]")), dtype=np.int64)
@@ -87,20 +88,24 @@ class GenerativeRetriever:
     def n_items(self) -> int:
         return len(self.sids) - 1
 
-    def window(self, histories: list[np.ndarray]) -> np.ndarray:
-        """The last `max_items` items of each history, left-padded with 0: (B, max_items)."""
-        items = np.zeros((len(histories), self.max_items), dtype=np.int64)
+    def _latest(self, histories: list[np.ndarray], n: int) -> np.ndarray:
+        """The last `n` items of each history, left-padded with 0: (B, n)."""
+        items = np.zeros((len(histories), n), dtype=np.int64)
         for i, h in enumerate(histories):
-            h = np.asarray(h, dtype=np.int64)[-self.max_items:]
+            h = np.asarray(h, dtype=np.int64)[-n:]
             if len(h):
-                items[i, self.max_items - len(h):] = h
+                items[i, n - len(h):] = h
         if ((items < 0) | (items > self.n_items)).any():
             raise ValueError(f"history item indices must lie in 1..{self.n_items}")
         return items
 
+    def window(self, histories: list[np.ndarray]) -> np.ndarray:
+        """The items the repeat bias applies to: the last `repeat_window` of each history."""
+        return self._latest(histories, self.repeat_window)
+
     def history_tokens(self, histories: list[np.ndarray]) -> np.ndarray:
         """[BOS, tokens of the last `max_items` items], left-padded: (B, 1 + max_items * T)."""
-        items = self.window(histories)
+        items = self._latest(histories, self.max_items)
         toks = self.sids[items] + self.offsets + 2
         toks[items == 0] = 0
         flat = toks.reshape(len(items), -1)

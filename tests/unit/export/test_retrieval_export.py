@@ -37,7 +37,8 @@ PARAMS = {
     "tiger": {"max_items": 3, "embed_dim": 16, "heads": 2, "layers": 1, "epochs": 1,
               "beam_size": 12, "cold_share": 0.1},  # set: unset, it comes from data.valid
     "tiger_repeat": {"max_items": 3, "embed_dim": 16, "heads": 2, "layers": 1, "epochs": 1,
-                     "beam_size": 12, "cold_share": 0.1, "repeat_bias": True},
+                     "beam_size": 12, "cold_share": 0.1, "repeat_bias": True,
+                     "repeat_window": 5},  # the bias reaches 2 items beyond the input
 }
 
 
@@ -187,12 +188,13 @@ def test_tiger_repeat_bias_is_served_as_trained(data, histories, tmp_path) -> No
     assert out["report"]["recommend_top10_identical"] == 1.0
     runtime = GenerativeRetriever(out["decoder_step"])
     np.testing.assert_allclose(runtime.repeat_bias, [-0.5, -30.0, -30.0])
+    assert runtime.repeat_window == 5
     top = runtime.recommend(histories, 10)
     assert np.array_equal(top, model.recommend(histories, 10))
     plain, _ = runtime.search(runtime.history_tokens(histories), 10)  # no window: no bias
 
     def repeats(lists: np.ndarray) -> int:
-        return sum(len(set(t) & set(h[-3:].tolist())) for t, h in zip(lists, histories,
+        return sum(len(set(t) & set(h[-5:].tolist())) for t, h in zip(lists, histories,
                                                                        strict=True))
     assert repeats(top) < repeats(plain) / 2
 

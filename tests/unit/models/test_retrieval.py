@@ -239,6 +239,15 @@ def test_tiger_repeat_bias_learns_that_nobody_repeats() -> None:
     histories = [rng.permutation(np.arange(1, n + 1))[:6] for _ in range(20)]
     top = model.recommend(histories, 5)
     assert not any(set(t) & set(h) for t, h in zip(top, histories, strict=True))
+    # repeat_window: the bias reaches older items of the history than the decoder reads
+    longer = [rng.permutation(np.arange(1, n + 1))[:12] for _ in range(20)]
+    assert any(set(t) & set(h[:6]) for t, h in zip(model.recommend(longer, 5), longer,
+                                                     strict=True))
+    model.params = model.params.model_copy(update={"repeat_window": 12})
+    assert not any(set(t) & set(h) for t, h in zip(model.recommend(longer, 5), longer,
+                                                     strict=True))
+    with pytest.raises(RegistryError, match="repeat_window needs repeat_bias: true"):
+        RETRIEVAL_MODELS.create("tiger", params={"repeat_window": 50})
 
 
 def test_tiger_requires_semantic_ids() -> None:

@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import Field
+from pydantic import Field, model_validator
 from torch import nn
 
 from recflow.config_types import (
@@ -109,10 +109,22 @@ class TigerParams(StrictModel):
         "that continue the ID of an item already in the input window (SASRec's repeat_bias at "
         "token level: at the last level these are exactly the window's items). Exported as "
         "metadata; the served beam search applies it.")
+    repeat_window: int | None = Field(
+        None, ge=1, le=512, description="With repeat_bias: how many of the latest history "
+        "items get it when recommending (null: max_items, the decoder's input). Training "
+        "learns the bias on the items before each target in its window; a longer window "
+        "applies the same 'already consumed' signal to older items of the history.")
     cold_share: float | None = Field(
         None, ge=0, le=1, description="TIGER's epsilon: at most this share of every top-K "
         "prefix goes to cold items (no training events) whose code prefix the model decodes. "
         "None: the share of cold items among the validation targets (0 without any).")
+
+
+    @model_validator(mode="after")
+    def _repeat_window_needs_the_bias(self) -> TigerParams:
+        if self.repeat_window is not None and not self.repeat_bias:
+            raise ValueError("repeat_window needs repeat_bias: true")
+        return self
 
 
 class TigerModule(nn.Module):
@@ -347,6 +359,11 @@ class Tiger(Retriever):
                                         visible) for t in range(nodes.shape[2])], axis=2)
         return torch.as_tensor(again.reshape(len(items), -1, width), dtype=torch.float32)
 
+    def repeat_items(self, histories: list[np.ndarray]) -> np.ndarray:
+        """(B, W) the latest `repeat_window` (else `max_items`) items of each history, the
+        ones the repeat bias applies to when recommending (0 = padding)."""
+        return left_pad(histories, self.params.repeat_window or self.params.max_items)
+
     def _resolve_cold_share(self, data: RetrievalData) -> float:
         """`cold_share` as set, else the cold share of the validation targets."""
         if self.params.cold_share is not None:
@@ -373,7 +390,7 @@ class Tiger(Retriever):
         for start in range(0, len(histories), 256):
             chunk = histories[start:start + 256]
             prefix = history_tokens(self.module, self.sid_table, chunk, self.params.max_items)
-            window = left_pad(chunk, self.params.max_items)
+            window = self.repeat_items(chunk)
             sids = self.sid_table.numpy()
             items, _ = constrained_beam_search(self.module, self.trie, prefix, beam,
                                                self.trie.window(window, sids))
