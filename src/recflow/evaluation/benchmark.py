@@ -52,7 +52,7 @@ PIPELINES: dict[str, dict[str, Any]] = {
                 "block": "ranking",
                 "split_key": ("preprocessing", "split"),
                 "metrics": "08_reporting/ranking/{name}_seed_runs.json",
-                "namespace": "{name}",
+                "namespace": "ranking.{name}",
                 "to_outputs": "ranking.{name}.seed_runs",
                 "quality": ["auc", "auc_rare_items", "logloss", "gauc"],
                 "throughput": "samples_per_second"},

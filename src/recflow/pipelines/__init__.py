@@ -1,8 +1,8 @@
 """One folder per Kedro pipeline: `nodes.py` (pure functions) + `pipeline.py` (wiring).
 
 Fan-out follows one scheme: a YAML entry `<entry>` of a pipeline's block is the Kedro
-namespace of its nodes and datasets (ranking: `<entry>`, whose export shares it;
-retrieval: `retrieval.<entry>`; semantic IDs: `semantic_ids.<entry>`), so its catalog
+namespace `<pipeline>.<entry>` of its nodes and datasets (`ranking.<entry>`, exported as
+`export.<entry>`; `retrieval.<entry>`; `semantic_ids.<entry>`), so its catalog
 names are `<namespace>.<artifact>` (dataset factories in conf/base/catalog*.yml),
 `--namespaces <namespace>` runs one entry and kedro-viz groups it.
 """
