@@ -24,7 +24,7 @@ def test_env_parameters_and_paths_survive_pipeline_registration(tmp_path: Path,
         ranking = pipelines["ranking"]  # built from the env's parameters_ranking.yml
         params = context.params
         catalog = context.catalog
-        assert "din" in {n.namespace for n in ranking.nodes if n.namespace}
+        assert "ranking.din" in {n.namespace for n in ranking.nodes if n.namespace}
         assert params["ranking"].models["din"].params["sequence_field"] == "hist_category"
         # registering pipelines must not clobber the env's `${globals:out}`
         path = Path(str(catalog.get("feature_spec")._filepath))

@@ -24,7 +24,7 @@ class OnnxModelDataset(AbstractDataset[onnx.ModelProto, onnx.ModelProto]):
 
     Example ``catalog.yml`` entry::
 
-        "{name}.onnx":
+        "export.{name}.onnx":
           type: recflow.datasets.OnnxModelDataset
           filepath: ${globals:out}/07_model_output/onnx/{name}.onnx
     """
