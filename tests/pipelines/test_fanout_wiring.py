@@ -79,13 +79,16 @@ def test_entries_are_namespaced_like_ranking(registered) -> None:
     exports = [n for n in pipelines["export"].nodes if n.name.endswith(".export_onnx")]
     assert exports and all(n.func.keywords == {"name": n.namespace.removeprefix("export.")}
                            for n in exports)
-    for name in params["ranking"]["models"]:  # ranking.<entry>, read by export.<entry>
-        train = next(n for n in pipelines["ranking"].nodes if n.name == f"ranking.{name}.train")
-        assert train.outputs == [f"ranking.{name}.{k}" for k in ("model", "history",
-                                                                   "seed_models")]
-    din = next(n for n in exports if n.namespace == "export.din")
-    assert {"ranking.din.model", "ranking.din.metrics"} <= set(din.inputs)
-    assert "export.din.onnx" in din.outputs
+    trains = [n for n in pipelines["ranking"].nodes if n.name.endswith(".train")]
+    assert trains and all(n.namespace.startswith("ranking.") for n in trains)
+    for train in trains:  # ranking.<entry>, read by export.<entry>
+        entry = train.namespace.removeprefix("ranking.")
+        assert train.outputs == [f"ranking.{entry}.{k}" for k in ("model", "history",
+                                                                    "seed_models")]
+    for export in exports:
+        entry = export.namespace.removeprefix("export.")
+        assert {f"ranking.{entry}.model", f"ranking.{entry}.metrics"} <= set(export.inputs)
+        assert f"export.{entry}.onnx" in export.outputs
     assert retrieval.only_nodes_with_namespaces(["retrieval.two_tower"]).all_outputs() == {
         "retrieval.two_tower." + k for k in ("model", "metrics", "user_onnx", "item_onnx",
                                              "item_vectors", "export_report")}
