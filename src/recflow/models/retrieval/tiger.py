@@ -119,7 +119,6 @@ class TigerParams(StrictModel):
         "prefix goes to cold items (no training events) whose code prefix the model decodes. "
         "None: the share of cold items among the validation targets (0 without any).")
 
-
     @model_validator(mode="after")
     def _repeat_window_needs_the_bias(self) -> TigerParams:
         if self.repeat_window is not None and not self.repeat_bias:
