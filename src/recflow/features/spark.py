@@ -331,8 +331,7 @@ def _lookup(spark: Any, frame: DataFrame, f: FieldSpec, out: str) -> DataFrame:
         StructType([StructField("__value", dtype), StructField(out, LongType())]),
     )
     joined = frame.join(F.broadcast(table), frame[column] == table["__value"], "left")
-    missing = len(values) + 2 if f.params.get("missing") == "token" else PAD
-    ids = F.when(F.col(column).isNull(), F.lit(missing)).otherwise(
+    ids = F.when(F.col(column).isNull(), F.lit(build_transform(f).missing_id)).otherwise(
         F.coalesce(F.col(out), F.lit(OOV)))
     return joined.drop("__value").withColumn(out, ids)
 

@@ -130,9 +130,7 @@ class GenerativeRetriever:
         trie = trie or self.trie
         paths = codes = None
         if self.repeat_bias is not None and window is not None:
-            codes = self.sids[window]
-            paths = trie.paths(codes)
-            paths[window == 0] = -1
+            paths, codes = trie.window(window, self.sids)
         b, width = prefix.shape
         if width + self.n_tok - 1 != self.length:
             raise ValueError(f"prefix of {width} tokens; this graph expects "

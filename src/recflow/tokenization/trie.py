@@ -66,6 +66,13 @@ class TrieTable:
             node = np.where((node >= 0) & (codes[..., t] >= 0), nxt, -1)
         return out
 
+    def window(self, items: np.ndarray, sid_table: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(B, I) window items (0 = padding) -> their (B, I, T) paths in this trie and codes."""
+        codes = sid_table[items]
+        nodes = self.paths(codes)
+        nodes[items == 0] = -1
+        return nodes, codes
+
 
 def repeat_tokens(query: np.ndarray, window_nodes: np.ndarray, window_codes: np.ndarray,
                   vocab: int, visible: np.ndarray | None = None) -> np.ndarray:

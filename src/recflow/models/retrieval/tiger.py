@@ -84,13 +84,6 @@ class Trie(TrieTable):
     def items(self, nodes: np.ndarray) -> np.ndarray:
         return self.leaf_item[np.asarray(nodes)]
 
-    def window(self, items: np.ndarray, sid_table: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(B, I) window items (0 = padding) -> their (B, I, T) trie paths and codes."""
-        codes = sid_table[items]
-        nodes = self.paths(codes)
-        nodes[items == 0] = -1
-        return nodes, codes
-
 
 class TigerParams(StrictModel):
     max_items: int = Field(20, ge=1, le=128, description="History items fed to the decoder.")
