@@ -109,7 +109,7 @@ def _backward(module: nn.Module, make: Callable[[], Any]) -> Callable[[], None]:
 def _model(spec: FeatureSpec, before: bool) -> nn.Module:
     entry = ModelEntry.model_validate(ctr_kedro.MODELS["dcnv2"])
     torch.manual_seed(0)
-    model = MODELS.create(entry.model, spec, params=entry.typed_params())
+    model = MODELS.create(entry.name, spec, params=entry.typed_params())
     if before:
         model.embedding = PerFieldEmbedding(model.embedding)
         model.cross = UnfusedCross(model.cross)

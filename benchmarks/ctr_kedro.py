@@ -31,9 +31,9 @@ TRAINER = {"epochs": 1, "batch_size": 4096, "optimizer": "adam", "lr": 1e-3,
 OWN_BLOCKS = ("parameters_dataset.yml", "parameters_preprocessing.yml",
               "parameters_ranking.yml", "parameters_distillation.yml")
 MODELS = {
-    "dcnv2": {"model": "dcnv2", "params": {"embed_dim": 16, "structure": "parallel",
+    "dcnv2": {"name": "dcnv2", "params": {"embed_dim": 16, "structure": "parallel",
                                            "cross_layers": 3, "hidden": [400, 400, 400]}},
-    "deepfm": {"model": "deepfm", "params": {"embed_dim": 16, "hidden": [400, 400, 400]}},
+    "deepfm": {"name": "deepfm", "params": {"embed_dim": 16, "hidden": [400, 400, 400]}},
 }
 
 

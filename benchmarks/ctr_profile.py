@@ -85,7 +85,7 @@ def model_figures(model_input: Path, entry: dict[str, Any]) -> dict[str, Any]:
     """Dense shapes, FLOPs per sample and parameters of `entry` on the preprocessed spec."""
     spec = FeatureSpec.from_dict(json.loads((model_input / "feature_spec.json").read_text()))
     model_entry = ModelEntry.model_validate(entry)
-    model = MODELS.create(model_entry.model, spec, params=model_entry.typed_params())
+    model = MODELS.create(model_entry.name, spec, params=model_entry.typed_params())
     embedding = sum(p.numel() for m in model.modules() if isinstance(m, FieldEmbedding)
                     for p in m.parameters())
     total = sum(p.numel() for p in model.parameters())
@@ -136,7 +136,7 @@ def step_breakdown(model_input: Path, entry: dict[str, Any], trainer: dict[str, 
     model_entry = ModelEntry.model_validate(entry)
     config = TrainerConfig(**trainer)
     torch.manual_seed(config.seed)
-    model = MODELS.create(model_entry.model, spec, params=model_entry.typed_params())
+    model = MODELS.create(model_entry.name, spec, params=model_entry.typed_params())
     for module in model.modules():
         if isinstance(module, FieldEmbedding):
             _scoped(module, "embedding")

@@ -45,9 +45,9 @@ _MLCC = {"heads": 4, "cross_dims": [4, 1], "out_dim": 8, "hidden": [400, 400, 40
 #: same 16-wide embedding, and as the reference's S=4 (a 64-wide embedding, 16 per channel)
 ENTRIES: dict[str, dict[str, Any]] = {
     "dcnv2": ctr_kedro.MODELS["dcnv2"],
-    "mlcc": {"model": "mlcc", "params": {"embed_dim": 16, **_MLCC}},
-    "mc-mlcc C=4, d=16": {"model": "mlcc", "params": {"embed_dim": 16, "channels": 4, **_MLCC}},
-    "mc-mlcc C=4, d=64": {"model": "mlcc", "params": {"embed_dim": 64, "channels": 4, **_MLCC}},
+    "mlcc": {"name": "mlcc", "params": {"embed_dim": 16, **_MLCC}},
+    "mc-mlcc C=4, d=16": {"name": "mlcc", "params": {"embed_dim": 16, "channels": 4, **_MLCC}},
+    "mc-mlcc C=4, d=64": {"name": "mlcc", "params": {"embed_dim": 64, "channels": 4, **_MLCC}},
 }
 
 
@@ -60,7 +60,7 @@ def measure(model_input: Path, rounds: int, threads: int) -> dict[str, Any]:
         figures[name] = ctr_profile.model_figures(model_input, entry)
         typed = ModelEntry.model_validate(entry)
         torch.manual_seed(0)
-        model = MODELS.create(typed.model, spec, params=typed.typed_params()).train()
+        model = MODELS.create(typed.name, spec, params=typed.typed_params()).train()
         batch = example_inputs(input_schema(spec, model.input_names), batch=BATCH, seed=0)
         steps[name] = ctr_ab._backward(model, lambda batch=batch: batch)
         steps[name]()

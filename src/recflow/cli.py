@@ -25,6 +25,10 @@ import click
 from kedro.framework.cli.project import run as kedro_run
 
 LOG_FILE = Path("logs") / "last_failure.log"
+#: Kedro's message when `--namespaces` names no node (kedro.pipeline.Pipeline)
+UNKNOWN_NAMESPACE = "Pipeline does not contain nodes with the following namespaces"
+#: each YAML entry runs under `<block>.<entry>` (before 2026-11-30, ranking entries: `<entry>`)
+ENTRY_NAMESPACES = ("ranking", "export", "retrieval", "semantic_ids")
 MAX_MESSAGE_LINES = 12  # with the header and the pointers below: one 24-line screen
 DOCS = "docs/troubleshooting.md"
 
@@ -34,9 +38,9 @@ def cli() -> None:
     """recflow's project commands (Kedro's, with one-screen errors)."""
 
 
-def short_failure(error: BaseException, log_file: Path | None) -> str:
-    """The terminal's account of a failed run: the error's own message, clipped."""
-    lines = (str(error).strip() or "(no message)").splitlines()
+def short_failure(error: BaseException, log_file: Path | None, hint: str = "") -> str:
+    """The terminal's account of a failed run: the error's own message (and `hint`), clipped."""
+    lines = ((str(error).strip() or "(no message)") + hint).splitlines()
     if len(lines) > MAX_MESSAGE_LINES:
         hidden = len(lines) - MAX_MESSAGE_LINES
         lines = [*lines[:MAX_MESSAGE_LINES], f"... {hidden} more line(s) in the log file"]
@@ -45,6 +49,19 @@ def short_failure(error: BaseException, log_file: Path | None) -> str:
              else "traceback: run again with --verbose")
     return (f"\nrecflow: the run failed ({type(error).__name__})\n{body}\n"
             f"  {where}\n  help: {DOCS}\n")
+
+
+def namespace_hint(error: BaseException, namespaces: str | None) -> str:
+    """A line for Kedro's unknown-namespace error: entries run as `<block>.<entry>`, so a
+    bare entry name (the ranking form until 2026-11-30) gets its spelled-out namespaces."""
+    if UNKNOWN_NAMESPACE not in str(error) or not namespaces:
+        return ""
+    bare = [n for n in namespaces.split(",") if n and "." not in n and n not in ENTRY_NAMESPACES]
+    suggestion = ",".join(f"{b}.{n}" for n in bare for b in ("ranking", "export"))
+    return ("\nEntries of a YAML block run under the namespace <block>.<entry>: "
+            + ", ".join(f"{b}.<entry>" for b in ENTRY_NAMESPACES) + "."
+            + (f" For a ranking entry, --namespaces={suggestion} trains and exports it."
+               if bare else ""))
 
 
 def write_failure_log(error: BaseException, argv: list[str], path: Path = LOG_FILE) -> Path | None:
@@ -77,7 +94,8 @@ def _one_screen(callback: Callable[..., Any]) -> Callable[..., Any]:
                 sys.exit(130)
             if isinstance(error, click.ClickException):  # usage errors keep click's format
                 raise
-            click.echo(short_failure(error, log_file), err=True)
+            hint = namespace_hint(error, kwargs.get("namespaces"))
+            click.echo(short_failure(error, log_file, hint), err=True)
             sys.exit(1)
 
     return wrapper

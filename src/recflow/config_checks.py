@@ -81,13 +81,22 @@ def _mapping(value: Any, file: str, path: str) -> dict[str, Any]:
     return value
 
 
-def _check_component(registry: Any, name: Any, params: Any, file: str, path: str,
-                     name_key: str) -> None:
-    """`path.params` against the schema registered under `name` (`path.<name_key>`)."""
+def _check_renamed(entry: dict[str, Any], old: str, registry: Any, file: str, path: str
+                   ) -> None:
+    """An entry still naming its component with the key `old` (before `name:`)."""
+    from recflow.registry.entry import renamed_key_message
+
+    if old in entry and "name" not in entry:
+        raise ValueError(renamed_key_message(old, entry[old], registry.singular,
+                                             f"{file}: {path}"))
+
+
+def _check_component(registry: Any, name: Any, params: Any, file: str, path: str) -> None:
+    """`path.params` against the schema registered under `name` (`path.name`)."""
     from recflow.registry import RegistryError
 
     if not isinstance(name, str):
-        raise ValueError(f"{file}: {path}.{name_key}: expected a registered name, got {name!r}")
+        raise ValueError(f"{file}: {path}.name: expected a registered name, got {name!r}")
     try:
         registry.get(name).validate_params(_mapping(params, file, f"{path}.params"),
                                            where=f"{path}.params")
@@ -113,9 +122,10 @@ def _check_entry(entry: Any, base: dict[str, Any], file: str, path: str, base_pa
     from recflow.training.trainer import TrainerConfig
 
     entry = _mapping(entry, file, path)
-    if entry.get("checkpoint") is not None and entry.get("model") is None:
+    _check_renamed(entry, "model", MODELS, file, path)
+    if entry.get("checkpoint") is not None and entry.get("name") is None:
         return  # a saved teacher: nothing to train, its payload is checked when loaded
-    _check_component(MODELS, entry.get("model"), entry.get("params"), file, path, "model")
+    _check_component(MODELS, entry.get("name"), entry.get("params"), file, path)
     override = _mapping(entry.get("trainer"), file, f"{path}.trainer")
     unknown = sorted(set(override) - set(TrainerConfig.model_fields))
     if unknown:  # a typo: name the keys that exist
@@ -166,12 +176,14 @@ def check_retrieval(parameters: dict[str, Any]) -> None:
     _check_entries(RETRIEVAL_MODELS, block.get("models"), file, "retrieval.models", "model")
 
 
-def _check_entries(registry: Any, entries: Any, file: str, path: str, name_key: str) -> None:
-    """Each entry of the mapping at `path`: its `params` against the component it names."""
+def _check_entries(registry: Any, entries: Any, file: str, path: str, old_key: str) -> None:
+    """Each entry of the mapping at `path`: its `params` against the component it names
+    (`name:`; `old_key` is the key that named it before)."""
     for name, entry in _mapping(entries, file, path).items():
         entry = _mapping(entry, file, f"{path}.{name}")
-        _check_component(registry, entry.get(name_key), entry.get("params"), file,
-                         f"{path}.{name}", name_key)
+        _check_renamed(entry, old_key, registry, file, f"{path}.{name}")
+        _check_component(registry, entry.get("name"), entry.get("params"), file,
+                         f"{path}.{name}")
 
 
 def check_semantic_ids(parameters: dict[str, Any]) -> None:
@@ -184,14 +196,9 @@ def check_semantic_ids(parameters: dict[str, Any]) -> None:
     encoder = _mapping(block.get("encoder"), file, "semantic_ids.encoder")
     if encoder:
         _check_component(ITEM_ENCODERS, encoder.get("name", "tfidf_svd"), encoder.get("params"),
-                         file, "semantic_ids.encoder", "name")
+                         file, "semantic_ids.encoder")
     tokenizers = _mapping(block.get("tokenizers"), file, "semantic_ids.tokenizers")
-    for name, entry in tokenizers.items():
-        if isinstance(entry, dict) and "tokenizer" in entry:  # the key until 2026-11-30
-            raise ValueError(f"{file}: semantic_ids.tokenizers.{name}.tokenizer: name the "
-                             f"registered tokenizer with `name: {entry['tokenizer']}`; "
-                             "`tokenizer:` elsewhere refers to an entry of semantic_ids.tokenizers")
-    _check_entries(TOKENIZERS, tokenizers, file, "semantic_ids.tokenizers", "name")
+    _check_entries(TOKENIZERS, tokenizers, file, "semantic_ids.tokenizers", "tokenizer")
 
 
 def check_parameters(parameters: dict[str, Any]) -> None:

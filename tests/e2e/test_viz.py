@@ -57,8 +57,8 @@ def viz_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     trainer = {"epochs": 1, "batch_size": 512, "progress": False, "seed": 0}
     small = {"embed_dim": 4, "hidden": [8]}
     ranking = {"baseline": "lr", "trainer": trainer, "models": {
-        "lr": {"model": "lr"},
-        "din": {"model": "din", "params": {**small, "sequence_field": "hist_subcategory",
+        "lr": {"name": "lr"},
+        "din": {"name": "din", "params": {**small, "sequence_field": "hist_subcategory",
                                             "candidate_field": "subcategory"}},
     }}
     export = {"quantize": False, "latency": {"batches": [1], "repeats": 2, "warmup": 0,

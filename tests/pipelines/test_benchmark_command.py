@@ -84,7 +84,7 @@ def test_benchmark_runs_a_grid_in_separate_processes(tmp_path: Path) -> None:
     (tiny / "parameters_semantic_ids.yml").write_text(yaml.safe_dump(replacing({"semantic_ids": {
         **SMALL_SIDS, "tokenizers": {"rq_kmeans": SMALL_SIDS["tokenizers"]["rq_kmeans"]}}})))
     (tiny / "parameters_retrieval.yml").write_text(yaml.safe_dump(replacing({"retrieval": {
-        "baseline": "popularity", "models": {"popularity": {"model": "popularity"}}}})))
+        "baseline": "popularity", "models": {"popularity": {"name": "popularity"}}}})))
     grid = BenchmarkGrid(pipeline="retrieval", datasets={"tiny": "tiny"},
                          protocols=["leave_one_out"], seeds=[0, 1], output="bench")
     conf_mtime = (project / "conf").stat().st_mtime_ns
@@ -110,7 +110,7 @@ def test_a_ranking_grid_prepares_every_model_input(tmp_path: Path) -> None:
     (small / "parameters_ranking.yml").write_text(yaml.safe_dump(replacing({"ranking": {
         "baseline": "lr", "trainer": {"epochs": 1, "batch_size": 256, "progress": False,
                                       "checkpoint_dir": None},
-        "models": {"lr": {"model": "lr"}}}})))
+        "models": {"lr": {"name": "lr"}}}})))
     grid = BenchmarkGrid(pipeline="ranking", datasets={"small": "small"},
                          protocols=["temporal"], seeds=[0], output="bench")
     (row,) = run_grid(grid, project, name="r", log=lambda _: None)["rows"]

@@ -78,7 +78,7 @@ def test_criteo_shaped_given_split_dcnv2_beats_lr(project: Path) -> None:
 def test_criteo_refuses_models_needing_a_user(project: Path) -> None:
     path = project / "conf/criteo/parameters_ranking.yml"
     params = yaml.safe_load(path.read_text())
-    params["ranking"]["models"] = {REPLACE: True, "lr": {"model": "lr"}, "din": {"model": "din"}}
+    params["ranking"]["models"] = {REPLACE: True, "lr": {"name": "lr"}, "din": {"name": "din"}}
     path.write_text(yaml.safe_dump(params))
     before = output_files(project)
     with pytest.raises(ValueError, match=r"ranking model 'din' cannot train on this dataset: "
@@ -88,7 +88,7 @@ def test_criteo_refuses_models_needing_a_user(project: Path) -> None:
     with pytest.raises(MissingInputError, match=r"dataset 'items': this pipeline needs an "
                                                 r"item catalogue .*does not provide"):
         run_kedro(project, "retrieval", env="criteo",
-                  extra_params={"retrieval": {"models": {"popularity": {"model": "popularity"}}}})
+                  extra_params={"retrieval": {"models": {"popularity": {"name": "popularity"}}}})
 
 
 def test_reviews_shaped_string_ids_rank_retrieve_and_serve(project: Path) -> None:
@@ -110,8 +110,8 @@ def test_reviews_shaped_string_ids_rank_retrieve_and_serve(project: Path) -> Non
               "brand": "brand_1", "price": 9.5, "title": "x", "hist_item_id": ["B000000042"]}
     assert 0 < float(scorer.score([record])[0, 0]) < 1
     run_kedro(project, "retrieval", env="reviews", extra_params={
-        "retrieval": {"models": {"popularity": {"model": "popularity"},
-                                 "sasrec": {"model": "sasrec", "params": {"epochs": 1}}}}})
+        "retrieval": {"models": {"popularity": {"name": "popularity"},
+                                 "sasrec": {"name": "sasrec", "params": {"epochs": 1}}}}})
     retrieval = json.loads((project / "data/reviews/08_reporting/retrieval_metrics.json")
                            .read_text())
     assert {"popularity", "sasrec"} <= set(retrieval["models"])

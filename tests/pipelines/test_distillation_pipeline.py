@@ -30,12 +30,12 @@ def _params(mode: str) -> dict:
         "mode": mode,
         "trainer": TRAINER,
         "teacher": {"members": [
-            {"model": "dcnv2", "params": {"embed_dim": 8, "cross_layers": 1, "hidden": [16]}},
-            {"model": "esmm", "params": {"embed_dim": 4, "hidden": [8]}},  # an ensemble
+            {"name": "dcnv2", "params": {"embed_dim": 8, "cross_layers": 1, "hidden": [16]}},
+            {"name": "esmm", "params": {"embed_dim": 4, "hidden": [8]}},  # an ensemble
         ]},
-        "student": {"model": "deepfm",
+        "student": {"name": "deepfm",
                     "params": {"embed_dim": 2, "hidden": [8], "fields": ["item_id", "category"]}},
-        "baseline": {"model": "lr"},
+        "baseline": {"name": "lr"},
         "losses": [{"name": "kd_bce", "params": {"alpha": 0.5, "temperature": 2.0}},
                    {"name": "logit_mse", "params": {"weight": 0.05}}],
         "latency_batches": [1, 256],

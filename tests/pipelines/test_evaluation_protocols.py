@@ -22,7 +22,7 @@ pytestmark = pytest.mark.slow  # kedro runs from disk
 
 TRAINER = {"epochs": 2, "batch_size": 256, "lr": 0.005, "embedding_lr": 0.02,
            "progress": False, "seed": 0}
-MODELS = {"lr": {"model": "lr"}, "fm": {"model": "fm", "params": {"embed_dim": 4}}}
+MODELS = {"lr": {"name": "lr"}, "fm": {"name": "fm", "params": {"embed_dim": 4}}}
 EXACT = ("auc", "logloss", "gauc")
 
 

@@ -30,8 +30,8 @@ RANKING = {"ranking": {
     "trainer": {"epochs": 1, "batch_size": 512, "lr": 0.005, "progress": False, "seed": 1,
                 "max_steps_per_epoch": 4},
     "models": {
-        "lr": {"model": "lr"},
-        "ctcvr": {"model": "esmm", "params": {"embed_dim": 8, "hidden": [32]}},  # entry != model
+        "lr": {"name": "lr"},
+        "ctcvr": {"name": "esmm", "params": {"embed_dim": 8, "hidden": [32]}},  # entry != model
     },
 }}
 FAST_LATENCY = {"batches": [1, 64, 1024], "repeats": 5, "warmup": 1, "threads": 1}

@@ -44,9 +44,9 @@ ranking:
     checkpoint_dir: null
   models:
     lr:
-      model: lr
+      name: lr
     finalmlp:
-      model: finalmlp
+      name: finalmlp
       params:
         embed_dim: 8
         stream1_hidden: [32, 16]

@@ -39,10 +39,10 @@ def ranked_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "baseline": "lr",
         "trainer": SMALL_TRAINER,
         "models": {
-            "lr": {"model": "lr"},
-            "deepfm": {"model": "deepfm", "params": small},
-            "din": {"model": "din", "params": small},
-            "esmm": {"model": "esmm", "params": small},
+            "lr": {"name": "lr"},
+            "deepfm": {"name": "deepfm", "params": small},
+            "din": {"name": "din", "params": small},
+            "esmm": {"name": "esmm", "params": small},
         },
     })
     run_kedro(project, "ranking")
@@ -105,13 +105,13 @@ def test_saved_model_reloads_and_refuses_other_spec(ranked_project: Path) -> Non
 @pytest.mark.parametrize(
     ("models", "expected"),
     [
-        ({"lr": {"model": "lr"}, "x": {"model": "no_such_model"}},
+        ({"lr": {"name": "lr"}, "x": {"name": "no_such_model"}},
          ["ranking.models.x", "unknown model 'no_such_model'", "deepfm"]),
-        ({"lr": {"model": "lr"}, "fm": {"model": "fm", "params": {"embed_size": 4}}},
+        ({"lr": {"name": "lr"}, "fm": {"name": "fm", "params": {"embed_size": 4}}},
          ["ranking.models.fm", "unknown key(s) ['embed_size']", "embed_dim"]),
-        ({"lr": {"model": "lr"}, "fm": {"model": "fm", "params": {"embed_dim": "wide"}}},
+        ({"lr": {"name": "lr"}, "fm": {"name": "fm", "params": {"embed_dim": "wide"}}},
          ["ranking.models.fm", "embed_dim", "'wide'"]),
-        ({"lr": {"model": "lr", "trainer": {"epoch": 3}}},
+        ({"lr": {"name": "lr", "trainer": {"epoch": 3}}},
          ["ranking.models.lr", "unknown key(s) ['epoch']", "epochs"]),
     ],
     ids=["unknown-model", "unknown-param", "wrong-type", "unknown-trainer-key"],

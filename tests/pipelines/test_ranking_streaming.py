@@ -25,8 +25,8 @@ pytestmark = pytest.mark.slow  # kedro runs from disk, DDP processes
 
 TRAINER = {"epochs": 2, "batch_size": 256, "lr": 0.01, "embedding_lr": 0.01,
            "progress": False, "seed": 3, "shuffle_buffer": 2_000}
-MODELS = {"lr": {"model": "lr"},
-          "din": {"model": "din", "params": {"embed_dim": 8, "hidden": [32],
+MODELS = {"lr": {"name": "lr"},
+          "din": {"name": "din", "params": {"embed_dim": 8, "hidden": [32],
                                               "sequence_field": "hist_subcategory",
                                               "candidate_field": "subcategory"}}}
 

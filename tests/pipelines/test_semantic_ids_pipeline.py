@@ -33,13 +33,13 @@ SMALL_SIDS = {
 SMALL_RETRIEVAL = {
     "event": "click", "baseline": "popularity", "ks": [5, 10, 20], "seed": 1,
     "models": {
-        "popularity": {"model": "popularity"},
-        "sasrec": {"model": "sasrec", "params": {"max_len": 10, "embed_dim": 16, "heads": 1,
+        "popularity": {"name": "popularity"},
+        "sasrec": {"name": "sasrec", "params": {"max_len": 10, "embed_dim": 16, "heads": 1,
                                                  "layers": 1, "epochs": 2}},
-        "two_tower": {"model": "two_tower", "params": {"max_len": 10, "embed_dim": 8,
+        "two_tower": {"name": "two_tower", "params": {"max_len": 10, "embed_dim": 8,
                                                        "hidden_dim": 32, "out_dim": 16,
                                                        "epochs": 2}},
-        "tiger": {"model": "tiger", "tokenizer": "rq_kmeans",
+        "tiger": {"name": "tiger", "tokenizer": "rq_kmeans",
                   "params": {"max_items": 5, "embed_dim": 16, "heads": 1, "layers": 1,
                              "epochs": 2, "beam_size": 20}},
     },

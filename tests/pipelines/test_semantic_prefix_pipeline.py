@@ -25,8 +25,8 @@ def test_ranking_with_semantic_prefix_fields(tmp_path: Path) -> None:
         "parameters_ranking.yml": {"ranking": {
             "baseline": "lr", "rare_item_impressions": 5,
             "trainer": {**SMALL_TRAINER, "epochs": 1},
-            "models": {"lr": {"model": "lr"}, "deepfm": {"model": "deepfm", "params": small},
-                       "din": {"model": "din", "params": small}}}},
+            "models": {"lr": {"name": "lr"}, "deepfm": {"name": "deepfm", "params": small},
+                       "din": {"name": "din", "params": small}}}},
         "parameters_export.yml": {"export": {**FAST_EXPORT, "quantize": False}},
         "parameters_semantic_ids.yml": {"semantic_ids": {
             "encoder": {"name": "tfidf_svd", "params": {"text_columns": ["title", "category"],

@@ -30,6 +30,25 @@ def test_short_failure_clips_long_messages_and_points_to_the_log():
     assert len(text.splitlines()) <= 24
 
 
+def test_an_unknown_namespace_gets_the_entry_namespaces_spelled_out(tmp_path, monkeypatch):
+    """Ranking entries ran as `--namespaces=din` until 2026-11-30; Kedro's own error names
+    no way out, the wrapper adds one."""
+    monkeypatch.chdir(tmp_path)
+
+    def fail(namespaces: str) -> None:
+        raise ValueError(f"{cli.UNKNOWN_NAMESPACE}: {namespaces.split(',')}")
+
+    command = click.Command("run", callback=cli._one_screen(fail), params=[
+        click.Option(["--namespaces"]), click.Option(["--verbose"], is_flag=True)])
+    result = CliRunner().invoke(command, ["--namespaces", "din"])
+    assert result.exit_code == 1
+    assert "the run failed (ValueError)" in result.output
+    assert "--namespaces=ranking.din,export.din trains and exports it" in result.output
+    result = CliRunner().invoke(command, ["--namespaces", "retrieval.nope"])
+    assert "retrieval.<entry>" in result.output and "ranking.nope" not in result.output
+    assert cli.namespace_hint(KeyError("other"), "din") == ""
+
+
 def test_failed_run_is_short_logged_and_non_zero(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
 

@@ -15,8 +15,8 @@ from tests.helpers import env_parameters
 
 REPO = Path(__file__).resolve().parents[2]
 BASE = {"ranking": {"baseline": "lr", "trainer": {"epochs": 4, "lr": 0.002},
-                    "models": {"lr": {"model": "lr"},
-                               "din": {"model": "din", "params": {"embed_dim": 16}}}},
+                    "models": {"lr": {"name": "lr"},
+                               "din": {"name": "din", "params": {"embed_dim": 16}}}},
         "export": {"latency": {"threads": 1, "batches": [1, 64]}}}
 
 
@@ -41,15 +41,15 @@ def test_an_env_key_overrides_one_base_key_and_keeps_its_siblings(tmp_path: Path
 def test_null_drops_an_inherited_mapping_and_stays_null_on_a_scalar(tmp_path: Path) -> None:
     params = _loader(tmp_path, {"ranking": {"models": {"din": None}},
                                 "export": {"latency": {"threads": None}}})["parameters"]
-    assert params["ranking"]["models"] == {"lr": {"model": "lr"}}
+    assert params["ranking"]["models"] == {"lr": {"name": "lr"}}
     assert params["export"]["latency"] == {"threads": None, "batches": [1, 64]}  # null: "off"
     assert "export" not in _loader(tmp_path, {"export": None})["parameters"]
 
 
 def test_the_replace_marker_replaces_a_block_and_never_reaches_the_nodes(tmp_path: Path) -> None:
-    models = {REPLACE: True, "fm": {"model": "fm", "params": {"embed_dim": 4}}}
+    models = {REPLACE: True, "fm": {"name": "fm", "params": {"embed_dim": 4}}}
     params = _loader(tmp_path, {"ranking": {"models": models}})["parameters"]
-    assert params["ranking"]["models"] == {"fm": {"model": "fm", "params": {"embed_dim": 4}}}
+    assert params["ranking"]["models"] == {"fm": {"name": "fm", "params": {"embed_dim": 4}}}
     assert params["ranking"]["trainer"] == BASE["ranking"]["trainer"]  # siblings merge
     whole = _loader(tmp_path, replacing({"ranking": {"models": {}}}))["parameters"]
     assert whole["ranking"] == {"models": {}}

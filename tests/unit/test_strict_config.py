@@ -58,7 +58,7 @@ def test_unknown_top_level_block_is_refused():
 
 def test_per_entry_trainer_override_checked_with_its_base():
     params = {"ranking": {"trainer": {"epochs": 2},
-                          "models": {"lr": {"model": "lr", "trainer": {"lr": -1}}}}}
+                          "models": {"lr": {"name": "lr", "trainer": {"lr": -1}}}}}
     with pytest.raises(ValueError, match=r"^parameters_ranking.yml: ranking.models.lr.trainer.lr: "
                                          r"Input should be greater than 0"):
         check_parameters(params)
@@ -75,11 +75,11 @@ def test_per_entry_params_and_distillation_entries_name_their_path():
     with pytest.raises(ValueError, match=r"parameters_ranking.yml: ranking.models.big: .*"
                                          r"ranking.models.big.params.embed_dim"):
         check_parameters({"ranking": {"models": {
-            "big": {"model": "deepfm", "params": {"embed_dim": 10**6}}}}})
+            "big": {"name": "deepfm", "params": {"embed_dim": 10**6}}}}})
     with pytest.raises(ValueError, match=r"parameters_distillation.yml: "
                                          r"distillation.teacher.members\[0\].trainer.batch_size"):
         check_parameters({"distillation": {"teacher": {"members": [
-            {"model": "lr", "trainer": {"batch_size": 0}}]}, "student": {"model": "lr"}}})
+            {"name": "lr", "trainer": {"batch_size": 0}}]}, "student": {"name": "lr"}}})
 
 
 
@@ -87,11 +87,40 @@ def test_a_tokenizer_entry_names_its_class_with_name_and_the_old_key_is_explaine
     """`name:` names the registered component (encoder, tokenizer, loss); `tokenizer:` means
     only "an entry of semantic_ids.tokenizers" (retrieval entries, semantic_prefix fields)."""
     check_parameters({"semantic_ids": {"tokenizers": {"rq": {"name": "rq_kmeans"}}}})
-    with pytest.raises(ValueError, match=r"semantic_ids.tokenizers.rq.tokenizer: name the "
-                                         r"registered tokenizer with `name: rq_kmeans`"):
+    with pytest.raises(ValueError, match=r"semantic_ids.tokenizers.rq: `tokenizer: rq_kmeans` "
+                                         r"is now `name: rq_kmeans`"):
         check_parameters({"semantic_ids": {"tokenizers": {"rq": {"tokenizer": "rq_kmeans"}}}})
     with pytest.raises(ValueError, match=r"semantic_ids.tokenizers.rq: unknown tokenizer 'rq_kmean'"):
         check_parameters({"semantic_ids": {"tokenizers": {"rq": {"name": "rq_kmean"}}}})
+
+
+@pytest.mark.parametrize(("block", "path"), [
+    ({"ranking": {"models": {"x": {"model": "lr"}}}}, r"parameters_ranking.yml: ranking.models.x"),
+    ({"retrieval": {"models": {"x": {"model": "popularity"}}}},
+     r"parameters_retrieval.yml: retrieval.models.x"),
+    ({"distillation": {"teacher": {"members": [{"model": "lr"}]}, "student": {"name": "lr"}}},
+     r"parameters_distillation.yml: distillation.teacher.members\[0\]"),
+    ({"distillation": {"teacher": {"members": [{"name": "lr"}]}, "student": {"model": "lr"}}},
+     r"parameters_distillation.yml: distillation.student"),
+])
+def test_a_model_entry_still_naming_its_model_with_model_gets_the_rename(block, path):
+    """Model entries name their registered model with `name:` like every other component
+    entry; the key they used before 2026-11-30 is refused with the rename, in the pre-run
+    check and in the typed parameters Kedro validates."""
+    name = "popularity" if "retrieval" in block else "lr"
+    with pytest.raises(ValueError, match=rf"{path}: `model: {name}` is now `name: {name}`"):
+        check_parameters(block)
+
+
+def test_the_typed_entries_refuse_the_old_key_too():
+    from recflow.evaluation.retrieval_params import RetrievalEntry
+    from recflow.pipelines.distillation.params import TeacherMember
+    from recflow.training.entry import ModelEntry
+
+    for kind, name in ((ModelEntry, "lr"), (RetrievalEntry, "sasrec"), (TeacherMember, "lr")):
+        with pytest.raises(ValidationError, match=rf"`model: {name}` is now `name: {name}`"):
+            kind.model_validate({"model": name})
+        assert kind.model_validate({"name": name}).name == name
 
 
 @pytest.mark.parametrize("env", sorted(p.name for p in (REPO / "conf").iterdir()
@@ -145,6 +174,6 @@ def test_register_pipelines_refuses_before_any_node(tmp_path, monkeypatch):
 
     _bad_env(tmp_path, monkeypatch)
     (tmp_path / "conf" / "bad" / "parameters_ranking.yml").write_text(
-        "ranking:\n  models:\n    lr:\n      model: lr\n      trainer: {lr: -1}\n")
+        "ranking:\n  models:\n    lr:\n      name: lr\n      trainer: {lr: -1}\n")
     with pytest.raises(ValueError, match="parameters_ranking.yml: ranking.models.lr.trainer.lr"):
         register_pipelines()

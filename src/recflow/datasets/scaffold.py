@@ -313,25 +313,25 @@ def build(events: Path | None, splits: dict[str, Path] | None, users: Path | Non
 def _ranking_models(has: set[str]) -> dict[str, Any]:
     """Every model the roles allow: DIN only with a behaviour sequence (user + item + time)."""
     models: dict[str, Any] = {
-        "lr": {"model": "lr", "trainer": {"lr": 0.01, "embedding_lr": 0.01}},
-        "fm": {"model": "fm", "params": {"embed_dim": 16}},
-        "deepfm": {"model": "deepfm", "params": {"embed_dim": 16, "hidden": [128, 64]}},
-        "dcnv2": {"model": "dcnv2", "params": {"embed_dim": 16, "structure": "stacked",
+        "lr": {"name": "lr", "trainer": {"lr": 0.01, "embedding_lr": 0.01}},
+        "fm": {"name": "fm", "params": {"embed_dim": 16}},
+        "deepfm": {"name": "deepfm", "params": {"embed_dim": 16, "hidden": [128, 64]}},
+        "dcnv2": {"name": "dcnv2", "params": {"embed_dim": 16, "structure": "stacked",
                                                "cross_layers": 2, "hidden": [128, 64]}},
     }
     if {"user", "item", "time"} <= has:
-        models["din"] = {"model": "din", "params": {"embed_dim": 16, "hidden": [128, 64],
+        models["din"] = {"name": "din", "params": {"embed_dim": 16, "hidden": [128, 64],
                                                     "sequence_field": "hist_item_id",
                                                     "candidate_field": "item_id"}}
     return models
 
 
 RETRIEVAL_MODELS = {
-    "popularity": {"model": "popularity"},
-    "sasrec": {"model": "sasrec", "params": {"max_len": 20, "embed_dim": 64, "heads": 2,
+    "popularity": {"name": "popularity"},
+    "sasrec": {"name": "sasrec", "params": {"max_len": 20, "embed_dim": 64, "heads": 2,
                                              "layers": 2, "dropout": 0.2, "epochs": 10,
                                              "batch_size": 128, "lr": 0.001}},
-    "two_tower": {"model": "two_tower", "params": {"max_len": 20, "embed_dim": 32, "epochs": 10,
+    "two_tower": {"name": "two_tower", "params": {"max_len": 20, "embed_dim": 32, "epochs": 10,
                                                    "batch_size": 512, "lr": 0.005}},
 }
 
@@ -369,8 +369,8 @@ def _parameter_files(plan: dict[str, Any]) -> dict[str, tuple[str, dict[str, Any
             "Teacher -> student for this data; the trainer, baseline and losses are "
             "conf/base's.",
             {"distillation": {
-                "teacher": {"members": [{"model": "dcnv2", "params": {"embed_dim": 16}}]},
-                "student": {REPLACE: True, "model": "deepfm",
+                "teacher": {"members": [{"name": "dcnv2", "params": {"embed_dim": 16}}]},
+                "student": {REPLACE: True, "name": "deepfm",
                             "params": {"embed_dim": 4, "hidden": [32]}}}}),
     }
     if {"user", "item", "time"} <= has:

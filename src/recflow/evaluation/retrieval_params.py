@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from annotated_types import Ge, Le
 from pydantic import Field, field_validator, model_validator
@@ -11,16 +11,19 @@ from pydantic import Field, field_validator, model_validator
 from recflow.config_types import MAX_COUNT, MAX_EPOCHS, StrictModel
 from recflow.features.config import SplitConfig
 from recflow.models.retrieval import RETRIEVAL_MODELS
+from recflow.registry.entry import ComponentEntry
 
 _FILE = "parameters_retrieval.yml"
 
 
-class RetrievalEntry(StrictModel):
-    """One retrieval model: a registered name, its params, and (tiger) the semantic-ID table."""
+class RetrievalEntry(ComponentEntry):
+    """One retrieval model: a registered name (popularity, sasrec, two_tower, tiger, plugins),
+    its params, and (tiger) the semantic-ID entry it decodes."""
 
-    model: str = Field(description="Registered retrieval model (RETRIEVAL_MODELS): popularity, "
-                       "sasrec, two_tower, tiger.")
-    params: dict[str, Any] = Field(default_factory=dict)
+    registry = RETRIEVAL_MODELS
+    source = _FILE
+    renamed_from = "model"
+
     tokenizer: str | None = Field(
         None, description="Entry of semantic_ids.tokenizers whose IDs the model decodes (tiger).")
     exclude_seen: bool | None = Field(
@@ -28,10 +31,9 @@ class RetrievalEntry(StrictModel):
         "None: the run's `retrieval.exclude_seen`.")
 
     @model_validator(mode="after")
-    def _valid(self) -> RetrievalEntry:
-        RETRIEVAL_MODELS.get(self.model).validate_params(self.params, where=f"{_FILE}: params")
-        if self.model == "tiger" and not self.tokenizer:
-            raise ValueError(f"{_FILE}: a '{self.model}' entry needs `tokenizer:` (an entry of "
+    def _tiger_names_its_ids(self) -> RetrievalEntry:
+        if self.name == "tiger" and not self.tokenizer:
+            raise ValueError(f"{_FILE}: a '{self.name}' entry needs `tokenizer:` (an entry of "
                              "semantic_ids.tokenizers, e.g. rq_kmeans)")
         return self
 
@@ -133,12 +135,12 @@ class RetrievalParams(StrictModel):
                              "(retrieval.holdout_valid: true), or set it to null")
         for name, entry in self.models.items():
             masked = self.exclude_seen if entry.exclude_seen is None else entry.exclude_seen
-            if masked and not getattr(RETRIEVAL_MODELS.get(entry.model).target,
+            if masked and not getattr(RETRIEVAL_MODELS.get(entry.name).target,
                                       "can_exclude_seen", True):
                 where = (f"retrieval.models.{name}.exclude_seen" if entry.exclude_seen
                          else f"retrieval.exclude_seen (inherited by retrieval.models.{name}"
                               ".exclude_seen)")
-                raise ValueError(f"{_FILE}: {where} is true, but model '{entry.model}' cannot "
+                raise ValueError(f"{_FILE}: {where} is true, but model '{entry.name}' cannot "
                                  "exclude seen items; set retrieval.models."
                                  f"{name}.exclude_seen: false")
         return self

@@ -352,7 +352,7 @@ def fingerprint(params: RetrievalParams, name: str, seed: int, digest: str) -> d
     entry = params.models[name]
     t = params.training
     return {
-        "entry": name, "model": entry.model, "tokenizer": entry.tokenizer,
+        "entry": name, "model": entry.name, "tokenizer": entry.tokenizer,
         "exclude_seen": _exclude_seen(params, name),
         "params": {k: v for k, v in sorted(entry.params.items()) if k not in RESUME_FREE_PARAMS},
         "protocol": protocol_record(params),
@@ -401,7 +401,7 @@ def fit_and_score(params: RetrievalParams, name: str, data: RetrievalData, test:
                   ) -> tuple[Any, dict[str, Any]]:
     """Fit the entry on `data` (configured by `configure`) and score it on `test`."""
     entry = params.models[name]
-    model = RETRIEVAL_MODELS.create(entry.model, params=entry.params)
+    model = RETRIEVAL_MODELS.create(entry.name, params=entry.params)
     start = time.perf_counter()
     model.fit(data)
     train_seconds = time.perf_counter() - start
@@ -431,7 +431,7 @@ def summarise(params: RetrievalParams, name: str, runs: list[dict[str, Any]],
                for r in runs]
     summary = mean_std(scalars)
     protocol = protocol_record(params) | {"exclude_seen": _exclude_seen(params, name)}
-    metrics: dict[str, Any] = {**summary["mean"], "model": entry.model,
+    metrics: dict[str, Any] = {**summary["mean"], "model": entry.name,
                                "exclude_seen": protocol["exclude_seen"],
                                "seeds": summary | {"runs": runs}, "protocol": protocol,
                                "split": params.split.parameters(), "dataset": statistics}

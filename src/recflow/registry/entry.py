@@ -1,18 +1,21 @@
 """One YAML entry naming a registered component: ``{name: <registered>, params: {...}}``.
 
-The item encoder, each semantic-ID tokenizer and each distillation loss are declared
-this way; a kind subclasses `ComponentEntry` and sets `registry`. Model entries (ranking,
-retrieval, distillation teacher / student) name theirs with ``model:`` and carry more
-keys (trainer overrides, the semantic-ID entry a TIGER decodes, ...). A key that refers
+Every YAML entry that names a registered component is one: ranking, retrieval and
+distillation models, the item encoder, each semantic-ID tokenizer, each distillation
+loss. A kind subclasses `ComponentEntry`, sets `registry`, and adds its own keys (a
+model's trainer overrides, the semantic-ID entry a TIGER decodes, ...). A key that refers
 to *another YAML entry* is never ``name``: ``tokenizer: rq_kmeans`` in a retrieval entry
 or a ``semantic_prefix`` field means "the entry rq_kmeans of semantic_ids.tokenizers".
+
+Keys that named components before ``name:`` did (``model:``, a tokenizer entry's
+``tokenizer:``) are refused with the rename spelled out (`renamed_from`).
 """
 
 from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from pydantic import Field, model_validator
+from pydantic import BaseModel, Field, model_validator
 
 from recflow.config_types import StrictModel
 from recflow.registry.core import Registry
@@ -22,18 +25,44 @@ class ComponentEntry(StrictModel):
     """A registered component by name, and its params (validated against its schema)."""
 
     registry: ClassVar[Registry]
-    #: the YAML file named in errors
-    source: ClassVar[str] = "parameters.yml"
+    #: the YAML file named in errors (None: several files use the kind; Kedro's validation
+    #: prefixes the YAML path)
+    source: ClassVar[str | None] = "parameters.yml"
+    #: the key that named the component before ``name:`` did
+    renamed_from: ClassVar[str | None] = None
 
     name: str = Field(description="Registered name (see `recflow list`).")
     params: dict[str, Any] = Field(default_factory=dict)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed_key(cls, raw: Any) -> Any:
+        old = cls.renamed_from
+        if old and isinstance(raw, dict) and old in raw and "name" not in raw:
+            raise ValueError(renamed_key_message(old, raw[old], cls.registry.singular,
+                                                 cls.source))
+        return raw
+
     @model_validator(mode="after")
     def _known_and_valid(self) -> ComponentEntry:
+        where = f"{self.registry.singular} '{self.name}' params"
         self.registry.get(self.name).validate_params(
-            self.params, where=f"{self.source}: {self.registry.singular} '{self.name}' params")
+            self.params, where=f"{self.source}: {where}" if self.source else where)
         return self
 
     def create(self, *args: Any, where: str = "params", **kwargs: Any) -> Any:
         """The component built with these params."""
         return self.registry.create(self.name, *args, params=self.params, where=where, **kwargs)
+
+    def typed_params(self) -> BaseModel:
+        """`params` validated into the component's own schema."""
+        return self.registry.get(self.name).validate_params(self.params)
+
+
+def renamed_key_message(old: str, value: Any, singular: str, where: str | None) -> str:
+    """The error for an entry still naming its component with `old` instead of `name`
+    (`where`: the file, or "file: yaml.path", that holds it)."""
+    prefix = f"{where}: " if where else ""
+    return (f"{prefix}`{old}: {value}` is now `name: {value}`: every YAML entry names its "
+            f"registered {singular} with `name:` (renamed 2026-11-30; the rest of the entry "
+            "is unchanged)")

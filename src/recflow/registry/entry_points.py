@@ -12,7 +12,7 @@ these groups (one group per registry kind, `recflow.registry.ALL`):
 The contract, for every kind:
 
 1. ``<name> = "package.module:Component"`` in ``[project.entry-points."recflow.<kind>"]``.
-   The entry-point name is the name YAML uses (``model: <name>``); it must not
+   The entry-point name is the name YAML uses (``name: <name>``); it must not
    contain ``:`` (that separator is reserved for qualified names).
 2. The target *is* the component (a class, or for non-model kinds a factory
    function). recflow registers it; a plugin never calls ``register`` itself,

@@ -24,7 +24,7 @@ from recflow.settings import CONFIG_LOADER_ARGS, CONFIG_LOADER_CLASS
 from recflow.training.core import Checkpoints, Step, build_optimizer, fit
 
 REPO = Path(__file__).resolve().parents[3]
-POPULARITY = {"popularity": {"model": "popularity"}}
+POPULARITY = {"popularity": {"name": "popularity"}}
 
 
 def params(**kw) -> RetrievalParams:
@@ -292,7 +292,7 @@ def test_bad_protocol_parameters_are_refused_by_name(overrides, match) -> None:
         params(**overrides)
 
 
-TIGER = {"model": "tiger", "tokenizer": "rq_kmeans", "params": {"epochs": 1}}
+TIGER = {"name": "tiger", "tokenizer": "rq_kmeans", "params": {"epochs": 1}}
 
 
 def test_exclude_seen_on_a_model_that_cannot_mask_is_refused_before_training() -> None:
@@ -308,7 +308,7 @@ def test_exclude_seen_on_a_model_that_cannot_mask_is_refused_before_training() -
 
 
 # ---- checkpoints -------------------------------------------------------------------------------
-SAS = {"model": "sasrec", "params": {"max_len": 5, "embed_dim": 8, "epochs": 2}}
+SAS = {"name": "sasrec", "params": {"max_len": 5, "embed_dim": 8, "epochs": 2}}
 
 
 def configured(tmp_path: Path, name: str = "sasrec", entry: dict | None = None,
@@ -364,7 +364,7 @@ def test_a_checkpoint_written_for_another_entry_is_refused_before_training(tmp_p
 
 # ---- the node: metrics record the protocol -----------------------------------------------------
 def test_metrics_and_report_record_the_protocol(tmp_path: Path) -> None:
-    p = params(split=LOO, models={"popularity": {"model": "popularity", "exclude_seen": True}},
+    p = params(split=LOO, models={"popularity": {"name": "popularity", "exclude_seen": True}},
                ks=[3, 10], training={"checkpoint_dir": str(tmp_path)})
     payload, metrics = nodes.train_and_evaluate(LOO_LOG, items(12), {}, p, "popularity")
     assert payload["model"] == "popularity"

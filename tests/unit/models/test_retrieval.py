@@ -303,10 +303,14 @@ def test_tiger_reaches_cold_items_through_their_codes_where_sasrec_cannot() -> N
     assert plain < tiger_cold
 
 
-def test_cached_decoding_matches_the_full_forward_pass() -> None:
+@pytest.mark.parametrize("block", [
+    {},  # pre-LN, ReLU, torch init
+    {"norm": "post", "activation": "gelu", "input_norm": True, "init_std": 0.02, "ffn_dim": 40},
+])
+def test_cached_decoding_matches_the_full_forward_pass(block: dict) -> None:
     torch.manual_seed(0)
     module = TigerModule([6, 5, 3], TigerParams(max_items=4, embed_dim=16, heads=2, layers=2,
-                                                dropout=0.0)).eval()
+                                                dropout=0.0, **block)).eval()
     tokens = torch.randint(2, module.total, (3, 9))
     tokens[0, :4] = 0  # left padding
     tokens[0, 4] = 1

@@ -1,4 +1,4 @@
-"""FinalMLP for recflow: installing this package is all it takes to use `model: finalmlp`.
+"""FinalMLP for recflow: installing this package is all it takes to use `name: finalmlp`.
 
 recflow finds the model through the entry point declared in pyproject.toml
 (group `recflow.models`); nothing here registers anything at import time.

@@ -28,7 +28,7 @@ from recflow.models.layers import MLP, Activation, FieldEmbedding, Norm
 
 
 class FinalMLPParams(BaseModel):
-    """`params:` of a `model: finalmlp` entry in parameters_ranking.yml."""
+    """`params:` of a `name: finalmlp` entry in parameters_ranking.yml."""
 
     model_config = ConfigDict(extra="forbid")
 

@@ -98,6 +98,21 @@ class FastDropout(nn.Dropout):
         return x * keep.to(x.dtype) * (1.0 / (1.0 - self.p))
 
 
+def init_normal(module: nn.Module, std: float) -> nn.Module:
+    """Embeddings and linear weights (attention's fused in-projection too) ~ N(0, std²),
+    biases 0, in place: BERT's init, so position embeddings do not swamp items at start
+    (torch's default N(0, 1) embeddings do)."""
+    for child in module.modules():
+        if isinstance(child, nn.Linear | nn.Embedding):
+            nn.init.normal_(child.weight, std=std)
+        if isinstance(child, nn.Linear) and child.bias is not None:
+            nn.init.zeros_(child.bias)
+    for name, weight in module.named_parameters():
+        if name.endswith("in_proj_weight"):
+            nn.init.normal_(weight, std=std)
+    return module
+
+
 def use_fast_dropout(module: nn.Module) -> nn.Module:
     """Swap every `nn.Dropout` inside `module` for a `FastDropout` of the same p (in place)."""
     for name, child in module.named_children():

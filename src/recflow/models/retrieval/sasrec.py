@@ -48,7 +48,7 @@ from recflow.models.retrieval.base import (
     top_k,
     windows,
 )
-from recflow.models.retrieval.blocks import LiGRStack, use_fast_dropout
+from recflow.models.retrieval.blocks import LiGRStack, init_normal, use_fast_dropout
 from recflow.training.core import Step
 
 logger = logging.getLogger(__name__)
@@ -136,14 +136,7 @@ class SASRecModule(nn.Module):
             self.norm = nn.LayerNorm(d) if p.norm == "pre" else nn.Identity()
         self.drop = nn.Dropout(p.dropout)
         self.repeat = nn.Parameter(torch.zeros(())) if p.repeat_bias else None
-        for module in self.modules():
-            if isinstance(module, nn.Linear | nn.Embedding):
-                nn.init.normal_(module.weight, std=p.init_std)
-            if isinstance(module, nn.Linear) and module.bias is not None:
-                nn.init.zeros_(module.bias)
-        for name, weight in self.encoder.named_parameters():  # attention's fused in-projection
-            if name.endswith("in_proj_weight"):
-                nn.init.normal_(weight, std=p.init_std)
+        init_normal(self, p.init_std)
         with torch.no_grad():
             self.item.weight[0].zero_()
         use_fast_dropout(self)  # same maths, 14% faster steps on CPU (blocks.FastDropout)

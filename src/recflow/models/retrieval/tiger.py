@@ -34,7 +34,7 @@ exported graph stays the plain "step" (history tokens -> next-token logits).
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -48,6 +48,7 @@ from recflow.config_types import (
     MAX_EMBED_DIM,
     MAX_EPOCHS,
     MAX_LAYERS,
+    MAX_WIDTH,
     StrictModel,
 )
 from recflow.models.retrieval.base import (
@@ -60,7 +61,7 @@ from recflow.models.retrieval.base import (
     left_pad,
     windows,
 )
-from recflow.models.retrieval.blocks import use_fast_dropout
+from recflow.models.retrieval.blocks import init_normal, use_fast_dropout
 from recflow.tokenization.trie import TrieTable, merge_cold, repeat_tokens
 from recflow.training.core import Step, scaled_lr
 
@@ -90,6 +91,17 @@ class TigerParams(StrictModel):
     embed_dim: int = Field(64, ge=4, le=MAX_EMBED_DIM)
     heads: int = Field(2, ge=1, le=MAX_LAYERS)
     layers: int = Field(2, ge=1, le=MAX_LAYERS)
+    ffn_dim: int | None = Field(None, ge=4, le=MAX_WIDTH, description="Feed-forward width; "
+                                "None: 2 x embed_dim.")
+    activation: Literal["gelu", "relu"] = "relu"
+    norm: Literal["post", "pre"] = Field("pre", description="LayerNorm before each sublayer "
+                                         "(pre-LN, then a final LayerNorm) or after each "
+                                         "residual (SASRec / BERT's post-LN).")
+    input_norm: bool = Field(False, description="LayerNorm and dropout on token + position "
+                             "embeddings (SASRec's input).")
+    init_std: float | None = Field(None, gt=0, le=1, description="Normal init std of "
+                                   "embeddings and linear weights (positions included); "
+                                   "None: torch's defaults (N(0, 1) embeddings).")
     dropout: float = Field(0.1, ge=0, lt=1)
     epochs: int = Field(100, ge=1, le=MAX_EPOCHS, description="Most epochs; validation "
                         "with patience (retrieval.training) stops earlier.")
@@ -134,13 +146,21 @@ class TigerModule(nn.Module):
         self.register_buffer("offsets", torch.as_tensor(offsets), persistent=False)
         self.total = int(sum(vocab_sizes)) + 2
         self.max_len = 1 + (p.max_items + 1) * self.n_tok
-        self.tok = nn.Embedding(self.total, p.embed_dim, padding_idx=0)
-        self.pos = nn.Embedding(self.max_len, p.embed_dim)
-        layer = nn.TransformerEncoderLayer(p.embed_dim, p.heads, 2 * p.embed_dim, p.dropout,
-                                           batch_first=True, norm_first=True)
+        d = p.embed_dim
+        self.tok = nn.Embedding(self.total, d, padding_idx=0)
+        self.pos = nn.Embedding(self.max_len, d)
+        self.input_norm = nn.LayerNorm(d) if p.input_norm else nn.Identity()
+        self.drop = nn.Dropout(p.dropout) if p.input_norm else nn.Identity()
+        layer = nn.TransformerEncoderLayer(d, p.heads, p.ffn_dim or 2 * d, p.dropout,
+                                           activation=p.activation, batch_first=True,
+                                           norm_first=p.norm == "pre")
         self.decoder = nn.TransformerEncoder(layer, p.layers, enable_nested_tensor=False)
-        self.norm = nn.LayerNorm(p.embed_dim)
-        self.head = nn.Linear(p.embed_dim, self.total)
+        self.norm = nn.LayerNorm(d) if p.norm == "pre" else nn.Identity()
+        self.head = nn.Linear(d, self.total)
+        if p.init_std is not None:
+            init_normal(self, p.init_std)
+            with torch.no_grad():
+                self.tok.weight[0].zero_()
         # a few logit units to travel: stepped at 20 x lr (recflow.training.core.scaled_lr)
         self.repeat = (scaled_lr(nn.Parameter(torch.zeros(self.n_tok)), 20.0) if p.repeat_bias
                        else None)
@@ -150,10 +170,13 @@ class TigerModule(nn.Module):
         """(..., T) codes -> global token ids."""
         return sids + self.offsets + 2
 
+    def embed(self, tokens: torch.Tensor, start: int = 0) -> torch.Tensor:
+        """(B, S) tokens at positions start.. -> (B, S, d) decoder input."""
+        pos = torch.arange(start, start + tokens.shape[1], device=tokens.device)
+        return self.drop(self.input_norm(self.tok(tokens) + self.pos(pos)))
+
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        pos = torch.arange(tokens.shape[1], device=tokens.device)
-        h = self.decoder(self.tok(tokens) + self.pos(pos),
-                         mask=causal_pad_mask(tokens == 0, self.heads))
+        h = self.decoder(self.embed(tokens), mask=causal_pad_mask(tokens == 0, self.heads))
         return self.head(self.norm(h))
 
     def level_logits(self, logits: torch.Tensor, level: int) -> torch.Tensor:
@@ -171,15 +194,18 @@ class TigerModule(nn.Module):
     def _block(self, layer: nn.TransformerEncoderLayer, x: torch.Tensor, k_past: torch.Tensor
                | None, v_past: torch.Tensor | None, allowed: torch.Tensor
                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """One pre-norm layer (as nn.TransformerEncoderLayer(norm_first=True) in eval)."""
+        """One layer as nn.TransformerEncoderLayer computes it in eval, pre- or post-LN."""
         n, s, d = x.shape
-        q, k, v = self._qkv(layer, layer.norm1(x))
+        pre = layer.norm_first
+        q, k, v = self._qkv(layer, layer.norm1(x) if pre else x)
         if k_past is not None:
             k, v = torch.cat([k_past, k], dim=2), torch.cat([v_past, v], dim=2)
         attn = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed)
         x = x + layer.self_attn.out_proj(attn.transpose(1, 2).reshape(n, s, d))
-        x = x + layer.linear2(layer.activation(layer.linear1(layer.norm2(x))))
-        return x, k, v
+        if pre:
+            return x + _feed_forward(layer, layer.norm2(x)), k, v
+        x = layer.norm1(x)
+        return layer.norm2(x + _feed_forward(layer, x)), k, v
 
     @torch.no_grad()
     def prefill(self, tokens: torch.Tensor) -> tuple[torch.Tensor, list, torch.Tensor]:
@@ -187,7 +213,7 @@ class TigerModule(nn.Module):
         n, s = tokens.shape
         pad = tokens == 0
         allowed = ~causal_pad_mask(pad, self.heads).view(n, self.heads, s, s)
-        x = self.tok(tokens) + self.pos(torch.arange(s, device=tokens.device))
+        x = self.embed(tokens)
         cache = []
         for layer in self.decoder.layers:
             x, k, v = self._block(layer, x, None, None, allowed)
@@ -201,12 +227,16 @@ class TigerModule(nn.Module):
         n, s = pad.shape
         pad = torch.cat([pad, torch.zeros(n, 1, dtype=torch.bool, device=pad.device)], dim=1)
         allowed = (~pad)[:, None, None, :]
-        x = self.tok(token)[:, None] + self.pos(torch.full((1,), s, device=token.device))
+        x = self.embed(token[:, None], start=s)
         new = []
         for layer, (k_past, v_past) in zip(self.decoder.layers, cache, strict=True):
             x, k, v = self._block(layer, x, k_past, v_past, allowed)
             new.append((k, v))
         return self.head(self.norm(x[:, -1])), new, pad
+
+
+def _feed_forward(layer: nn.TransformerEncoderLayer, h: torch.Tensor) -> torch.Tensor:
+    return layer.linear2(layer.activation(layer.linear1(h)))
 
 
 def history_tokens(module: TigerModule, sid_table: torch.Tensor, histories: list[np.ndarray],

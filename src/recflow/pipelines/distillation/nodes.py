@@ -59,9 +59,9 @@ def _history(model_name: str, result: Any, model: torch.nn.Module) -> dict[str, 
 
 def _train(entry: ModelEntry, params: DistillationParams, spec: FeatureSpec,
            train: TensorBatch, valid: TensorBatch) -> tuple[RankingModel, dict[str, Any]]:
-    model = MODELS.create(entry.model, spec, params=entry.typed_params())
+    model = MODELS.create(entry.name, spec, params=entry.typed_params())
     result = fit(model, train, valid, entry.trainer_config(params.trainer))
-    return model, _history(entry.model, result, model)
+    return model, _history(entry.name, result, model)
 
 
 def _members(bundle: dict[str, Any], spec: FeatureSpec) -> list[RankingModel]:
@@ -72,12 +72,12 @@ def _load_checkpoint(path: str) -> dict[str, Any]:
     if not Path(path).exists():
         raise FileNotFoundError(
             f"parameters_distillation.yml: teacher checkpoint '{path}' does not exist; train it "
-            "(kedro run --pipelines=ranking) or use `model:` to train the teacher here")
+            "(kedro run --pipelines=ranking) or use `name:` to train the teacher here")
     return TorchModelDataset(filepath=path).load()
 
 
 def _student(params: DistillationParams, spec: FeatureSpec) -> RankingModel:
-    return MODELS.create(params.student.model, spec, params=params.student.typed_params())
+    return MODELS.create(params.student.name, spec, params=params.student.typed_params())
 
 
 # ---- teacher ---------------------------------------------------------------------------
@@ -97,7 +97,7 @@ def build_teacher(train: pd.DataFrame, valid: pd.DataFrame, feature_spec: dict[s
             continue
         entry = member.entry()
         model, history = _train(entry, params, spec, tr, va)
-        payloads.append(to_payload(model, entry.model, entry.typed_params(), spec))
+        payloads.append(to_payload(model, entry.name, entry.typed_params(), spec))
         histories.append(history)
     return _bundle(payloads, spec, params), {"members": histories}
 
@@ -150,8 +150,8 @@ def train_student_kd(train: pd.DataFrame, valid: pd.DataFrame, feature_spec: dic
     tr = with_teacher_labels(frame_to_tensors(train, spec), logits, tasks)
     result = fit(objective, tr, frame_to_tensors(valid, spec),
                  params.student.trainer_config(params.trainer))
-    history = {**_history(params.student.model, result, student), "mode": "offline"}
-    return to_payload(student, params.student.model, params.student.typed_params(), spec), history
+    history = {**_history(params.student.name, result, student), "mode": "offline"}
+    return to_payload(student, params.student.name, params.student.typed_params(), spec), history
 
 
 def train_online(train: pd.DataFrame, valid: pd.DataFrame, feature_spec: dict[str, Any],
@@ -170,12 +170,12 @@ def train_online(train: pd.DataFrame, valid: pd.DataFrame, feature_spec: dict[st
                                       teachers=teachers)
     result = fit(objective, frame_to_tensors(train, spec), frame_to_tensors(valid, spec),
                  params.student.trainer_config(params.trainer))
-    history = {**_history(params.student.model, result, student), "mode": "online"}
+    history = {**_history(params.student.name, result, student), "mode": "online"}
     payloads = [to_payload(t, name, MODELS.get(name).validate_params(p) if isinstance(p, dict)
                            else p, spec) for t, (name, p) in zip(teachers, entries, strict=True)]
     teacher_history = {"members": [{"model": n, "trained": "online, with the student"}
                                    for n, _ in entries]}
-    return (to_payload(student, params.student.model, params.student.typed_params(), spec),
+    return (to_payload(student, params.student.name, params.student.typed_params(), spec),
             history, _bundle(payloads, spec, params), teacher_history)
 
 
@@ -190,8 +190,8 @@ def _online_teachers(params: DistillationParams, spec: FeatureSpec
             entries.append((payload["model"], payload["params"]))
         else:
             entry = member.entry()
-            teachers.append(MODELS.create(entry.model, spec, params=entry.typed_params()))
-            entries.append((entry.model, entry.typed_params()))
+            teachers.append(MODELS.create(entry.name, spec, params=entry.typed_params()))
+            entries.append((entry.name, entry.typed_params()))
     return teachers, entries
 
 
@@ -202,7 +202,7 @@ def train_student_plain(train: pd.DataFrame, valid: pd.DataFrame, feature_spec: 
     spec = FeatureSpec.from_dict(feature_spec)
     model, history = _train(params.student, params, spec, frame_to_tensors(train, spec),
                             frame_to_tensors(valid, spec))
-    return to_payload(model, params.student.model, params.student.typed_params(), spec), history
+    return to_payload(model, params.student.name, params.student.typed_params(), spec), history
 
 
 # ---- evaluation ------------------------------------------------------------------------
@@ -281,7 +281,7 @@ def baseline_row(train: pd.DataFrame, valid: pd.DataFrame, test: pd.DataFrame,
                             frame_to_tensors(valid, spec))
     metrics = _metrics(test, predict(model, frame_to_tensors(test, spec))[:, 0])
     return {**{k: metrics[k] for k in ("auc", "logloss", "gauc", "calibration")},
-            "params": _n_params(model), "model": params.baseline.model,
+            "params": _n_params(model), "model": params.baseline.name,
             "train_seconds": history["train_seconds"]}
 
 

@@ -7,6 +7,7 @@ from typing import Any, Literal
 from pydantic import Field, ValidationError, model_validator
 
 from recflow.config_types import BatchSize, StrictModel
+from recflow.registry.entry import renamed_key_message
 from recflow.training.distillation import LossEntry
 from recflow.training.entry import ModelEntry
 from recflow.training.trainer import TrainerConfig
@@ -15,25 +16,33 @@ _FILE = "parameters_distillation.yml"
 
 
 class TeacherMember(StrictModel):
-    """A teacher: a registered model trained here (`model`/`params`/`trainer`), or a saved
+    """A teacher: a registered model trained here (`name`/`params`/`trainer`), or a saved
     payload (`checkpoint`: a .pt written by TorchModelDataset, e.g. data/06_models/ranking/din.pt)."""
 
-    model: str | None = None
+    name: str | None = None
     params: dict[str, Any] = Field(default_factory=dict)
     trainer: dict[str, Any] = Field(default_factory=dict)
     checkpoint: str | None = None
 
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed_key(cls, raw: Any) -> Any:
+        if isinstance(raw, dict) and "model" in raw and "name" not in raw:
+            raise ValueError(renamed_key_message("model", raw["model"], "model", _FILE))
+        return raw
+
     @model_validator(mode="after")
     def _one_source(self) -> TeacherMember:
-        if (self.model is None) == (self.checkpoint is None):
-            raise ValueError(f"{_FILE}: teacher.members: give either `model` (train here) or "
-                             "`checkpoint` (a saved payload), not both or neither")
-        if self.model is not None:
+        if (self.name is None) == (self.checkpoint is None):
+            raise ValueError(f"{_FILE}: teacher.members: give either `name` (a registered "
+                             "model, trained here) or `checkpoint` (a saved payload), not both "
+                             "or neither")
+        if self.name is not None:
             self.entry()  # validates the model name, params and trainer keys
         return self
 
     def entry(self) -> ModelEntry:
-        return ModelEntry(model=self.model, params=self.params, trainer=self.trainer)
+        return ModelEntry(name=self.name, params=self.params, trainer=self.trainer)
 
 
 class TeacherParams(StrictModel):

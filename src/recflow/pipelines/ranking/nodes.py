@@ -47,7 +47,7 @@ def _run_key(entry: ModelEntry, trainer: TrainerConfig, spec: FeatureSpec) -> st
     """Checkpoints resume only the identical configuration on the identical features."""
     blob = json.dumps([entry.model_dump(mode="json"), trainer.model_dump(mode="json"),
                        spec.hash], sort_keys=True)
-    return f"{entry.model}-{hashlib.sha256(blob.encode()).hexdigest()[:10]}"
+    return f"{entry.name}-{hashlib.sha256(blob.encode()).hexdigest()[:10]}"
 
 
 def _fit_one(
@@ -62,36 +62,36 @@ def _fit_one(
     devices = list(range(torch.cuda.device_count()))
     with torch.random.fork_rng(devices=devices):  # seed init without touching global RNG
         torch.manual_seed(config.seed)
-        model = MODELS.create(entry.model, spec, params=params)
+        model = MODELS.create(entry.name, spec, params=params)
         result = fit(model, train, valid, config)
     history = {
-        "model": entry.model,
+        "model": entry.name,
         "seed": config.seed,
         "epochs": result.history,
         "best_epoch": result.best_epoch,
         "train_seconds": result.train_seconds,
         "params": int(sum(p.numel() for p in model.parameters())),
     }
-    return to_payload(model, entry.model, params, spec), history
+    return to_payload(model, entry.name, params, spec), history
 
 
 def check_trainable(entry: ModelEntry, spec: FeatureSpec) -> None:
     """Refuse, by name, a model whose inputs or tasks this dataset cannot provide
     (DIN without a behaviour sequence, ESMM without a purchase label), before training."""
     try:
-        model = MODELS.create(entry.model, spec, params=entry.typed_params())
+        model = MODELS.create(entry.name, spec, params=entry.typed_params())
     except (KeyError, ValueError) as exc:
         sequences = [f.name for f in spec.by_kind("sequence")]
         hint = "" if sequences else (
             " The feature spec has no behaviour sequence: sequences need the user and time "
             "roles (dataset.events.user / .time) and a `sequence` field in "
             "parameters_preprocessing.yml.")
-        raise ValueError(f"ranking model '{entry.model}' cannot train on this dataset: "
+        raise ValueError(f"ranking model '{entry.name}' cannot train on this dataset: "
                          f"{exc}.{hint} Remove the entry from ranking.models or give the "
                          "data what it needs.") from None
     missing = [t for t in model.tasks if t not in spec.labels]
     if missing:
-        raise ValueError(f"ranking model '{entry.model}' predicts {list(model.tasks)}, but the "
+        raise ValueError(f"ranking model '{entry.name}' predicts {list(model.tasks)}, but the "
                          f"dataset's labels are {spec.labels}: declare {missing} under "
                          "dataset.events.labels and preprocessing.labels, or remove the entry")
 

@@ -33,7 +33,7 @@ def train_and_evaluate(interactions: pd.DataFrame, items: pd.DataFrame, cutoffs:
         protocol.configure(data, params, name, seed, digest)
         model, run = protocol.fit_and_score(params, name, data, test)
         runs.append(run)
-        payload = payload or {"model": entry.model, "params": entry.params,
+        payload = payload or {"model": entry.name, "params": entry.params,
                               "state_dict": model.state(), "feature_spec_hash": None}
     metrics = protocol.summarise(params, name, runs, test.statistics)
     logger.info("%s: recall@10 %.4f ndcg@10 %.4f cold recall@10 %s (%d seed(s), "

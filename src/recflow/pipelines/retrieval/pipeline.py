@@ -55,7 +55,7 @@ def create_pipeline(models: dict[str, Any] | None = None, **kwargs) -> Pipeline:
         tokenizer = (entry or {}).get("tokenizer")
         inputs = {**{k: k for k in SHARED_INPUTS},
                   **({"semantic_ids": f"semantic_ids.{tokenizer}.table"} if tokenizer else {})}
-        template = _entry_template(name, (entry or {}).get("model"), bool(tokenizer))
+        template = _entry_template(name, (entry or {}).get("name"), bool(tokenizer))
         params = {p for p in template.inputs() if p.startswith("params:")}
         per_entry.append(pipeline(template, namespace=f"retrieval.{name}", inputs=inputs,
                                   parameters=params))

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from pydantic import Field, model_validator
+from pydantic import Field
 
 from recflow.config_types import StrictModel
 from recflow.registry import ITEM_ENCODERS, TOKENIZERS
@@ -26,16 +24,7 @@ class TokenizerEntry(ComponentEntry):
 
     registry = TOKENIZERS
     source = _FILE
-
-    @model_validator(mode="before")
-    @classmethod
-    def _renamed_key(cls, raw: Any) -> Any:
-        if isinstance(raw, dict) and "tokenizer" in raw:
-            raise ValueError(
-                f"{_FILE}: semantic_ids.tokenizers entries name their registered tokenizer with "
-                f"`name: {raw['tokenizer']}` (was `tokenizer:`); `tokenizer:` elsewhere refers "
-                "to an entry of semantic_ids.tokenizers")
-        return raw
+    renamed_from = "tokenizer"  # `tokenizer:` elsewhere names an entry of this mapping
 
 
 class SemanticIdsParams(StrictModel):
