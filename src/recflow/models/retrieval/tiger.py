@@ -103,6 +103,10 @@ class TigerParams(StrictModel):
                                    "embeddings and linear weights (positions included); "
                                    "None: torch's defaults (N(0, 1) embeddings).")
     dropout: float = Field(0.1, ge=0, lt=1)
+    attn_dropout: float | None = Field(None, ge=0, lt=1, description="Dropout on attention "
+                                       "weights; None: `dropout`. 0 lets torch's CPU kernel "
+                                       "skip the (B, heads, S, S) mask draw, about 3x faster "
+                                       "attention in training.")
     epochs: int = Field(100, ge=1, le=MAX_EPOCHS, description="Most epochs; validation "
                         "with patience (retrieval.training) stops earlier.")
     batch_size: int = Field(128, ge=1, le=MAX_BATCH, description="Windows per step.")
@@ -154,6 +158,8 @@ class TigerModule(nn.Module):
         layer = nn.TransformerEncoderLayer(d, p.heads, p.ffn_dim or 2 * d, p.dropout,
                                            activation=p.activation, batch_first=True,
                                            norm_first=p.norm == "pre")
+        if p.attn_dropout is not None:
+            layer.self_attn.dropout = p.attn_dropout
         self.decoder = nn.TransformerEncoder(layer, p.layers, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(d) if p.norm == "pre" else nn.Identity()
         self.head = nn.Linear(d, self.total)
