@@ -241,11 +241,14 @@ def test_tiger_repeat_bias_learns_that_nobody_repeats() -> None:
     assert not any(set(t) & set(h) for t, h in zip(top, histories, strict=True))
     # repeat_window: the bias reaches older items of the history than the decoder reads
     longer = [rng.permutation(np.arange(1, n + 1))[:12] for _ in range(20)]
-    assert any(set(t) & set(h[:6]) for t, h in zip(model.recommend(longer, 5), longer,
-                                                     strict=True))
+
+    def repeats() -> int:  # recommended items already in the 12-item history, over 20 users
+        return sum(len(set(t) & set(h)) for t, h in zip(model.recommend(longer, 5), longer,
+                                                        strict=True))
+
+    within_decoder_window = repeats()
     model.params = model.params.model_copy(update={"repeat_window": 12})
-    assert not any(set(t) & set(h) for t, h in zip(model.recommend(longer, 5), longer,
-                                                     strict=True))
+    assert within_decoder_window >= 20 and repeats() <= within_decoder_window // 10
     with pytest.raises(RegistryError, match="repeat_window needs repeat_bias: true"):
         RETRIEVAL_MODELS.create("tiger", params={"repeat_window": 50})
 
@@ -290,22 +293,19 @@ def test_tiger_reaches_cold_items_through_their_codes_where_sasrec_cannot() -> N
     tiger = RETRIEVAL_MODELS.create("tiger", params={**small, "max_items": 4, "beam_size": 10,
                                                      "cold_share": 0.2}).fit(data)
     sasrec = RETRIEVAL_MODELS.create("sasrec", params={**small, "max_len": 8}).fit(data)
-    tiger_cold = retrieval_report(tiger.recommend(histories, 10), targets, cold, data.n_items,
-                                  [5, 10])["recall@10_cold"]
+    top = tiger.recommend(histories, 10)
+    tiger_cold = retrieval_report(top, targets, cold, data.n_items, [5, 10])["recall@10_cold"]
     sasrec_cold = retrieval_report(sasrec.recommend(histories, 10), targets, cold,
                                    data.n_items, [5, 10])["recall@10_cold"]
     assert tiger_cold >= 0.5  # the user's group prefix is decoded; its cold item takes a slot
     assert sasrec_cold < tiger_cold
-    # without the cold share the decoder alone almost never emits never-seen items
-    tiger.cold_share = 0.0
-    plain = retrieval_report(tiger.recommend(histories, 10), targets, cold, data.n_items,
-                             [5, 10])["recall@10_cold"]
-    assert plain < tiger_cold
+    # cold_share 0.2: two of every top-10 are the decoder's best cold items
+    assert all(np.isin(row, list(cold)).sum() >= 2 for row in top)
 
 
 @pytest.mark.parametrize("block", [
-    {},  # pre-LN, ReLU, torch init
-    {"norm": "post", "activation": "gelu", "input_norm": True, "init_std": 0.02, "ffn_dim": 40},
+    {},  # SASRec's block: post-LN, GELU, FFN 4d, input LayerNorm
+    {"norm": "pre", "activation": "relu", "input_norm": False, "init_std": 0.5, "ffn_dim": 40},
 ])
 def test_cached_decoding_matches_the_full_forward_pass(block: dict) -> None:
     torch.manual_seed(0)

@@ -21,9 +21,48 @@ torch.Size([3, 5, 8])
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import nn
+
+from recflow.config_types import MAX_EMBED_DIM, MAX_LAYERS, MAX_WIDTH, StrictModel
+
+
+class TransformerParams(StrictModel):
+    """The Transformer options SASRec and TIGER share; the defaults are SASRec / BERT's
+    block as RecBole trains it (post-LN, GELU, FFN 4d, LayerNorm on the input, weights at
+    N(0, 0.02²)), which converged faster than pre-LN / ReLU / FFN 2d / torch's init for
+    both models on ML-100K (docs/evaluation.md). Each model declares its own `dropout`."""
+
+    embed_dim: int = Field(64, ge=4, le=MAX_EMBED_DIM)
+    heads: int = Field(2, ge=1, le=MAX_LAYERS)
+    layers: int = Field(2, ge=1, le=MAX_LAYERS)
+    ffn_dim: int | None = Field(None, ge=4, le=MAX_WIDTH, description="Feed-forward width; "
+                                "None: 4 x embed_dim (the Transformer's ratio).")
+    activation: Literal["gelu", "relu"] = "gelu"
+    norm: Literal["post", "pre"] = Field("post", description="LayerNorm after each residual "
+                                         "(SASRec / BERT) or before each sublayer (pre-LN, "
+                                         "then a final LayerNorm).")
+    input_norm: bool = Field(True, description="LayerNorm on the item / token + position "
+                             "embeddings (before the input dropout).")
+    init_std: float = Field(0.02, gt=0, le=1, description="Normal init std of embeddings and "
+                            "linear weights (positions included).")
+    attn_dropout: float | None = Field(
+        None, ge=0, lt=1, description="Dropout on attention weights; None: `dropout`. 0 "
+        "lets torch's CPU kernel skip drawing a (B, heads, S, S) mask (faster steps).")
+
+
+def transformer_layer(p: TransformerParams, dropout: float) -> nn.TransformerEncoderLayer:
+    """One `nn.TransformerEncoderLayer` as `p` describes it (batch first)."""
+    layer = nn.TransformerEncoderLayer(p.embed_dim, p.heads, p.ffn_dim or 4 * p.embed_dim,
+                                       dropout, activation=p.activation, batch_first=True,
+                                       norm_first=p.norm == "pre")
+    if p.attn_dropout is not None:
+        layer.self_attn.dropout = p.attn_dropout
+    return layer
 
 
 class SwiGLU(nn.Module):

@@ -28,15 +28,7 @@ import torch.nn.functional as F
 from pydantic import Field, model_validator
 from torch import nn
 
-from recflow.config_types import (
-    MAX_BATCH,
-    MAX_COUNT,
-    MAX_EMBED_DIM,
-    MAX_EPOCHS,
-    MAX_LAYERS,
-    MAX_WIDTH,
-    StrictModel,
-)
+from recflow.config_types import MAX_BATCH, MAX_COUNT, MAX_EPOCHS
 from recflow.models.retrieval.base import (
     RETRIEVAL_MODELS,
     RetrievalData,
@@ -48,31 +40,27 @@ from recflow.models.retrieval.base import (
     top_k,
     windows,
 )
-from recflow.models.retrieval.blocks import LiGRStack, init_normal, use_fast_dropout
+from recflow.models.retrieval.blocks import (
+    LiGRStack,
+    TransformerParams,
+    init_normal,
+    transformer_layer,
+    use_fast_dropout,
+)
 from recflow.training.core import Step
 
 logger = logging.getLogger(__name__)
 
 
-class SASRecParams(StrictModel):
+class SASRecParams(TransformerParams):
+    """SASRec's params: the shared Transformer options (`blocks.TransformerParams`) and its own."""
+
     max_len: int = Field(50, ge=2, le=512)
-    embed_dim: int = Field(64, ge=4, le=MAX_EMBED_DIM)
-    heads: int = Field(2, ge=1, le=MAX_LAYERS)
-    layers: int = Field(2, ge=1, le=MAX_LAYERS)
-    ffn_dim: int | None = Field(None, ge=4, le=MAX_WIDTH, description="Feed-forward width; "
-                                "None: 4 x embed_dim (the Transformer's ratio).")
     block: Literal["transformer", "ligr"] = Field(
         "transformer", description="transformer: PyTorch's Transformer layer (SASRec / "
         "BERT4Rec); ligr: LiGR's gated pre-LN layer with a SwiGLU FFN (eSASRec's backbone; "
         "`activation` and `norm` do not apply).")
-    activation: Literal["gelu", "relu"] = "gelu"
-    norm: Literal["post", "pre"] = Field("post", description="LayerNorm after each residual "
-                                         "(SASRec / BERT) or before each sublayer (pre-LN).")
-    input_norm: bool = Field(True, description="LayerNorm on item + position embeddings.")
-    init_std: float = Field(0.02, gt=0, le=1, description="Normal init std of embeddings and "
-                            "linear weights (positions included).")
     dropout: float = Field(0.2, ge=0, lt=1)
-    attn_dropout: float | None = Field(None, ge=0, lt=1, description="None: `dropout`.")
     repeat_bias: bool = Field(
         False, description="Learn one scalar b added to the logit of every item already in "
         "the input window (RepeatNet's repeat / explore split, in its smallest form): on "
@@ -127,12 +115,8 @@ class SASRecModule(nn.Module):
                                      p.attn_dropout)
             self.norm = nn.Identity()  # the stack ends in its own LayerNorm
         else:
-            layer = nn.TransformerEncoderLayer(d, p.heads, p.ffn_dim or 4 * d, p.dropout,
-                                               activation=p.activation, batch_first=True,
-                                               norm_first=p.norm == "pre")
-            if p.attn_dropout is not None:
-                layer.self_attn.dropout = p.attn_dropout
-            self.encoder = nn.TransformerEncoder(layer, p.layers, enable_nested_tensor=False)
+            self.encoder = nn.TransformerEncoder(transformer_layer(p, p.dropout), p.layers,
+                                                 enable_nested_tensor=False)
             self.norm = nn.LayerNorm(d) if p.norm == "pre" else nn.Identity()
         self.drop = nn.Dropout(p.dropout)
         self.repeat = nn.Parameter(torch.zeros(())) if p.repeat_bias else None

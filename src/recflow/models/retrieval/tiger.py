@@ -34,7 +34,7 @@ exported graph stays the plain "step" (history tokens -> next-token logits).
 from __future__ import annotations
 
 import logging
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
@@ -42,15 +42,7 @@ import torch.nn.functional as F
 from pydantic import Field, model_validator
 from torch import nn
 
-from recflow.config_types import (
-    MAX_BATCH,
-    MAX_COUNT,
-    MAX_EMBED_DIM,
-    MAX_EPOCHS,
-    MAX_LAYERS,
-    MAX_WIDTH,
-    StrictModel,
-)
+from recflow.config_types import MAX_BATCH, MAX_COUNT, MAX_EPOCHS
 from recflow.models.retrieval.base import (
     RETRIEVAL_MODELS,
     RetrievalData,
@@ -61,7 +53,12 @@ from recflow.models.retrieval.base import (
     left_pad,
     windows,
 )
-from recflow.models.retrieval.blocks import init_normal, use_fast_dropout
+from recflow.models.retrieval.blocks import (
+    TransformerParams,
+    init_normal,
+    transformer_layer,
+    use_fast_dropout,
+)
 from recflow.tokenization.trie import TrieTable, merge_cold, repeat_tokens
 from recflow.training.core import Step, scaled_lr
 
@@ -86,27 +83,12 @@ class Trie(TrieTable):
         return self.leaf_item[np.asarray(nodes)]
 
 
-class TigerParams(StrictModel):
+class TigerParams(TransformerParams):
+    """TIGER's params: the shared Transformer options (`blocks.TransformerParams`, SASRec's
+    block by default) and its own."""
+
     max_items: int = Field(20, ge=1, le=128, description="History items fed to the decoder.")
-    embed_dim: int = Field(64, ge=4, le=MAX_EMBED_DIM)
-    heads: int = Field(2, ge=1, le=MAX_LAYERS)
-    layers: int = Field(2, ge=1, le=MAX_LAYERS)
-    ffn_dim: int | None = Field(None, ge=4, le=MAX_WIDTH, description="Feed-forward width; "
-                                "None: 2 x embed_dim.")
-    activation: Literal["gelu", "relu"] = "relu"
-    norm: Literal["post", "pre"] = Field("pre", description="LayerNorm before each sublayer "
-                                         "(pre-LN, then a final LayerNorm) or after each "
-                                         "residual (SASRec / BERT's post-LN).")
-    input_norm: bool = Field(False, description="LayerNorm and dropout on token + position "
-                             "embeddings (SASRec's input).")
-    init_std: float | None = Field(None, gt=0, le=1, description="Normal init std of "
-                                   "embeddings and linear weights (positions included); "
-                                   "None: torch's defaults (N(0, 1) embeddings).")
     dropout: float = Field(0.1, ge=0, lt=1)
-    attn_dropout: float | None = Field(None, ge=0, lt=1, description="Dropout on attention "
-                                       "weights; None: `dropout`. 0 lets torch's CPU kernel "
-                                       "skip the (B, heads, S, S) mask draw, about 3x faster "
-                                       "attention in training.")
     epochs: int = Field(100, ge=1, le=MAX_EPOCHS, description="Most epochs; validation "
                         "with patience (retrieval.training) stops earlier.")
     batch_size: int = Field(128, ge=1, le=MAX_BATCH, description="Windows per step.")
@@ -154,19 +136,14 @@ class TigerModule(nn.Module):
         self.tok = nn.Embedding(self.total, d, padding_idx=0)
         self.pos = nn.Embedding(self.max_len, d)
         self.input_norm = nn.LayerNorm(d) if p.input_norm else nn.Identity()
-        self.drop = nn.Dropout(p.dropout) if p.input_norm else nn.Identity()
-        layer = nn.TransformerEncoderLayer(d, p.heads, p.ffn_dim or 2 * d, p.dropout,
-                                           activation=p.activation, batch_first=True,
-                                           norm_first=p.norm == "pre")
-        if p.attn_dropout is not None:
-            layer.self_attn.dropout = p.attn_dropout
-        self.decoder = nn.TransformerEncoder(layer, p.layers, enable_nested_tensor=False)
+        self.drop = nn.Dropout(p.dropout)
+        self.decoder = nn.TransformerEncoder(transformer_layer(p, p.dropout), p.layers,
+                                             enable_nested_tensor=False)
         self.norm = nn.LayerNorm(d) if p.norm == "pre" else nn.Identity()
         self.head = nn.Linear(d, self.total)
-        if p.init_std is not None:
-            init_normal(self, p.init_std)
-            with torch.no_grad():
-                self.tok.weight[0].zero_()
+        init_normal(self, p.init_std)
+        with torch.no_grad():
+            self.tok.weight[0].zero_()
         # a few logit units to travel: stepped at 20 x lr (recflow.training.core.scaled_lr)
         self.repeat = (scaled_lr(nn.Parameter(torch.zeros(self.n_tok)), 20.0) if p.repeat_bias
                        else None)
