@@ -303,6 +303,17 @@ def test_tiger_reaches_cold_items_through_their_codes_where_sasrec_cannot() -> N
     assert all(np.isin(row, list(cold)).sum() >= 2 for row in top)
 
 
+def test_tiger_weights_from_another_block_layout_get_a_named_error() -> None:
+    sids = np.vstack([np.zeros((1, 3), dtype=np.int64),
+                      disambiguate(np.column_stack([np.arange(8) // 4, np.arange(8) % 4]))])
+    old = TigerModule((sids[1:].max(axis=0) + 1).tolist(),
+                      TigerParams(embed_dim=8, heads=1, layers=1, norm="pre", input_norm=False))
+    state = {"state_dict": old.state_dict(), "semantic_ids": torch.as_tensor(sids)}
+    params = {"embed_dim": 8, "heads": 1, "layers": 1}  # today's defaults: post-LN, input LN
+    with pytest.raises(ValueError, match="re-run the retrieval pipeline"):
+        RETRIEVAL_MODELS.get("tiger").target.from_state(params, state)
+
+
 @pytest.mark.parametrize("block", [
     {},  # SASRec's block: post-LN, GELU, FFN 4d, input LayerNorm
     {"norm": "pre", "activation": "relu", "input_norm": False, "init_std": 0.5, "ffn_dim": 40},

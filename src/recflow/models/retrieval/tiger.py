@@ -418,7 +418,13 @@ class Tiger(Retriever):
         p = coerce_params(TigerParams, params)
         model = cls(p)
         model._setup(np.asarray(state["semantic_ids"]))
-        model.module.load_state_dict(state["state_dict"])
+        try:
+            model.module.load_state_dict(state["state_dict"])
+        except RuntimeError as exc:  # e.g. a pre-LN TIGER saved before the shared block
+            first = str(exc).strip().splitlines()[0][:200]
+            raise ValueError(f"tiger: the saved weights do not fit the model its params "
+                             f"describe ({first}); it was written by another recflow "
+                             "version: re-run the retrieval pipeline for this entry") from None
         model.module.eval()
         cold = state.get("cold_items")
         if cold is not None and hasattr(model, "_index_cold"):
