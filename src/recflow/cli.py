@@ -17,7 +17,7 @@ import datetime as dt
 import functools
 import sys
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -51,12 +51,14 @@ def short_failure(error: BaseException, log_file: Path | None, hint: str = "") -
             f"  {where}\n  help: {DOCS}\n")
 
 
-def namespace_hint(error: BaseException, namespaces: str | None) -> str:
+def namespace_hint(error: BaseException, namespaces: str | Sequence[str] | None) -> str:
     """A line for Kedro's unknown-namespace error: entries run as `<block>.<entry>`, so a
-    bare entry name (the ranking form until 2026-11-30) gets its spelled-out namespaces."""
+    bare entry name (the ranking form until 2026-11-30) gets its spelled-out namespaces.
+    `namespaces`: `--namespaces` as Kedro parsed it (a list) or as typed (comma-separated)."""
     if UNKNOWN_NAMESPACE not in str(error) or not namespaces:
         return ""
-    bare = [n for n in namespaces.split(",") if n and "." not in n and n not in ENTRY_NAMESPACES]
+    names = namespaces.split(",") if isinstance(namespaces, str) else list(namespaces)
+    bare = [n for n in names if n and "." not in n and n not in ENTRY_NAMESPACES]
     suggestion = ",".join(f"{b}.{n}" for n in bare for b in ("ranking", "export"))
     return ("\nEntries of a YAML block run under the namespace <block>.<entry>: "
             + ", ".join(f"{b}.<entry>" for b in ENTRY_NAMESPACES) + "."

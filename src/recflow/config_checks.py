@@ -86,7 +86,7 @@ def _check_renamed(entry: dict[str, Any], old: str, registry: Any, file: str, pa
     """An entry still naming its component with the key `old` (before `name:`)."""
     from recflow.registry.entry import renamed_key_message
 
-    if old in entry and "name" not in entry:
+    if old in entry:  # beside `name:` too: an old env's key merged over base's entry
         raise ValueError(renamed_key_message(old, entry[old], registry.singular,
                                              f"{file}: {path}"))
 

@@ -47,6 +47,9 @@ def test_an_unknown_namespace_gets_the_entry_namespaces_spelled_out(tmp_path, mo
     result = CliRunner().invoke(command, ["--namespaces", "retrieval.nope"])
     assert "retrieval.<entry>" in result.output and "ranking.nope" not in result.output
     assert cli.namespace_hint(KeyError("other"), "din") == ""
+    # Kedro 1.7 hands the run callback the option already split into a list
+    error = ValueError(f"{cli.UNKNOWN_NAMESPACE}: ['din']")
+    assert "--namespaces=ranking.din,export.din" in cli.namespace_hint(error, ["din"])
 
 
 def test_failed_run_is_short_logged_and_non_zero(tmp_path, monkeypatch):

@@ -120,7 +120,21 @@ def test_the_typed_entries_refuse_the_old_key_too():
     for kind, name in ((ModelEntry, "lr"), (RetrievalEntry, "sasrec"), (TeacherMember, "lr")):
         with pytest.raises(ValidationError, match=rf"`model: {name}` is now `name: {name}`"):
             kind.model_validate({"model": name})
+        # an old env's `model:` soft-merged over base's `name:` entry
+        with pytest.raises(ValidationError, match=rf"`model: {name}` is now `name: {name}`"):
+            kind.model_validate({"name": name, "model": name})
         assert kind.model_validate({"name": name}).name == name
+
+
+def test_an_old_env_delta_over_base_gets_the_rename_not_an_unknown_key(tmp_path):
+    """An env written before the rename (`model: lr`) merges into base's `name: lr` entry;
+    the pre-run check names the rename, not pydantic's "extra inputs are not permitted"."""
+    from recflow.config_loader import merge_delta
+
+    base = {"ranking": {"models": {"lr": {"name": "lr"}}}}
+    merged = merge_delta(base, {"ranking": {"models": {"lr": {"model": "lr"}}}})
+    with pytest.raises(ValueError, match=r"ranking.models.lr: `model: lr` is now `name: lr`"):
+        check_parameters(merged)
 
 
 @pytest.mark.parametrize("env", sorted(p.name for p in (REPO / "conf").iterdir()

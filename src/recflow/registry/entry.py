@@ -38,7 +38,7 @@ class ComponentEntry(StrictModel):
     @classmethod
     def _renamed_key(cls, raw: Any) -> Any:
         old = cls.renamed_from
-        if old and isinstance(raw, dict) and old in raw and "name" not in raw:
+        if old and isinstance(raw, dict) and old in raw:  # beside `name:` too (an env delta)
             raise ValueError(renamed_key_message(old, raw[old], cls.registry.singular,
                                                  cls.source))
         return raw

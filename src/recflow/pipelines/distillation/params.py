@@ -27,7 +27,7 @@ class TeacherMember(StrictModel):
     @model_validator(mode="before")
     @classmethod
     def _renamed_key(cls, raw: Any) -> Any:
-        if isinstance(raw, dict) and "model" in raw and "name" not in raw:
+        if isinstance(raw, dict) and "model" in raw:
             raise ValueError(renamed_key_message("model", raw["model"], "model", _FILE))
         return raw
 
