@@ -18,6 +18,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from recflow.config_types import LAX_INT_PROBLEM, PROBLEM_SEPARATOR
+from recflow.registry.entry import refuse_renamed_key
 
 #: top-level keys recflow once accepted and no longer reads -> what to write instead
 RETIRED_KEYS = {
@@ -81,16 +82,6 @@ def _mapping(value: Any, file: str, path: str) -> dict[str, Any]:
     return value
 
 
-def _check_renamed(entry: dict[str, Any], old: str, registry: Any, file: str, path: str
-                   ) -> None:
-    """An entry still naming its component with the key `old` (before `name:`)."""
-    from recflow.registry.entry import renamed_key_message
-
-    if old in entry:  # beside `name:` too: an old env's key merged over base's entry
-        raise ValueError(renamed_key_message(old, entry[old], registry.singular,
-                                             f"{file}: {path}"))
-
-
 def _check_component(registry: Any, name: Any, params: Any, file: str, path: str) -> None:
     """`path.params` against the schema registered under `name` (`path.name`)."""
     from recflow.registry import RegistryError
@@ -122,7 +113,7 @@ def _check_entry(entry: Any, base: dict[str, Any], file: str, path: str, base_pa
     from recflow.training.trainer import TrainerConfig
 
     entry = _mapping(entry, file, path)
-    _check_renamed(entry, "model", MODELS, file, path)
+    refuse_renamed_key(entry, "model", MODELS.singular, f"{file}: {path}")
     if entry.get("checkpoint") is not None and entry.get("name") is None:
         return  # a saved teacher: nothing to train, its payload is checked when loaded
     _check_component(MODELS, entry.get("name"), entry.get("params"), file, path)
@@ -181,7 +172,7 @@ def _check_entries(registry: Any, entries: Any, file: str, path: str, old_key: s
     (`name:`; `old_key` is the key that named it before)."""
     for name, entry in _mapping(entries, file, path).items():
         entry = _mapping(entry, file, f"{path}.{name}")
-        _check_renamed(entry, old_key, registry, file, f"{path}.{name}")
+        refuse_renamed_key(entry, old_key, registry.singular, f"{file}: {path}.{name}")
         _check_component(registry, entry.get("name"), entry.get("params"), file,
                          f"{path}.{name}")
 

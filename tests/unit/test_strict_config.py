@@ -126,7 +126,7 @@ def test_the_typed_entries_refuse_the_old_key_too():
         assert kind.model_validate({"name": name}).name == name
 
 
-def test_an_old_env_delta_over_base_gets_the_rename_not_an_unknown_key(tmp_path):
+def test_an_old_env_delta_over_base_gets_the_rename_not_an_unknown_key():
     """An env written before the rename (`model: lr`) merges into base's `name: lr` entry;
     the pre-run check names the rename, not pydantic's "extra inputs are not permitted"."""
     from recflow.config_loader import merge_delta

@@ -239,7 +239,7 @@ def tiger_layout(model: Any) -> dict[str, Any]:
               "length": 1 + (model.params.max_items + 1) * int(m.n_tok) - 1}
     if getattr(m, "repeat", None) is not None:
         layout["repeat_bias"] = m.repeat.detach().tolist()
-        layout["repeat_window"] = int(model.params.repeat_window or model.params.max_items)
+        layout["repeat_window"] = int(model.repeat_window)
     cold = getattr(model, "cold_items", None)
     if cold is not None and getattr(model, "cold_trie", True) is not None:
         layout["cold_items"] = np.asarray(cold).tolist()

@@ -37,10 +37,8 @@ class ComponentEntry(StrictModel):
     @model_validator(mode="before")
     @classmethod
     def _renamed_key(cls, raw: Any) -> Any:
-        old = cls.renamed_from
-        if old and isinstance(raw, dict) and old in raw:  # beside `name:` too (an env delta)
-            raise ValueError(renamed_key_message(old, raw[old], cls.registry.singular,
-                                                 cls.source))
+        if cls.renamed_from:
+            refuse_renamed_key(raw, cls.renamed_from, cls.registry.singular, cls.source)
         return raw
 
     @model_validator(mode="after")
@@ -59,10 +57,16 @@ class ComponentEntry(StrictModel):
         return self.registry.get(self.name).validate_params(self.params)
 
 
-def renamed_key_message(old: str, value: Any, singular: str, where: str | None) -> str:
-    """The error for an entry still naming its component with `old` instead of `name`
-    (`where`: the file, or "file: yaml.path", that holds it)."""
+def refuse_renamed_key(raw: Any, old: str, singular: str, where: str | None) -> None:
+    """Raise if the raw YAML entry still names its component with `old` instead of `name`.
+
+    Also beside `name:`: envs are deltas, so an old env's `old:` merges into base's entry.
+    `where`: the file, or "file: yaml.path", that holds it.
+    """
+    if not isinstance(raw, dict) or old not in raw:
+        return
     prefix = f"{where}: " if where else ""
-    return (f"{prefix}`{old}: {value}` is now `name: {value}`: every YAML entry names its "
-            f"registered {singular} with `name:` (renamed 2026-11-30; the rest of the entry "
-            "is unchanged)")
+    value = raw[old]
+    raise ValueError(f"{prefix}`{old}: {value}` is now `name: {value}`: every YAML entry names "
+                     f"its registered {singular} with `name:` (renamed 2026-11-30; the rest of "
+                     "the entry is unchanged)")

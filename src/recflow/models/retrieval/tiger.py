@@ -364,10 +364,15 @@ class Tiger(Retriever):
                                         visible) for t in range(nodes.shape[2])], axis=2)
         return torch.as_tensor(again.reshape(len(items), -1, width), dtype=torch.float32)
 
+    @property
+    def repeat_window(self) -> int:
+        """How many latest history items the repeat bias applies to when recommending."""
+        return self.params.repeat_window or self.params.max_items
+
     def repeat_items(self, histories: list[np.ndarray]) -> np.ndarray:
         """(B, W) the latest `repeat_window` (else `max_items`) items of each history, the
         ones the repeat bias applies to when recommending (0 = padding)."""
-        return left_pad(histories, self.params.repeat_window or self.params.max_items)
+        return left_pad(histories, self.repeat_window)
 
     def _resolve_cold_share(self, data: RetrievalData) -> float:
         """`cold_share` as set, else the cold share of the validation targets."""

@@ -7,7 +7,7 @@ from typing import Any, Literal
 from pydantic import Field, ValidationError, model_validator
 
 from recflow.config_types import BatchSize, StrictModel
-from recflow.registry.entry import renamed_key_message
+from recflow.registry.entry import refuse_renamed_key
 from recflow.training.distillation import LossEntry
 from recflow.training.entry import ModelEntry
 from recflow.training.trainer import TrainerConfig
@@ -27,8 +27,7 @@ class TeacherMember(StrictModel):
     @model_validator(mode="before")
     @classmethod
     def _renamed_key(cls, raw: Any) -> Any:
-        if isinstance(raw, dict) and "model" in raw:
-            raise ValueError(renamed_key_message("model", raw["model"], "model", _FILE))
+        refuse_renamed_key(raw, "model", "model", _FILE)
         return raw
 
     @model_validator(mode="after")
