@@ -22,8 +22,8 @@ the numbers above the tolerance):
   search feeds (history prefix + T - 1 decoded tokens), right-padded: attention is
   causal, so tokens after ``last`` cannot change its logits (the shape is static
   because the traced attention bakes the sequence length). The semantic-ID table
-  and the token layout go into the metadata (with ``repeat_bias``: the learned scalar
-  per level, and ``repeat_window``: how many latest history items it applies to);
+  and the token layout go into the metadata (with ``repeat_bias``: the learned item-level
+  scalar, and ``repeat_window``: how many latest history items it applies to);
   ``recflow.serving.generative`` runs the trie-constrained beam search
   over this graph with onnxruntime + numpy and applies that bias as training did.
 
@@ -238,7 +238,7 @@ def tiger_layout(model: Any) -> dict[str, Any]:
               "max_items": int(model.params.max_items), "beam_size": int(model.params.beam_size),
               "length": 1 + (model.params.max_items + 1) * int(m.n_tok) - 1}
     if getattr(m, "repeat", None) is not None:
-        layout["repeat_bias"] = m.repeat.detach().tolist()
+        layout["repeat_bias"] = float(m.repeat.detach())
         layout["repeat_window"] = int(model.repeat_window)
     cold = getattr(model, "cold_items", None)
     if cold is not None and getattr(model, "cold_trie", True) is not None:

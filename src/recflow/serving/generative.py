@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from recflow.tokenization.trie import TrieTable, merge_cold, repeat_tokens
+from recflow.tokenization.trie import TrieTable, merge_cold, repeat_penalty, seen_fraction
 
 
 def _log_softmax(x: np.ndarray) -> np.ndarray:
@@ -74,8 +74,10 @@ class GenerativeRetriever:
         self.length = int(meta["length"])
         self.beam_size = int(meta.get("beam_size", 20))
         repeat = meta.get("repeat_bias")
-        self.repeat_bias = None if repeat is None else np.asarray(json.loads(repeat),
-                                                                  dtype=np.float32)
+        self.repeat_bias = None if repeat is None else json.loads(repeat)
+        if isinstance(self.repeat_bias, list):
+            raise ValueError("this TIGER step graph carries a per-level repeat_bias (recflow "
+                             "before 2026-11-30): re-run the retrieval and export pipelines")
         self.repeat_window = int(meta.get("repeat_window", self.max_items))
         vocab = max(self.vocab_sizes)
         self.trie = TrieTable(self.sids[1:], np.arange(1, len(self.sids)), vocab)
@@ -147,8 +149,8 @@ class GenerativeRetriever:
             vocab = self.vocab_sizes[level]
             logp = logits[:, start:start + vocab]
             if paths is not None:
-                again = repeat_tokens(nodes, paths[:, :, level], codes[:, :, level], vocab)
-                logp = logp + self.repeat_bias[level] * again.reshape(b * w, vocab)
+                seen = seen_fraction(trie, nodes, paths[:, :, level], codes[:, :, level], vocab)
+                logp = logp + repeat_penalty(seen.reshape(b * w, vocab), self.repeat_bias)
             allowed = trie.next_node[nodes.reshape(-1)][:, :vocab] >= 0
             logp = _log_softmax(np.where(allowed, logp, -np.inf).astype(np.float32))
             cand = (scores.reshape(-1, 1) + logp).reshape(b, w * vocab)

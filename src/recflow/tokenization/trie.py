@@ -44,6 +44,12 @@ class TrieTable:
         self.leaf_item = np.full(len(children), -1, dtype=np.int64)
         for node, item in leaf.items():
             self.leaf_item[node] = item
+        # IDs under each node (a child is always numbered after its parent)
+        self.size = (self.leaf_item >= 0).astype(np.float32)
+        for node in range(len(children) - 1, -1, -1):
+            kids = list(children[node].values())
+            if kids:
+                self.size[node] = self.size[kids].sum()
 
     def contains(self, ids: np.ndarray) -> np.ndarray:
         node = np.zeros(len(ids), dtype=np.int64)
@@ -74,24 +80,39 @@ class TrieTable:
         return nodes, codes
 
 
-def repeat_tokens(query: np.ndarray, window_nodes: np.ndarray, window_codes: np.ndarray,
-                  vocab: int, visible: np.ndarray | None = None) -> np.ndarray:
-    """(b, w, vocab) bool: which next tokens continue the prefix of an item in the window.
+def seen_fraction(trie: TrieTable, query: np.ndarray, window_nodes: np.ndarray,
+                  window_codes: np.ndarray, vocab: int, visible: np.ndarray | None = None
+                  ) -> np.ndarray:
+    """(b, w, vocab) float: the share of the IDs under each next token that are window items.
 
     `query` (b, w) are the trie nodes of w partial IDs per row (beams, or the targets'
     prefixes in training); `window_nodes` / `window_codes` (b, I) are, for the row's I
     window items, the node before this level's token and that token (`TrieTable.paths`
     and the codes at the level; node -1 = padding or off the trie); `visible` (b, w, I)
     optionally limits which window items each query sees (training: the items before
-    the target). TIGER's `repeat_bias` adds one learned scalar per level to these tokens'
-    logits: at the last level they are exactly the window's items.
+    the target). 1 means every item the token leads to is in the window
+    (at the last level: the token *is* a window item); 0 means none is.
     """
     match = (query[:, :, None] == window_nodes[:, None, :]) & (window_nodes >= 0)[:, None, :]
     if visible is not None:
         match &= visible
     onehot = np.zeros((*window_codes.shape, vocab), dtype=np.float32)
     np.put_along_axis(onehot, np.clip(window_codes, 0, vocab - 1)[..., None], 1.0, axis=-1)
-    return np.matmul(match.astype(np.float32), onehot) > 0
+    count = np.matmul(match.astype(np.float32), onehot)
+    child = trie.next_node[np.maximum(query, 0)][..., :vocab]
+    size = np.where(child >= 0, trie.size[np.maximum(child, 0)], 1.0)
+    return np.minimum(count / size, 1.0)
+
+
+def repeat_penalty(fraction: np.ndarray, bias: float) -> np.ndarray:
+    """log(1 - f (1 - e^bias)): an item-level bias carried to a prefix token.
+
+    Adding `bias` to the logit of every window item and marginalising over the items
+    under a token (taken as equally likely) scales the token's probability by
+    1 - f + f e^bias; the last level gets exactly `bias` for a window item, 0 otherwise.
+    """
+    keep = 1.0 - fraction * (1.0 - np.exp(np.float32(bias)))
+    return np.log(np.maximum(keep, np.float32(1e-30)))
 
 
 def merge_cold(warm: np.ndarray, cold: np.ndarray, k: int, share: float) -> np.ndarray:

@@ -19,7 +19,7 @@ from recflow.models.retrieval.tiger import (
 )
 from recflow.registry import RegistryError
 from recflow.tokenization import disambiguate
-from recflow.tokenization.trie import TrieTable, repeat_tokens
+from recflow.tokenization.trie import TrieTable, repeat_penalty, seen_fraction
 
 torch.set_num_threads(1)
 
@@ -203,29 +203,60 @@ def test_tiger_learns_a_sequential_rule_through_semantic_ids() -> None:
     assert ((top >= 1) & (top <= n)).all() and len(set(top[0].tolist())) == 5
 
 
-def test_repeat_tokens_marks_the_continuations_of_window_ids() -> None:
-    """Hand-built trie: the tokens that continue a window item's prefix, per query node."""
+def test_seen_fraction_is_the_share_of_a_tokens_items_in_the_window() -> None:
+    """Hand-built trie: per query node and next token, the share of the IDs under it that
+    are window items; the penalty is exactly b on a window item, log(1 - f) as b -> -inf."""
     ids = np.array([[0, 0], [0, 1], [1, 0], [1, 2]])  # items 1..4
     trie = TrieTable(ids, np.arange(1, 5), vocab=3)
+    assert trie.size[0] == 4 and trie.size[trie.next_node[0, 1]] == 2
     sids = np.vstack([[0, 0], ids])
     nodes, codes = Trie(ids, np.arange(1, 5), 3).window(np.array([[0, 2, 4]]), sids)
     assert (nodes[0, 0] == -1).all()  # padding is in no one's window
     root, one = 0, int(trie.next_node[0, 1])
     query = np.array([[root, one, int(trie.next_node[0, 0])]])
-    first = repeat_tokens(query, nodes[:, :, 0], codes[:, :, 0], 3)
-    assert first[0, 0].tolist() == [True, True, False]  # items 2 (0, 1) and 4 (1, 2) start so
+    first = seen_fraction(trie, query, nodes[:, :, 0], codes[:, :, 0], 3)
+    assert first[0, 0].tolist() == [0.5, 0.5, 0.0]  # (0, _) holds items 1, 2; (1, _) 3, 4
     assert not first[0, 1:].any()  # deeper nodes never match a level-0 prefix
-    second = repeat_tokens(query, nodes[:, :, 1], codes[:, :, 1], 3)
-    assert second[0, 1].tolist() == [False, False, True]  # under (1, _): item 4 = (1, 2)
-    assert second[0, 2].tolist() == [False, True, False]  # under (0, _): item 2 = (0, 1)
-    hidden = repeat_tokens(query, nodes[:, :, 1], codes[:, :, 1], 3,
+    second = seen_fraction(trie, query, nodes[:, :, 1], codes[:, :, 1], 3)
+    assert second[0, 1].tolist() == [0.0, 0.0, 1.0]  # under (1, _): item 4 = (1, 2)
+    assert second[0, 2].tolist() == [0.0, 1.0, 0.0]  # under (0, _): item 2 = (0, 1)
+    hidden = seen_fraction(trie, query, nodes[:, :, 1], codes[:, :, 1], 3,
                            visible=np.zeros((1, 3, 3), dtype=bool))
     assert not hidden.any()
+    penalty = repeat_penalty(np.array([0.0, 0.5, 1.0], dtype=np.float32), -2.0)
+    np.testing.assert_allclose(penalty, [0.0, np.log(0.5 + 0.5 * np.exp(-2.0)), -2.0],
+                               rtol=1e-6)
+
+
+def test_tiger_token_table_keeps_code_levels_and_the_item_token() -> None:
+    """code_levels cuts the codes and re-ranks the items that then collide; item_token makes
+    the last token the item index; asking for more levels than exist is a named error."""
+    sids = np.array([[0, 0, 0, 0], [1, 2, 3, 0], [1, 2, 4, 0], [5, 6, 7, 0]])
+    tiger = RETRIEVAL_MODELS.create("tiger", params={"code_levels": 2})
+    assert tiger.token_table(sids).tolist() == [[0, 0, 0], [1, 2, 0], [1, 2, 1], [5, 6, 0]]
+    tiger = RETRIEVAL_MODELS.create("tiger", params={"code_levels": 1, "item_token": True})
+    assert tiger.token_table(sids).tolist() == [[0, 0], [1, 1], [1, 2], [5, 3]]
+    assert RETRIEVAL_MODELS.create("tiger", params={}).token_table(sids) is not None
+    with pytest.raises(ValueError, match="code_levels: 4, but the semantic IDs have 3"):
+        RETRIEVAL_MODELS.create("tiger", params={"code_levels": 4}).token_table(sids)
+
+
+def test_tiger_with_item_tokens_learns_the_sequential_rule() -> None:
+    data = _cyclic_data()
+    n = data.n_items
+    codes = np.column_stack([np.arange(n) // 4, np.arange(n) % 4 // 2])
+    data.semantic_ids = np.vstack([np.zeros((1, 3), dtype=np.int64), disambiguate(codes)])
+    model = RETRIEVAL_MODELS.create("tiger", params={
+        "max_items": 4, "embed_dim": 16, "heads": 1, "layers": 1, "dropout": 0.0, "epochs": 40,
+        "batch_size": 32, "lr": 0.01, "beam_size": 5, "code_levels": 1, "item_token": True,
+        "repeat_bias": True}).fit(data)
+    assert model.sid_table[1:, -1].tolist() == list(range(1, n + 1))
+    assert _hit_rate(model, n) >= 0.8
 
 
 def test_tiger_repeat_bias_learns_that_nobody_repeats() -> None:
-    """SASRec's repeat_bias test for TIGER: the last level's bias (the window's own items)
-    turns negative and the top-5 then holds no item of the window."""
+    """SASRec's repeat_bias test for TIGER: the item-level bias turns negative and the
+    top-5 then holds no item of the window."""
     rng = np.random.default_rng(0)
     n = 24
     data = RetrievalData(n_items=n, train_sequences=[rng.permutation(np.arange(1, n + 1))[:16]
@@ -235,7 +266,7 @@ def test_tiger_repeat_bias_learns_that_nobody_repeats() -> None:
     model = RETRIEVAL_MODELS.create("tiger", params={
         "max_items": 6, "embed_dim": 16, "heads": 1, "layers": 1, "dropout": 0.0, "epochs": 30,
         "batch_size": 16, "lr": 0.01, "beam_size": 10, "repeat_bias": True}).fit(data)
-    assert float(model.module.repeat[1]) < -1.5
+    assert float(model.module.repeat) < -1.5
     histories = [rng.permutation(np.arange(1, n + 1))[:6] for _ in range(20)]
     top = model.recommend(histories, 5)
     assert not any(set(t) & set(h) for t, h in zip(top, histories, strict=True))

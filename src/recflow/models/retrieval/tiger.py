@@ -17,12 +17,21 @@ every top-K prefix (positions 10, 20, ... at 0.1). By default (``cold_share: nul
 share is the share of cold items among the validation targets: 0 when the split has no
 cold targets, so a warm benchmark does not give up a top-10 slot to cold items.
 
-Repeat bias (``repeat_bias: true``): SASRec's learned "already consumed" scalar, per code
-level. At level l the tokens that continue the ID prefix of an item in the input window
-(`recflow.tokenization.trie.repeat_tokens`) get ``repeat[l]`` added to their logits,
-inside the level's softmax, in training (the items before each target) and in both beam
-searches alike. Where most 2-code prefixes hold one film, level 1 carries the
-"not again" signal; on re-consumption data the scalars can turn positive.
+Repeat bias (``repeat_bias: true``): SASRec's learned "already consumed" scalar b, at
+the item level. Adding b to every item of the input window and marginalising over the
+items under a token (taken as equally likely) scales the token's probability by
+1 - f + f e^b, f the share of the token's items that are window items
+(`recflow.tokenization.trie.seen_fraction` / `repeat_penalty`). Its log is added to the
+logits inside each level's softmax, in training (the items before each target) and in
+both beam searches alike; at the last level a window item gets exactly b. On ML-100K b
+goes far negative (nobody rates a film twice), so prefixes whose films were all seen
+drop out of the beams early instead of filling them.
+
+Item token (``item_token: true``): the ID's last token is the item's own index instead
+of the disambiguation digit, so each history item also feeds an item embedding, and the
+last decoding step chooses among the items of a code prefix. With ``code_levels: 2``
+that is a 64 x 64 semantic hierarchy over an item-level choice. The trie table grows to
+(nodes x items) entries: fine for ~10^4 items, not for millions.
 
 Design choice: decoder-only (one stack) rather than TIGER's encoder-decoder. The
 beam search runs the history once per user (`prefill`) and then extends each
@@ -59,7 +68,8 @@ from recflow.models.retrieval.blocks import (
     transformer_layer,
     use_fast_dropout,
 )
-from recflow.tokenization.trie import TrieTable, merge_cold, repeat_tokens
+from recflow.tokenization.semantic_ids import disambiguate
+from recflow.tokenization.trie import TrieTable, merge_cold, seen_fraction
 from recflow.training.core import Step, scaled_lr
 
 logger = logging.getLogger(__name__)
@@ -96,15 +106,21 @@ class TigerParams(TransformerParams):
     weight_decay: float = Field(0.0, ge=0)
     beam_size: int = Field(20, ge=1, le=MAX_COUNT, description="Beams kept (>= the largest K evaluated).")
     repeat_bias: bool = Field(
-        False, description="Learn one scalar per code level added to the logits of the tokens "
-        "that continue the ID of an item already in the input window (SASRec's repeat_bias at "
-        "token level: at the last level these are exactly the window's items). Exported as "
-        "metadata; the served beam search applies it.")
+        False, description="Learn SASRec's 'already consumed' scalar b for the items of the "
+        "input window, carried to each code level as log(1 - f + f e^b), f the share of a "
+        "token's items in the window. Exported as metadata; the served beam search applies it.")
     repeat_window: int | None = Field(
         None, ge=1, le=512, description="With repeat_bias: how many of the latest history "
         "items get it when recommending (null: max_items, the decoder's input). Training "
         "learns the bias on the items before each target in its window; a longer window "
         "applies the same 'already consumed' signal to older items of the history.")
+    code_levels: int | None = Field(
+        None, ge=1, le=16, description="Use the first n code levels of the semantic IDs "
+        "(null: all of them); items that then share codes are told apart by the last token.")
+    item_token: bool = Field(
+        False, description="The last token is the item's own index rather than the "
+        "disambiguation digit: an item embedding on the input, an item-level choice within "
+        "a code prefix on the output (dense trie of nodes x items: small catalogues).")
     cold_share: float | None = Field(
         None, ge=0, le=1, description="TIGER's epsilon: at most this share of every top-K "
         "prefix goes to cold items (no training events) whose code prefix the model decodes. "
@@ -145,8 +161,7 @@ class TigerModule(nn.Module):
         with torch.no_grad():
             self.tok.weight[0].zero_()
         # a few logit units to travel: stepped at 20 x lr (recflow.training.core.scaled_lr)
-        self.repeat = (scaled_lr(nn.Parameter(torch.zeros(self.n_tok)), 20.0) if p.repeat_bias
-                       else None)
+        self.repeat = scaled_lr(nn.Parameter(torch.zeros(())), 20.0) if p.repeat_bias else None
         use_fast_dropout(self)
 
     def token_ids(self, sids: torch.Tensor) -> torch.Tensor:
@@ -222,6 +237,11 @@ def _feed_forward(layer: nn.TransformerEncoderLayer, h: torch.Tensor) -> torch.T
     return layer.linear2(layer.activation(layer.linear1(h)))
 
 
+def repeat_penalty(fraction: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """log(1 - f + f e^b), differentiable in b (`recflow.tokenization.trie.repeat_penalty`)."""
+    return torch.log((1 - fraction * (1 - torch.exp(bias))).clamp_min(1e-30))
+
+
 def history_tokens(module: TigerModule, sid_table: torch.Tensor, histories: list[np.ndarray],
                    max_items: int) -> torch.Tensor:
     """[BOS, tokens of the last `max_items` items], left-padded to 1 + max_items * T."""
@@ -258,9 +278,10 @@ def constrained_beam_search(module: TigerModule, trie: Trie, prefix: torch.Tenso
         logp = module.level_logits(logits, level)
         vocab = logp.shape[1]
         if module.repeat is not None and window is not None:
-            again = repeat_tokens(nodes.numpy(), window[0][:, :, level], window[1][:, :, level],
-                                  vocab)
-            logp = logp + module.repeat[level] * torch.as_tensor(again).reshape(b * w, vocab)
+            seen = seen_fraction(trie, nodes.numpy(), window[0][:, :, level],
+                                 window[1][:, :, level], vocab)
+            logp = logp + repeat_penalty(torch.as_tensor(seen).reshape(b * w, vocab),
+                                         module.repeat)
         allowed = trie.allowed(nodes.reshape(-1))[:, :vocab]
         logp = torch.log_softmax(logp.masked_fill(~allowed, float("-inf")), dim=-1)
         cand = (scores.reshape(-1, 1) + logp).reshape(b, w * vocab)
@@ -316,7 +337,7 @@ class Tiger(Retriever):
                              "(dataset 'semantic_id_table') and name its tokenizer in YAML")
         p = self.params
         torch.manual_seed(data.seed)
-        self._setup(data.semantic_ids)
+        self._setup(self.token_table(data.semantic_ids))
         if data.cold_items is not None:
             self._index_cold(data.cold_items)
         else:  # no interaction log beyond the sequences: cold = never in a training sequence
@@ -329,40 +350,54 @@ class Tiger(Retriever):
         wins, _ = windows(data.train_sequences, p.max_items + 1)
         items = left_pad(wins, p.max_items + 1)  # (N, I): position p predicts item p // T
         seqs = history_tokens(m, self.sid_table, wins, p.max_items + 1)  # (N, 1 + I * T)
-        level = torch.arange(seqs.shape[1] - 1) % m.n_tok  # ... at level p % T
-        width = max(m.vocab_sizes)  # level-local logits: codes 0..width-1 of each level
-        code = torch.arange(width)
-        cols = (2 + m.offsets[:, None] + code).clamp(max=m.total - 1)  # (T, width) token ids
-        outside = code >= torch.as_tensor(m.vocab_sizes)[:, None]  # (T, width)
+        spans = [(2 + int(o), v) for o, v in zip(m.offsets, m.vocab_sizes, strict=True)]
         earlier = np.tri(items.shape[1], k=-1, dtype=bool)  # window item i < target item j
         sids = self.sid_table.numpy()
 
         def step(idx: torch.Tensor) -> Step:
             inputs, targets = seqs[idx, :-1], seqs[idx, 1:]
-            valid = targets > 1
-            logits = m(inputs)
-            logits = logits.gather(2, cols[level].expand(*logits.shape[:2], -1))
-            logits = logits.masked_fill(outside[level], float("-inf"))
-            if m.repeat is not None:
-                logits = logits + m.repeat[level, None] * self._repeats(items[idx.numpy()],
-                                                                         sids, earlier, width)
-            local = targets - 2 - m.offsets[level]  # cross-entropy among the level's codes
-            loss = F.cross_entropy(logits[valid], local[valid])
-            return Step(loss, int(valid.sum()))
+            logits = m(inputs)  # position p predicts token p % T of item p // T
+            seen = None if m.repeat is None else self._seen(items[idx.numpy()], sids, earlier)
+            loss, n = logits.new_zeros(()), 0
+            for t, (start, size) in enumerate(spans):  # cross-entropy among each level's codes
+                target, level = targets[:, t::m.n_tok], logits[:, t::m.n_tok, start:start + size]
+                if seen is not None:
+                    level = level + repeat_penalty(seen[t], m.repeat)
+                valid = target > 1
+                loss = loss + F.cross_entropy(level[valid], target[valid] - start, reduction="sum")
+                n += int(valid.sum())
+            return Step(loss / max(n, 1), n)
 
         fit_retriever(self, data, epochs=p.epochs, lr=p.lr, weight_decay=p.weight_decay,
                       n_samples=len(seqs), batch_size=p.batch_size, step=step)
         return self
 
-    def _repeats(self, items: np.ndarray, sids: np.ndarray, earlier: np.ndarray, width: int
-                 ) -> torch.Tensor:
-        """(B, I * T, width) float: at each trained position, the tokens that continue the
-        ID of an item before the target in its window (what `repeat` is added to)."""
+    def token_table(self, semantic_ids: np.ndarray) -> np.ndarray:
+        """(n + 1, T) the IDs this model decodes: the first `code_levels` codes of the
+        semantic IDs, then the item's own index (`item_token`) or the rank among the items
+        sharing those codes (the disambiguation digit)."""
+        sids = np.asarray(semantic_ids, dtype=np.int64)
+        n_codes, levels = sids.shape[1] - 1, self.params.code_levels
+        if levels is not None and levels > n_codes:
+            raise ValueError(f"tiger: code_levels: {levels}, but the semantic IDs have "
+                             f"{n_codes} code levels")
+        if levels is None and not self.params.item_token:
+            return sids
+        codes = sids[:, :levels or n_codes]
+        last = np.zeros(len(sids), dtype=np.int64)
+        last[1:] = (np.arange(1, len(sids)) if self.params.item_token
+                    else disambiguate(codes[1:])[:, -1])
+        return np.column_stack([codes, last])
+
+    def _seen(self, items: np.ndarray, sids: np.ndarray, earlier: np.ndarray
+              ) -> list[torch.Tensor]:
+        """Per level, (B, I, vocab) float: the share of each token's items that come before
+        the target in its window (`seen_fraction`, what `repeat_penalty` scales)."""
         nodes, codes = self.trie.window(items, sids)
         visible = np.broadcast_to(earlier, (len(items), *earlier.shape))
-        again = np.stack([repeat_tokens(nodes[:, :, t], nodes[:, :, t], codes[:, :, t], width,
-                                        visible) for t in range(nodes.shape[2])], axis=2)
-        return torch.as_tensor(again.reshape(len(items), -1, width), dtype=torch.float32)
+        return [torch.as_tensor(seen_fraction(self.trie, nodes[:, :, t], nodes[:, :, t],
+                                              codes[:, :, t], v, visible))
+                for t, v in enumerate(self.module.vocab_sizes)]
 
     @property
     def repeat_window(self) -> int:
