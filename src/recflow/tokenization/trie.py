@@ -73,10 +73,22 @@ class TrieTable:
         return out
 
     def window(self, items: np.ndarray, sid_table: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(B, I) window items (0 = padding) -> their (B, I, T) paths in this trie and codes."""
+        """(B, I) window items (0 = padding) -> their (B, I, T) paths in this trie and codes.
+
+        Paths are -1 for padding, for items this trie does not hold (a warm item in the
+        cold trie) and for repeats of an item earlier in the row, so that counting paths
+        counts distinct window items of the trie.
+        """
+        items = np.asarray(items)
         codes = sid_table[items]
         nodes = self.paths(codes)
-        nodes[items == 0] = -1
+        order = np.argsort(items, axis=1, kind="stable")  # equal items keep their order
+        ranked = np.take_along_axis(items, order, axis=1)
+        repeat = np.zeros(items.shape, dtype=bool)
+        np.put_along_axis(repeat, order, np.pad(ranked[:, 1:] == ranked[:, :-1],
+                                                ((0, 0), (1, 0))), axis=1)
+        held = self.contains(codes.reshape(-1, codes.shape[-1])).reshape(items.shape)
+        nodes[(items == 0) | repeat | ~held] = -1
         return nodes, codes
 
 

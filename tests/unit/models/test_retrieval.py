@@ -223,6 +223,14 @@ def test_seen_fraction_is_the_share_of_a_tokens_items_in_the_window() -> None:
     hidden = seen_fraction(trie, query, nodes[:, :, 1], codes[:, :, 1], 3,
                            visible=np.zeros((1, 3, 3), dtype=bool))
     assert not hidden.any()
+    # a repeat counts once; an item the trie does not hold (a warm item, cold trie) not at all
+    again, _ = trie.window(np.array([[2, 4, 2, 0]]), sids)
+    assert (again[0, :2] >= 0).all() and (again[0, 2:] == -1).all()
+    part = TrieTable(ids[:2], np.arange(1, 3), vocab=3)  # items 1, 2 only
+    held, held_codes = part.window(np.array([[2, 3]]), sids)
+    assert (held[0, 0] >= 0).all() and (held[0, 1] == -1).all()  # item 3 starts (1, ...)
+    assert seen_fraction(part, np.array([[0]]), held[:, :, 0], held_codes[:, :, 0],
+                         3)[0, 0].tolist() == [0.5, 0.0, 0.0]
     penalty = repeat_penalty(np.array([0.0, 0.5, 1.0], dtype=np.float32), -2.0)
     np.testing.assert_allclose(penalty, [0.0, np.log(0.5 + 0.5 * np.exp(-2.0)), -2.0],
                                rtol=1e-6)
