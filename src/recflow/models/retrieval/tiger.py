@@ -338,6 +338,10 @@ class Tiger(Retriever):
         p = self.params
         torch.manual_seed(data.seed)
         self._setup(self.token_table(data.semantic_ids))
+        prefixes = np.unique(self.sid_table.numpy()[1:, :-1], axis=0, return_counts=True)[1]
+        logger.info("tiger: %d items under %d code prefixes of %d tokens (up to %d per "
+                    "prefix)", data.n_items, len(prefixes), self.module.n_tok - 1,
+                    prefixes.max(initial=0))
         if data.cold_items is not None:
             self._index_cold(data.cold_items)
         else:  # no interaction log beyond the sequences: cold = never in a training sequence
