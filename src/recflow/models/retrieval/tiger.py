@@ -29,8 +29,8 @@ drop out of the beams early instead of filling them.
 
 Item token (``item_token: true``): the ID's last token is the item's own index instead
 of the disambiguation digit, so each history item also feeds an item embedding, and the
-last decoding step chooses among the items of a code prefix. With ``code_levels: 2``
-that is a 64 x 64 semantic hierarchy over an item-level choice. The trie table grows to
+last decoding step chooses among the items of a code prefix. With ``code_levels: 1``
+(the movielens_recbole env) that is one of 64 collaborative clusters, then the film. The trie table grows to
 (nodes x items) entries: fine for ~10^4 items, not for millions.
 
 Design choice: decoder-only (one stack) rather than TIGER's encoder-decoder. The
