@@ -73,6 +73,7 @@ from recflow.tokenization.trie import TrieTable, merge_cold, seen_fraction
 from recflow.training.core import Step, scaled_lr
 
 logger = logging.getLogger(__name__)
+MAX_ITEM_TOKENS = 10_001  # rows of the ID table (items + padding): the dense trie is ~1.5 GiB here
 
 
 class Trie(TrieTable):
@@ -120,7 +121,7 @@ class TigerParams(TransformerParams):
     item_token: bool = Field(
         False, description="The last token is the item's own index rather than the "
         "disambiguation digit: an item embedding on the input, an item-level choice within "
-        "a code prefix on the output (dense trie of nodes x items: small catalogues).")
+        "a code prefix on the output (a dense trie of nodes x items: up to 10,000 items).")
     cold_share: float | None = Field(
         None, ge=0, le=1, description="TIGER's epsilon: at most this share of every top-K "
         "prefix goes to cold items (no training events) whose code prefix the model decodes. "
@@ -387,6 +388,11 @@ class Tiger(Retriever):
                              f"{n_codes} code levels")
         if levels is None and not self.params.item_token:
             return sids
+        if self.params.item_token and len(sids) > MAX_ITEM_TOKENS:
+            gib = 8 * 2 * (len(sids) - 1) * len(sids) / 2**30  # >= 2n rows of n + 1 entries
+            raise ValueError(f"tiger: item_token: true builds a dense trie of nodes x items, "
+                             f"at least {gib:.0f} GiB for {len(sids) - 1:,} items; use "
+                             f"item_token: false above {MAX_ITEM_TOKENS - 1:,} items")
         codes = sids[:, :levels or n_codes]
         last = np.zeros(len(sids), dtype=np.int64)
         last[1:] = (np.arange(1, len(sids)) if self.params.item_token
