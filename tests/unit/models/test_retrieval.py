@@ -248,7 +248,7 @@ def test_tiger_token_table_keeps_code_levels_and_the_item_token() -> None:
     with pytest.raises(ValueError, match="code_levels: 4, but the semantic IDs have 3"):
         RETRIEVAL_MODELS.create("tiger", params={"code_levels": 4}).token_table(sids)
     big = np.zeros((30_001, 4), dtype=np.int64)
-    with pytest.raises(ValueError, match="dense trie of nodes x items, at least 13 GiB for 30,000"):
+    with pytest.raises(ValueError, match="dense trie of nodes x items, at least 7 GiB for 30,000"):
         RETRIEVAL_MODELS.create("tiger", params={"item_token": True}).token_table(big)
 
 

@@ -73,7 +73,7 @@ from recflow.tokenization.trie import TrieTable, merge_cold, seen_fraction
 from recflow.training.core import Step, scaled_lr
 
 logger = logging.getLogger(__name__)
-MAX_ITEM_TOKENS = 10_001  # rows of the ID table (items + padding): the dense trie is ~1.5 GiB here
+MAX_ITEM_TOKENS = 10_001  # rows of the ID table (items + padding): the dense trie is >= 0.75 GiB here
 
 
 class Trie(TrieTable):
@@ -389,7 +389,7 @@ class Tiger(Retriever):
         if levels is None and not self.params.item_token:
             return sids
         if self.params.item_token and len(sids) > MAX_ITEM_TOKENS:
-            gib = 8 * 2 * (len(sids) - 1) * len(sids) / 2**30  # >= 2n rows of n + 1 entries
+            gib = 8 * len(sids) ** 2 / 2**30  # >= n + 1 rows (leaves, root) of n + 1 int64s
             raise ValueError(f"tiger: item_token: true builds a dense trie of nodes x items, "
                              f"at least {gib:.0f} GiB for {len(sids) - 1:,} items; use "
                              f"item_token: false above {MAX_ITEM_TOKENS - 1:,} items")
